@@ -1,0 +1,146 @@
+"""A run's steps held column-wise in numpy arrays that grow in chunks.
+
+The trainer keeps one to answer ``history`` requests; the monitor keeps one that the
+charts and the diagnosis engine read; the recording reader fills one. Appending a step
+copies its vector into a preallocated row, so ingest costs no allocation per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ProtocolError
+from .messages import Step, StepChunk
+
+INITIAL_CAPACITY = 4096
+
+
+class StepColumns:
+    """Growable column store: ``seq``, ``step``, ``epoch``, ``time`` and a ``values`` matrix.
+
+    Views returned by the properties are valid until the next append that grows the
+    store; copy them if you keep them.
+    """
+
+    def __init__(self, width: int, capacity: int = INITIAL_CAPACITY) -> None:
+        if width < 0:
+            raise ValueError("width must be >= 0")
+        self.width = width
+        self._n = 0
+        capacity = max(16, capacity)
+        self._seq = np.zeros(capacity, dtype=np.uint64)
+        self._step = np.zeros(capacity, dtype=np.int64)
+        self._epoch = np.zeros(capacity, dtype=np.int32)
+        self._time = np.zeros(capacity, dtype=np.float64)
+        self._values = np.zeros((capacity, width), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated (grows by doubling)."""
+        return self._seq.shape[0]
+
+    def _reserve(self, rows: int) -> None:
+        needed = self._n + rows
+        if needed <= self.capacity:
+            return
+        capacity = self.capacity
+        while capacity < needed:
+            capacity *= 2
+        for name in ("_seq", "_step", "_epoch", "_time"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
+        values = np.zeros((capacity, self.width), dtype=np.float32)
+        values[: self._n] = self._values[: self._n]
+        self._values = values
+
+    def append(self, seq: int, step: int, epoch: int, time: float, values: np.ndarray) -> None:
+        """Add one step; ``values`` must have ``width`` entries."""
+        if values.shape[0] != self.width:
+            raise ProtocolError(f"step has {values.shape[0]} values but the run's schema has {self.width} channels")
+        if self._n == self.capacity:
+            self._reserve(1)
+        i = self._n
+        self._seq[i] = seq
+        self._step[i] = step
+        self._epoch[i] = epoch
+        self._time[i] = time
+        self._values[i] = values
+        self._n = i + 1
+
+    def append_step(self, step: Step) -> None:
+        """Add one decoded :class:`Step`."""
+        self.append(step.seq, step.step, step.epoch, step.time, step.values)
+
+    def extend(self, chunk: StepChunk) -> None:
+        """Add many steps at once (history replies, recording chunks)."""
+        n = len(chunk)
+        if n == 0:
+            return
+        if chunk.values.shape != (n, self.width):
+            raise ProtocolError(
+                f"step chunk is {chunk.values.shape[1] if chunk.values.ndim == 2 else '?'} channels wide "
+                f"but the run's schema has {self.width}"
+            )
+        self._reserve(n)
+        a, b = self._n, self._n + n
+        self._seq[a:b] = chunk.seq
+        self._step[a:b] = chunk.step
+        self._epoch[a:b] = chunk.epoch
+        self._time[a:b] = chunk.time
+        self._values[a:b] = chunk.values
+        self._n = b
+
+    @property
+    def seq(self) -> np.ndarray:
+        """Sequence numbers (uint64) of the stored steps."""
+        return self._seq[: self._n]
+
+    @property
+    def step(self) -> np.ndarray:
+        """Training step numbers (int64)."""
+        return self._step[: self._n]
+
+    @property
+    def epoch(self) -> np.ndarray:
+        """Epoch of each step (int32)."""
+        return self._epoch[: self._n]
+
+    @property
+    def time(self) -> np.ndarray:
+        """Wall time of each step, seconds since the epoch (float64)."""
+        return self._time[: self._n]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The ``(n, width)`` float32 matrix of channel values."""
+        return self._values[: self._n]
+
+    def column(self, index: int) -> np.ndarray:
+        """One channel's values over all stored steps (a strided view)."""
+        return self._values[: self._n, index]
+
+    def last_seq(self) -> int:
+        """Sequence number of the newest stored step, or -1 when empty."""
+        return int(self._seq[self._n - 1]) if self._n else -1
+
+    def chunk(self, run_id: str, start: int, stop: int) -> StepChunk:
+        """Rows ``[start, stop)`` as a :class:`StepChunk` (copies, safe to send)."""
+        stop = min(stop, self._n)
+        start = max(0, min(start, stop))
+        return StepChunk(
+            run_id=run_id,
+            seq=self._seq[start:stop].copy(),
+            step=self._step[start:stop].copy(),
+            epoch=self._epoch[start:stop].copy(),
+            time=self._time[start:stop].copy(),
+            values=self._values[start:stop].copy(),
+        )
+
+    def index_of_seq(self, seq: int) -> int:
+        """Row of the first stored step whose sequence number is >= ``seq``."""
+        return int(np.searchsorted(self.seq, np.uint64(max(seq, 0)), side="left"))
