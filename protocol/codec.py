@@ -283,6 +283,8 @@ def _dataset_body(msg: DatasetReport) -> dict[str, Any]:
         "image_size": list(msg.image_size),
         "train_images": msg.train_images,
         "val_images": msg.val_images,
+        "target_mean": msg.target_mean,
+        "target_var": msg.target_var,
     }
 
 
@@ -312,6 +314,8 @@ def _dataset_from(body: Mapping[str, Any], version: tuple[int, int]) -> DatasetR
         image_size=(_int(size[0], f"{w}.image_size[0]"), _int(size[1], f"{w}.image_size[1]")),
         train_images=_int(body.get("train_images", 0), f"{w}.train_images"),
         val_images=_int(body.get("val_images", 0), f"{w}.val_images"),
+        target_mean=_float(body.get("target_mean", float("nan")), f"{w}.target_mean"),
+        target_var=_float(body.get("target_var", float("nan")), f"{w}.target_var"),
     )
 
 

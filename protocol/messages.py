@@ -216,7 +216,8 @@ class DatasetReport:
 
     ``mask_values`` lists up to 16 distinct mask values seen (``unique_mask_values`` is the
     full count); ``foreground_ratios`` is one value per image. ``suggested_pos_weight`` is
-    background / foreground over all training masks.
+    background / foreground over all training masks. ``problems`` names files that were
+    unreadable, unpaired or mismatched (and whether they were skipped).
     """
 
     run_id: str
@@ -231,6 +232,10 @@ class DatasetReport:
     image_size: tuple[int, int] = (0, 0)
     train_images: int = 0
     val_images: int = 0
+    # Statistics of the training targets, for the trivial (constant-predictor) baseline:
+    # the mean target value and the MSE of predicting each target channel's mean.
+    target_mean: float = float("nan")
+    target_var: float = float("nan")
 
     @property
     def masks_binary(self) -> bool:
