@@ -1,0 +1,1 @@
+"""The benchmarks behind every performance figure in the README (run ``python -m bench``)."""
