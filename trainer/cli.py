@@ -1,14 +1,217 @@
-"""The ``octa-train`` command line: the headless trainer."""
+"""The ``octa-train`` command line: the headless trainer.
+
+Flags build a :class:`TrainConfig`; bad flags and paths end in one error line and exit
+status 2. At start it prints where to attach (telemetry and control endpoints) and where
+the session is recorded, and writes a run file so ``octa-tui`` on this machine can list
+it. Ctrl-C (or SIGTERM) stops at the next step boundary: final checkpoint, recording
+closed, run file removed; a second Ctrl-C aborts at once.
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+import signal
+import socket
 import sys
+import time
+from dataclasses import replace
+from typing import Any, NoReturn
+
+from octa_tui.protocol.errors import ProtocolError
+from octa_tui.protocol.runfiles import RunFileInfo, remove_run_file, write_run_file
+
+from .config import DEVICES, MODELS_BY_TASK, OUTPUT_ACTIVATIONS, TASKS, ConfigError, TrainConfig
+
+EXIT_USAGE = 2
+# Settings of this session rather than of the run: a resumed run takes these from the
+# command line and everything else (model, data, loss) from its checkpoint.
+SESSION_KEYS = ("epochs", "max_steps", "device", "amp", "telemetry", "control", "record", "checkpoint_dir",
+                "resume", "preview_every", "runs_dir")
+
+
+class UsageError(Exception):
+    """A flag or path that cannot work: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see octa-train --help)")
+
+
+def _pos_weight(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'auto', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 or 'auto', got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``octa-train`` flags (defaults are :class:`TrainConfig`'s)."""
+    d = TrainConfig()
+    models = sorted({m for ms in MODELS_BY_TASK.values() for m in ms})
+    p = _Parser(prog="octa-train", description="Train a segmentation or heatmap model with a live monitor link.")
+    data = p.add_argument_group("data")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="DIR", help="folder with images/ and masks/ paired by file stem")
+    source.add_argument("--synthetic", metavar="N", type=int, help="N synthetic images (vessels, or heatmaps)")
+    data.add_argument("--soft-masks", action="store_true", help="synthetic masks with many grey levels (seed fault 1a)")
+    data.add_argument("--low-foreground", action="store_true", help="synthetic masks with ~1%% foreground (fault 1b)")
+    data.add_argument("--skip-bad-files", action="store_true", help="leave unreadable/unpaired files out (reported)")
+    data.add_argument("--image-size", type=int, default=d.image_size, help="square size images are resized to")
+    data.add_argument("--no-normalize", action="store_true", help="feed raw 0-255 pixel values")
+    model = p.add_argument_group("model and loss")
+    model.add_argument("--task", choices=TASKS, default=d.task)
+    model.add_argument("--model", choices=models, default=None, help="default: unet (segmentation), craft (heatmap)")
+    model.add_argument("--base-width", type=int, default=d.base_width)
+    model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=d.output_activation,
+                       help="heatmap model's final activation; none reproduces seed 002's bug")
+    model.add_argument("--bce-weight", type=float, default=d.bce_weight)
+    model.add_argument("--dice-weight", type=float, default=d.dice_weight)
+    model.add_argument("--pos-weight", type=_pos_weight, default=None, help="BCE weight of foreground pixels, or auto")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size)
+    opt.add_argument("--epochs", type=int, default=d.epochs)
+    opt.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
+    opt.add_argument("--lr", type=float, default=d.lr)
+    opt.add_argument("--step-size", type=int, default=d.step_size, help="StepLR: epochs between lr decays")
+    opt.add_argument("--gamma", type=float, default=d.gamma, help="StepLR: lr factor per decay")
+    opt.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0: off)")
+    opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    opt.add_argument("--seed", type=int, default=d.seed)
+    opt.add_argument("--device", choices=DEVICES, default=d.device)
+    out = p.add_argument_group("output and link")
+    out.add_argument("--checkpoint-dir", metavar="DIR", help="default: a run folder under ./runs")
+    out.add_argument("--resume", metavar="CKPT", help="continue the run of a checkpoint (file or run folder)")
+    out.add_argument("--record", metavar="PATH", help="session recording (.octa); default: in the run folder")
+    out.add_argument("--telemetry", default=d.telemetry, help="endpoint to publish on (default %(default)s)")
+    out.add_argument("--control", default=d.control, help="endpoint for commands (default %(default)s)")
+    out.add_argument("--preview-every", type=int, default=d.preview_every, metavar="N",
+                     help="send a prediction preview every N steps (0: never)")
+    out.add_argument("--quiet", action="store_true", help="print only the endpoints and the final line")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from parsed flags; with ``--resume``, the checkpoint's run settings."""
+    model = args.model or ("craft" if args.task == "heatmap" else "unet")
+    config = TrainConfig(
+        data_dir=args.data, synthetic=args.synthetic or 0, soft_masks=args.soft_masks,
+        low_foreground=args.low_foreground, skip_bad=args.skip_bad_files, image_size=args.image_size,
+        normalize=not args.no_normalize, task=args.task, model=model, base_width=args.base_width,
+        output_activation=args.output_activation, bce_weight=args.bce_weight, dice_weight=args.dice_weight,
+        pos_weight=args.pos_weight, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+        lr=args.lr, step_size=args.step_size, gamma=args.gamma, clip=args.clip, amp=args.amp, seed=args.seed,
+        device=args.device, checkpoint_dir=args.checkpoint_dir, record=args.record, resume=args.resume,
+        preview_every=args.preview_every, telemetry=args.telemetry, control=args.control,
+    )
+    if config.data_dir is not None and not os.path.isdir(config.data_dir):
+        raise UsageError(f"--data {config.data_dir}: no such folder (it should hold images/ and masks/)")
+    if config.resume:
+        from .checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            saved = TrainConfig.from_dict(load_checkpoint(config.resume)["config"])
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        config = replace(saved, **{k: getattr(config, k) for k in SESSION_KEYS})
+    for key in ("telemetry", "control"):
+        from octa_tui.protocol.transport import parse_endpoint
+
+        try:
+            parse_endpoint(getattr(config, key))
+        except ProtocolError as exc:
+            raise UsageError(f"--{key}: {exc}") from None
+    return config.check()
+
+
+def _print_start(trainer: Any, out: Any) -> None:
+    probe = trainer.probe
+    link = probe.link
+    summary = probe.schema.model
+    print(f"octa-train: {trainer.config.task} run {trainer.run_id}: {summary.name} "
+          f"({summary.parameters:,} parameters) on {summary.device}, {trainer.data.source}", file=out)
+    print(f"  telemetry  {link.telemetry_endpoint}", file=out)
+    print(f"  control    {link.control_endpoint}", file=out)
+    print(f"  recording  {trainer.record_path}", file=out)
+    print(f"  checkpoints {trainer.folder}", file=out)
+    print("  attach with `octa-tui` on this machine (it lists running trainers)", file=out, flush=True)
+
+
+def run(config: TrainConfig, quiet: bool = False) -> int:
+    """Train ``config`` with the console display and the run file; returns the exit status."""
+    from .checkpoint import CheckpointError
+    from .console import PlainReporter, RichReporter
+    from .folder import DataError
+    from .loop import Trainer
+
+    reporter = RichReporter(quiet=quiet) if sys.stdout.isatty() and not quiet else PlainReporter(quiet=quiet)
+    try:
+        trainer = Trainer(config, reporter=reporter)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    previous = _install_stop_handlers(trainer)
+    state = "failed"
+    try:
+        try:
+            trainer.setup()
+        except (DataError, CheckpointError, ConfigError, ProtocolError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        _print_start(trainer, sys.stdout)
+        link = trainer.probe.link
+        write_run_file(RunFileInfo(
+            pid=os.getpid(), run_id=trainer.run_id, telemetry=link.telemetry_endpoint,
+            control=link.control_endpoint, task=config.task, model=config.model, started_at=time.time(),
+            recording=trainer.record_path or "", host=socket.gethostname(),
+        ))
+        trainer.train()
+        state = trainer.result.state
+    finally:
+        remove_run_file()
+        trainer.cleanup(state)
+        _restore_handlers(previous)
+    if trainer.result.recording:
+        print(f"octa-train: recording {trainer.result.recording}", flush=True)
+    return 0
+
+
+def _install_stop_handlers(trainer: Any) -> dict[int, Any]:
+    def stop(signum: int, frame: Any) -> None:
+        if trainer._stop_signal:
+            raise KeyboardInterrupt  # second Ctrl-C: abort now
+        print("\nocta-train: stopping at the next step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        trainer.stop()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, stop)
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``octa-train``."""
-    print("octa-train: not yet available", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        config = config_from_args(args)
+        return run(config, quiet=args.quiet)
+    except (UsageError, ConfigError) as exc:
+        print(f"octa-train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("octa-train: aborted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,18 +1,219 @@
-"""The ``octa-tui`` command line: demo, connect, replay, diagnose-dataset, export."""
+"""The ``octa-tui`` command line: demo, list, connect, replay, diagnose-dataset, export, attach.
+
+Every subcommand builds a source and hands it to :func:`octa_tui.tui.app.make_app` (the
+same factory the tests use). Errors are one line on stderr and a non-zero exit status,
+never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``octa-tui``."""
-    parser = argparse.ArgumentParser(prog="octa-tui", description="Terminal monitor for PyTorch training.")
-    parser.add_argument("command", nargs="?", default="list")
-    args, _ = parser.parse_known_args(argv)
+class CliError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``octa-tui`` subcommands and their flags."""
+    parser = argparse.ArgumentParser(prog="octa-tui", description="Terminal monitor for PyTorch training: "
+                                     "live panels, diagnosis, and keys that steer the run.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="start a trainer on synthetic data and monitor it")
+    demo.add_argument("--scenario", default="", help="a fault scenario instead of a healthy run (see octa-train)")
+    demo.add_argument("--steps", type=int, default=0, help="stop training after N steps (0: no limit)")
+    demo.add_argument("--images", type=int, default=64, help="synthetic images (default %(default)s)")
+    demo.add_argument("--image-size", type=int, default=64, help="image side in pixels (default %(default)s)")
+    demo.add_argument("--base-width", type=int, default=16, help="UNet base width (default %(default)s)")
+    demo.add_argument("--device", default="", help="cpu or cuda (default: what the trainer picks)")
+    demo.add_argument("--run-dir", default=None, help="where the trainer writes its log, checkpoints, recording")
+    demo.add_argument("--refresh-hz", type=float, default=5.0, help=argparse.SUPPRESS)
+
+    lister = sub.add_parser("list", help="list the trainers running on this machine and attach to one")
+    lister.add_argument("--json", action="store_true", help="print the list as JSON and exit")
+
+    connect = sub.add_parser("connect", help="monitor a trainer by endpoint or run id")
+    connect.add_argument("target", help="telemetry endpoint (tcp://127.0.0.1:PORT, ipc://PATH) or run id")
+    connect.add_argument("--control", default=None, help="control endpoint (default: from the run file)")
+    connect.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the trainer")
+
+    replay = sub.add_parser("replay", help="replay a recorded session (*.octa)")
+    replay.add_argument("file")
+    replay.add_argument("--speed", type=int, default=1, choices=(1, 4, 16, 64))
+    replay.add_argument("--paused", action="store_true", help="start paused at the beginning")
+    replay.add_argument("--at-end", action="store_true", help="start at the end of the recording")
+
+    dataset = sub.add_parser("diagnose-dataset", help="the seed's dataset check as a report", add_help=False)
+    dataset.add_argument("rest", nargs=argparse.REMAINDER)
+
+    export = sub.add_parser("export", help="export a recording (csv, jsonl, tensorboard)")
+    export.add_argument("rest", nargs=argparse.REMAINDER)
+    attach = sub.add_parser("attach", help="monitor a trainer on another machine over SSH")
+    attach.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _run_app(source, **options) -> int:
+    from .app import make_app
+
+    app = make_app(source, **options)
+    result = app.run()
+    return int(result or 0)
+
+
+def _open(source) -> None:
+    """Connect or load before the screen opens, so a failure is one line, not a screen."""
+    try:
+        source.open()
+    except Exception as err:  # noqa: BLE001 - shown as one line
+        source.close()
+        raise CliError(_one_line(err)) from None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a synthetic trainer, monitor it, stop it when the monitor quits."""
+    from .demo import DemoError, DemoTrainer, demo_trainer_args
+    from .sources import LiveSource
+
+    trainer_args = demo_trainer_args(scenario=args.scenario, steps=args.steps, images=args.images,
+                                     image_size=args.image_size, base_width=args.base_width, device=args.device)
+    with DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
+        print(f"octa-tui demo: starting a trainer (log: {trainer.log_path}) ...", file=sys.stderr, flush=True)
+        try:
+            trainer.start()
+        except DemoError as err:
+            raise CliError(str(err)) from None
+        source = LiveSource(trainer.telemetry, trainer.control)
+        _open(source)
+        status = _run_app(source, refresh_hz=args.refresh_hz)
+        print("octa-tui demo: stopping the trainer ...", file=sys.stderr, flush=True)
+    print(f"octa-tui demo: trainer stopped; its run folder is {trainer.run_dir}", file=sys.stderr)
+    return status
+
+
+def _running():
+    from ..protocol.runfiles import list_run_files
+
+    return list_run_files()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List running trainers; attach to the one picked (or the only one)."""
+    runs = _running()
+    if args.json:
+        print(json.dumps([asdict(info) for info in runs], indent=2))
+        return 0
+    if not runs:
+        raise CliError("no trainer is running on this machine; start one with `octa-train --synthetic 64` "
+                       "or try `octa-tui demo`")
+    if len(runs) == 1:
+        chosen = runs[0]
+    else:
+        for i, info in enumerate(runs, 1):
+            print(f"  {i}. run {info.run_id}  {info.task} {info.model}  pid {info.pid}  {info.telemetry}")
+        answer = input(f"attach to which trainer? [1-{len(runs)}] ").strip()
+        if not answer.isdigit() or not 1 <= int(answer) <= len(runs):
+            raise CliError(f"{answer!r} is not one of 1-{len(runs)}")
+        chosen = runs[int(answer) - 1]
+    return _connect(chosen.telemetry, chosen.control)
+
+
+def _connect(telemetry: str, control: str, timeout_s: float = 5.0) -> int:
+    from .sources import LiveSource
+
+    source = LiveSource(telemetry, control, timeout_s=timeout_s)
+    _open(source)
+    return _run_app(source)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """Monitor a trainer given its endpoints or its run id."""
+    target, control = args.target, args.control
+    if RUN_ID.match(target) or target.isdigit():
+        for info in _running():
+            if target in (info.run_id, str(info.pid)):
+                return _connect(info.telemetry, control or info.control, args.timeout)
+        raise CliError(f"no running trainer has run id or pid {target}; `octa-tui list` shows the running ones")
+    if control is None:
+        for info in _running():
+            if info.telemetry == target:
+                control = info.control
+                break
+        else:
+            raise CliError(f"no run file names {target}; give the control endpoint too: "
+                           f"octa-tui connect {target} --control tcp://127.0.0.1:PORT")
+    return _connect(target, control, args.timeout)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Open a recording in the monitor."""
+    from pathlib import Path
+
+    from .sources import ReplaySource
+
+    if not Path(args.file).is_file():
+        raise CliError(f"{args.file}: no such recording (recordings are *.octa files in the trainer's run folder)")
+    source = ReplaySource(args.file, speed=args.speed, playing=not args.paused, start_at_end=args.at_end)
+    _open(source)
+    return _run_app(source)
+
+
+def cmd_diagnose_dataset(args: argparse.Namespace) -> int:
+    """The seed's dataset check (no torch is loaded)."""
+    from ..trainer.dataset_report import diagnose_dataset_main
+
+    return int(diagnose_dataset_main(args.rest))
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    """Subcommands that are planned but not built."""
     print(f"octa-tui {args.command}: not yet available", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "list": cmd_list,
+    "connect": cmd_connect,
+    "replay": cmd_replay,
+    "diagnose-dataset": cmd_diagnose_dataset,
+    "export": cmd_not_yet,
+    "attach": cmd_not_yet,
+}
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``octa-tui``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["list"])
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as err:
+        print(f"octa-tui: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("octa-tui: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - never a traceback; one line naming the problem
+        print(f"octa-tui: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

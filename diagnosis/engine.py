@@ -1,0 +1,136 @@
+"""The engine the monitor and the trainer call: rules plus hysteresis, so verdicts do not flicker.
+
+A verdict appears once its rule has held for ``hold`` consecutive evaluations and clears once
+the rule has stopped holding for ``release`` consecutive evaluations; until then the last
+verdict the rule gave stays shown. An evaluation counts only when the history has changed since
+the previous one (new steps, epochs, events or a data set report), so a UI that refreshes
+faster than the run streams neither ages nor confirms a verdict by repetition, and a repeated
+call costs a comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from octa_tui.protocol.run import RunHistory
+
+from .rules import evaluate_rules
+from .thresholds import Thresholds
+from .verdict import Verdict, check_lang
+
+
+@dataclass
+class _Track:
+    hits: int = 0
+    misses: int = 0
+    shown: bool = False
+    last: Verdict | None = None
+
+
+class Hysteresis:
+    """Per-code debouncing of raw verdicts: appear after ``hold`` hits, clear after ``release`` misses."""
+
+    def __init__(self, hold: int = 3, release: int = 3) -> None:
+        if hold < 1 or release < 1:
+            raise ValueError(
+                f"hold and release must be at least 1 evaluation, got hold={hold}, release={release}"
+            )
+        self.hold = hold
+        self.release = release
+        self._tracks: dict[str, _Track] = {}
+        self._order: dict[str, int] = {}
+
+    def update(self, raw: list[Verdict]) -> list[Verdict]:
+        """Feed one evaluation's raw verdicts; return those shown now, most severe first."""
+        fired = {v.code: v for v in raw}
+        for i, v in enumerate(raw):
+            self._order[v.code] = i
+        for code in set(self._tracks) | set(fired):
+            track = self._tracks.setdefault(code, _Track())
+            if code in fired:
+                track.hits += 1
+                track.misses = 0
+                track.last = fired[code]
+                if track.hits >= self.hold:
+                    track.shown = True
+            else:
+                track.misses += 1
+                track.hits = 0
+                if track.shown and track.misses >= self.release:
+                    track.shown = False
+        shown = [(code, t.last) for code, t in self._tracks.items() if t.shown and t.last is not None]
+        shown.sort(key=lambda item: (-item[1].severity, self._order.get(item[0], 0)))
+        return [v for _, v in shown]
+
+    def reset(self) -> None:
+        """Forget every verdict (a new run, or a replay that seeks backwards)."""
+        self._tracks.clear()
+        self._order.clear()
+
+
+class Engine:
+    """Diagnoses a run on every call, with verdicts debounced by hysteresis.
+
+    Windowed: an evaluation reads the newest ``thresholds.window_steps`` steps (1000 by
+    default, or the plateau's step window if larger), a few rows at the run's start and the
+    newest epoch summaries, so its cost does not grow with the run (see bench/bench_diagnosis.py).
+    """
+
+    def __init__(
+        self, thresholds: Thresholds | None = None, lang: str = "en", hold: int = 3, release: int = 3
+    ) -> None:
+        self.thresholds = thresholds or Thresholds()
+        self.lang = check_lang(lang)
+        self._hysteresis = Hysteresis(hold, release)
+        self._seen: tuple | None = None
+        self._shown: list[Verdict] = []
+        self._history: RunHistory | None = None
+
+    @property
+    def hold(self) -> int:
+        """Evaluations a rule must hold before its verdict appears."""
+        return self._hysteresis.hold
+
+    @property
+    def release(self) -> int:
+        """Evaluations a rule must stop holding before its verdict clears."""
+        return self._hysteresis.release
+
+    def evaluate(self, history: RunHistory) -> list[Verdict]:
+        """The verdicts to show now for ``history``, most severe first."""
+        state = _version(history)
+        if history is self._history and state == self._seen:
+            return list(self._shown)
+        # Another history (a new run, a reopened replay) or one that went back in time (a seek)
+        # starts from a clean slate.
+        if (
+            history is not self._history
+            or self._seen is None
+            or state[0] != self._seen[0]
+            or state[1] < self._seen[1]
+        ):
+            self.reset()
+            self._history = history
+        self._seen = state
+        self._shown = self._hysteresis.update(evaluate_rules(history, self.thresholds, self.lang))
+        return list(self._shown)
+
+    def reset(self) -> None:
+        """Forget all verdicts and the history seen; evaluate() does this itself for a new history."""
+        self._hysteresis.reset()
+        self._seen = None
+        self._shown = []
+        self._history = None
+
+
+def _version(history: RunHistory) -> tuple:
+    """What identifies the history's content cheaply: it changes whenever anything is added."""
+    steps = history.steps
+    return (
+        history.run_id,
+        len(steps),
+        steps.last_seq(),
+        len(history.epochs),
+        len(history.events),
+        id(history.dataset),
+    )

@@ -1,0 +1,97 @@
+"""Every number the rules compare against, in one frozen configuration record.
+
+Defaults come from the two seeds (000: the UNet/OCTA field guide; 002: the CRAFT fix) where
+they give one; the rest are chosen so a healthy run raises nothing and are named here so a
+user can change them (``Thresholds(plateau_variance=1e-5)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The rules' configuration; see each field's comment for its origin and unit."""
+
+    # --- how much history a rule looks at (the engine is windowed: cost does not grow with the run)
+    window_steps: int = 1000  # the step window for levels and trends (loss, BCE, Dice term)
+    recent_steps: int = 20  # "now": output range, explosions
+    nonfinite_steps: int = 5  # a NaN/Inf in any of these newest steps is critical
+    grad_steps: int = 50  # per-layer gradient norms: median over these newest steps
+    min_steps: int = 10  # no step-based rule speaks before this many steps
+
+    # --- data (seed 000 §1)
+    mask_unique_values_max: int = 2  # 000 §1a: a binary mask has 2 values
+    foreground_ratio_min: float = 0.02  # 000 §1b: mean foreground below 2% is severe imbalance
+    pos_weight_max: float = 10000.0  # the trainer's accepted range for set_pos_weight
+
+    # --- plateau (seed 000, "Loss 平台期诊断")
+    plateau_epochs: int = 5  # last 5 epoch losses
+    plateau_variance: float = 1e-6  # variance of those losses below this ...
+    plateau_improvement: float = 1e-4  # ... and improvement below this (beyond noise, see below)
+    plateau_noise_sigmas: float = 2.0  # a trend within this many standard errors is noise
+    plateau_block_steps: int = 200  # step-window test: 5 blocks of this many steps (long epochs)
+    val_dice_good: float = 0.7  # a flat loss with a validation Dice this good is convergence
+    converged_fraction: float = 0.2  # ... as is a flat loss below 20% of the constant baseline
+
+    # --- loss weights (seed 000 §3 and its matrix, row 1)
+    dice_term_high: float = 0.35  # 000: "Dice > 0.35 -> the model has not learned the shape"
+    bce_low: float = 0.3  # the BCE term at or below this is "settled"
+    val_dice_poor: float = 0.5  # seed 000's stuck run: val Dice 0.40; a healthy one: 0.80
+
+    # --- learning rate too small (seed 000 §2: 0.8 -> 0.65 in 3 epochs, then flat)
+    lr_min_steps: int = 200  # judge the curve only after this many steps
+    lr_initial_steps: int = 20  # the starting loss: mean over the first steps
+    lr_high_loss_fraction: float = 0.7  # still above 70% of the starting loss ...
+    lr_flat_decline: float = 0.05  # ... and declining less than 5% over the step window ...
+    lr_update_ratio_small: float = 1e-4  # ... with updates |dw|/|w| below this (when measured)
+    lr_small: float = 1e-4  # without an update ratio: the seed's too-small Adam lr
+    lr_raise_factor: float = 5.0  # 000: lr 0.0001 -> 0.0005
+
+    # --- BCE not settled (seed 000: "BCE > 0.3 -> pixel classification unstable, more epochs")
+    bce_settled_max: float = 0.3
+    late_fraction: float = 0.5  # "late": past half of the planned steps ...
+    late_epochs: int = 10  # ... or, with no plan known, after this many epochs
+    bce_lr_factor: float = 2.0  # the trial fix: a higher lr
+
+    # --- vanishing gradients (seed 000's gradient hint)
+    grad_layer_min: float = 1e-4  # 000: "all layers > 1e-4" is healthy
+    grad_ratio_slight: float = 10.0  # 000: shallow/deep > 10x is "slight" vanishing
+    grad_ratio_moderate: float = 100.0
+    grad_ratio_strong: float = 1000.0
+
+    # --- gradient explosion (seed 002: 16 parameters with norm > 10, max 32.3)
+    explosion_param_norm: float = 10.0
+    explosion_min_steps: int = 3  # of the recent steps, this many must show it
+    explosion_clip: float = 1.0  # 002: clip 5.0 -> 1.0
+    explosion_lr_divisor: float = 10.0  # 002: lr 1e-3 -> 1e-4
+
+    # --- missing sigmoid (seed 002: outputs [-8.489, 1.476] fed to MSE)
+    probability_tolerance: float = 1e-3  # float noise allowed outside [0, 1]
+
+    # --- model too large for the data (seed 000 §4)
+    small_dataset_images: int = 50  # 000: "< 50 images"
+    large_model_params: int = 10_000_000  # between 000's 8.5M UNet (its fix) and 31M UNet_Transformer
+    overfit_loss_gap: float = 0.1  # validation loss above training loss by this much ...
+    overfit_dice_gap: float = 0.15  # ... or training Dice above validation Dice by this much
+
+    # --- no better than a constant predictor (seed 002's "theoretical baseline", computed from data)
+    baseline_min_steps: int = 200  # every model starts worse than a constant; judge after this
+    baseline_margin: float = 0.05  # within 5% of the baseline counts as "no better"
+
+    # --- the seed's diagnosis matrix
+    matrix_near: float = 0.35  # a normalised distance up to this is a close match
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+                raise ValueError(f"threshold {f.name} must be a number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"threshold {f.name} must be >= 0, got {value!r}")
+        for name in ("window_steps", "recent_steps", "nonfinite_steps", "grad_steps", "plateau_block_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"threshold {name} must be at least 1 step, got {getattr(self, name)!r}")
+        if self.plateau_epochs < 3:
+            raise ValueError(f"plateau_epochs must be at least 3 to fit a trend, got {self.plateau_epochs}")

@@ -1,0 +1,536 @@
+"""ZeroMQ sockets that carry protocol messages: telemetry PUB/SUB and control ROUTER/DEALER.
+
+The trainer binds a PUB socket for telemetry and a ROUTER socket for control; each monitor
+connects a SUB and a DEALER. The transport moves frames and decodes them with
+:mod:`octa_tui.protocol.codec`; it never reads message fields beyond what routing needs.
+
+Two promises shape everything here. The trainer side never blocks: a PUB socket drops
+messages for a subscriber that is slow, frozen or gone, and the ROUTER is polled without
+waiting at step boundaries. The monitor side never hangs: every receive has a timeout, a
+request that gets no answer ends in :class:`ControlTimeout` with a message a person can
+act on, and a malformed message is counted and skipped rather than crashing the monitor.
+
+Endpoints are loopback TCP or ``ipc://`` paths (created 0600). Anything else is refused
+with the SSH tunnel that reaches a remote trainer safely.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import zmq
+
+from .codec import decode, encode
+from .errors import ProtocolError
+from .messages import Command, Message, Reply, StepChunk
+from .version import PROTOCOL_MAJOR, PROTOCOL_MINOR
+
+# A PUB socket queues at most this many messages per subscriber, then drops for that one
+# subscriber only; a subscriber that falls this far behind sees a gap and asks for history.
+PUB_SNDHWM = 10_000
+# The monitor's receive queue: deep enough to hold a second or two of a fast stream while
+# the monitor is busy merging a large history snapshot.
+SUB_RCVHWM = 200_000
+# History answers are many messages in a burst; the ROUTER must not drop any of them.
+ROUTER_SNDHWM = 100_000
+# How long a closing publisher may spend delivering its last messages (the final heartbeat).
+CLOSE_LINGER_MS = 200
+# Requests answered per ROUTER poll: bounds the work done at one step boundary.
+MAX_REQUESTS_PER_POLL = 64
+
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]*):(?P<port>\*|\d{1,5})$")
+_LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "[::1]": "[::1]"}
+
+
+class ControlTimeout(ProtocolError):
+    """The trainer did not answer a control request in time (it is gone, frozen or busy)."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
+
+
+def _tunnel_hint(text: str, host: str, port: str) -> str:
+    port = port if port not in ("", "0", "*") else "PORT"
+    remote = host.strip("[]") if host not in ("", "*", "0.0.0.0", "[::]") else "user@trainer-host"
+    return (
+        f"refusing endpoint {text!r}: without encryption only loopback (tcp://127.0.0.1:PORT, "
+        "tcp://localhost:PORT, tcp://[::1]:PORT) and ipc://PATH are allowed. Keep the trainer on "
+        f"127.0.0.1 and tunnel over SSH: `ssh -L {port}:127.0.0.1:{port} {remote}`, then connect to "
+        f"tcp://127.0.0.1:{port} (or pass --insecure to accept an unencrypted remote endpoint)"
+    )
+
+
+def parse_endpoint(text: str, *, insecure: bool = False) -> str:
+    """Check an endpoint and return its normal form, or raise ProtocolError saying why not.
+
+    Accepted: ``tcp://127.0.0.1:PORT``, ``tcp://localhost:PORT`` (becomes 127.0.0.1),
+    ``tcp://[::1]:PORT`` (PORT 0 or ``*`` picks a free port when binding) and ``ipc://PATH``
+    (``~`` expanded, made absolute). Any other address is refused with the SSH tunnel to use
+    instead, unless ``insecure`` is true.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError("empty endpoint; use tcp://127.0.0.1:PORT or ipc://PATH")
+    text = text.strip()
+    if text.startswith("ipc://"):
+        path = text[len("ipc://") :]
+        if not path:
+            raise ProtocolError(f"endpoint {text!r} names no path; use ipc:///path/to/socket")
+        if path.startswith("@"):
+            if not insecure:
+                raise ProtocolError(
+                    f"refusing endpoint {text!r}: an abstract ipc socket has no file permissions, so any "
+                    "local user could connect; use an ipc:// file path (created 0600) instead"
+                )
+            return text
+        return "ipc://" + os.path.abspath(os.path.expanduser(path))
+    match = _TCP.match(text)
+    if match is None:
+        raise ProtocolError(
+            f"endpoint {text!r} is not tcp://HOST:PORT or ipc://PATH; for a local trainer use tcp://127.0.0.1:PORT"
+        )
+    host, port = match["host"], match["port"]
+    if port != "*" and int(port) > 65535:
+        raise ProtocolError(f"endpoint {text!r}: port {port} is out of range (0-65535)")
+    port = "0" if port == "*" else str(int(port))
+    if host.lower() in _LOOPBACK:
+        return f"tcp://{_LOOPBACK[host.lower()]}:{port}"
+    if not insecure:
+        raise ProtocolError(_tunnel_hint(text, host, port))
+    return f"tcp://{host}:{port}"
+
+
+def _is_ipv6(endpoint: str) -> bool:
+    return endpoint.startswith("tcp://[")
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind ``sock`` and return the endpoint actually bound (the real port for port 0)."""
+    if _is_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        path = endpoint[len("ipc://") :]
+        folder = os.path.dirname(path)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise ProtocolError(
+                f"cannot bind {endpoint}: {exc.strerror} (check the folder exists and is writable)"
+            ) from exc
+        # The socket file is created with the umask's mode; only this user may connect.
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        return endpoint
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise ProtocolError(
+            f"cannot bind {endpoint}: {exc.strerror} (is another trainer using that port? use port 0 to pick a free one)"
+        ) from exc
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def _connect(sock: zmq.Socket, endpoint: str) -> None:
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        raise ProtocolError(
+            f"cannot connect to {endpoint}: port 0 only means 'pick one' when binding; use the trainer's port"
+        )
+    if _is_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise ProtocolError(f"cannot connect to {endpoint}: {exc.strerror}") from exc
+
+
+def incompatible_version(frames: list[bytes]) -> str | None:
+    """The refusal message when ``frames`` are ours but of another major version, else None."""
+    if not frames:
+        return None
+    head = frames[0]
+    if len(head) < 4 or head[:2] != b"OC" or head[2] == PROTOCOL_MAJOR:
+        return None
+    return (
+        f"protocol version {head[2]}.{head[3]} is not compatible with this side's "
+        f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}; install the same major version of octa-tui on the trainer "
+        "and the monitor"
+    )
+
+
+# --- telemetry ----------------------------------------------------------------------------
+
+
+class TelemetryPublisher:
+    """The trainer's telemetry socket: sends never block and never fail the caller.
+
+    ``sent`` counts messages handed to ZeroMQ; ``dropped`` counts those it refused (socket
+    closing, interrupted). A subscriber that falls behind loses messages at the PUB
+    socket's per-subscriber queue limit without the publisher being told: the subscriber
+    sees the gap in sequence numbers and asks for history.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        insecure: bool = False,
+        sndhwm: int = PUB_SNDHWM,
+    ) -> None:
+        wanted = parse_endpoint(endpoint, insecure=insecure)
+        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+        try:
+            self.endpoint = _bind(self._socket, wanted)
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+        self.sent = 0
+        self.dropped = 0
+        self._send = self._socket.send
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Send one single-frame message (the step fast path); False if it was dropped."""
+        try:
+            self._send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def send(self, msg: Message) -> bool:
+        """Encode and send any message; False if it was dropped."""
+        try:
+            self._socket.send_multipart(encode(msg), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket, waiting at most ``linger_ms`` for queued messages to leave."""
+        if not self._socket.closed:
+            self._socket.close(linger=linger_ms)
+
+
+class TelemetrySubscriber:
+    """The monitor's telemetry socket: receives with timeouts, skips what it cannot read.
+
+    A malformed message is counted in ``malformed`` with its reason in ``last_error`` and
+    skipped. Messages of another protocol major version also set ``incompatible`` (the
+    refusal naming both versions), which the follower raises: that is a wrong pairing of
+    programs, not noise on the wire.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        insecure: bool = False,
+        rcvhwm: int = SUB_RCVHWM,
+    ) -> None:
+        self.endpoint = parse_endpoint(endpoint, insecure=insecure)
+        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            _connect(self._socket, self.endpoint)
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+        self.received = 0
+        self.malformed = 0
+        self.last_error: str | None = None
+        self.incompatible: str | None = None
+
+    def _skip(self, frames: list[bytes], exc: ProtocolError) -> None:
+        self.malformed += 1
+        self.last_error = str(exc)
+        refusal = incompatible_version(frames)
+        if refusal is not None:
+            self.incompatible = refusal
+
+    def recv(self, timeout_s: float) -> Message | None:
+        """The next readable message, or None when none arrives within ``timeout_s``."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            remaining = deadline - time.monotonic()
+            if not self._socket.poll(max(0, int(remaining * 1000))):
+                return None
+            frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            self.received += 1
+            try:
+                return decode(frames)
+            except ProtocolError as exc:
+                self._skip(frames, exc)
+            if time.monotonic() >= deadline:
+                return None
+
+    def drain(self, max_messages: int = 10000, timeout_s: float = 0.0) -> list[Message]:
+        """Every readable message already queued (up to ``max_messages``).
+
+        Waits up to ``timeout_s`` for the first one; never blocks past that.
+        """
+        out: list[Message] = []
+        if timeout_s > 0 and not self._socket.poll(int(timeout_s * 1000)):
+            return out
+        # recv + RCVMORE is about twice as fast as recv_multipart for one-frame steps.
+        recv, more = self._socket.recv, self._socket.getsockopt
+        append = out.append
+        received = 0
+        while received < max_messages:
+            try:
+                frames = [recv(zmq.NOBLOCK)]
+            except zmq.Again:
+                break
+            while more(zmq.RCVMORE):
+                frames.append(recv(zmq.NOBLOCK))
+            received += 1
+            try:
+                append(decode(frames))
+            except ProtocolError as exc:
+                self._skip(frames, exc)
+        self.received += received
+        return out
+
+    def close(self) -> None:
+        """Close the socket (nothing waits)."""
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+
+# --- control ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One control request as the trainer received it.
+
+    ``command`` is None and ``error`` says why when the frames did not decode to a
+    :class:`Command`; the caller replies with that error so the monitor is never left
+    waiting.
+    """
+
+    identity: bytes
+    command: Command | None
+    error: str = ""
+
+
+class ControlServer:
+    """The trainer's control socket: polled at step boundaries, never waits."""
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, *, insecure: bool = False) -> None:
+        wanted = parse_endpoint(endpoint, insecure=insecure)
+        self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
+        # Report sends to peers that are gone or full instead of dropping them silently.
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            self.endpoint = _bind(self._socket, wanted)
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+        self.failed_sends = 0
+
+    def poll(self) -> list[Request]:
+        """The requests waiting now (at most a bounded batch); returns at once when none."""
+        requests: list[Request] = []
+        for _ in range(MAX_REQUESTS_PER_POLL):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            identity, payload = frames[0], frames[1:]
+            try:
+                msg = decode(payload)
+            except ProtocolError as exc:
+                requests.append(Request(identity, None, f"the trainer could not read the request: {exc}"))
+                continue
+            if not isinstance(msg, Command):
+                requests.append(
+                    Request(
+                        identity,
+                        None,
+                        f"the trainer expects a command on its control socket, got a {type(msg).__name__}",
+                    )
+                )
+                continue
+            requests.append(Request(identity, msg))
+        return requests
+
+    def send(self, identity: bytes, msg: Message) -> bool:
+        """Send any message to one monitor; False if it is gone or not reading."""
+        try:
+            self._socket.send_multipart([identity, *encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.failed_sends += 1
+            return False
+        return True
+
+    def reply(self, identity: bytes, reply: Reply) -> bool:
+        """Answer one request; False if the monitor is gone."""
+        return self.send(identity, reply)
+
+    def close(self) -> None:
+        """Close the socket (nothing waits)."""
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+
+class ControlClient:
+    """The monitor's control socket: every request ends in a reply or a clear error.
+
+    A request that times out closes the socket and opens a fresh one, so a late answer can
+    never be taken for the next request's, and a command still queued on this side is
+    discarded rather than sent later. (One the trainer already received, while frozen or
+    busy, may still be applied when it gets to it; its ``command_applied`` event says so.)
+    Replies are also matched by ``request_id``.
+    ``last_heard`` is the monotonic time anything last arrived from the trainer.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_s: float = 5.0,
+        context: zmq.Context | None = None,
+        *,
+        insecure: bool = False,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.endpoint = parse_endpoint(endpoint, insecure=insecure)
+        self.timeout_s = float(timeout_s)
+        self._context = context or zmq.Context.instance()
+        self._prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self.last_heard: float | None = None
+        self._socket = self._open()
+
+    def _open(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)  # a history answer must arrive whole
+        try:
+            _connect(sock, self.endpoint)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    def reset(self) -> None:
+        """Drop the socket with anything queued on it and connect a fresh one."""
+        self._socket.close(linger=0)
+        self._socket = self._open()
+
+    def _timeout(self, what: str = "") -> ControlTimeout:
+        self.reset()
+        return ControlTimeout(
+            f"no reply from the trainer at {self.endpoint} within {_seconds(self.timeout_s)} s{what}; "
+            "is it running? `octa-tui` lists running trainers"
+        )
+
+    def send(self, command: Command) -> str:
+        """Queue a command without waiting for its reply; returns its request id.
+
+        Raises ControlTimeout when the socket cannot take it (the trainer has been
+        unreachable long enough for the queue to fill).
+        """
+        request_id = command.request_id or f"{self._prefix}-{next(self._ids)}"
+        if request_id != command.request_id:
+            command = Command(op=command.op, args=command.args, request_id=request_id)
+        try:
+            self._socket.send_multipart(encode(command), zmq.NOBLOCK)
+        except zmq.Again:
+            raise self._timeout(" (requests are queued and unanswered)") from None
+        return request_id
+
+    def _recv(self, timeout_s: float) -> Message | None:
+        if not self._socket.poll(max(0, int(timeout_s * 1000))):
+            return None
+        frames = self._socket.recv_multipart(zmq.NOBLOCK)
+        self.last_heard = time.monotonic()
+        try:
+            return decode(frames)
+        except ProtocolError as exc:
+            refusal = incompatible_version(frames)
+            raise ProtocolError(
+                refusal or f"the trainer at {self.endpoint} sent a reply this monitor cannot read: {exc}"
+            ) from exc
+
+    def collect(self) -> list[Reply]:
+        """Replies already waiting (answers to :meth:`send`), without waiting."""
+        replies = []
+        while True:
+            msg = self._recv(0)
+            if msg is None:
+                return replies
+            if isinstance(msg, Reply):
+                replies.append(msg)
+
+    def request(self, command: Command) -> Reply:
+        """Send a command and wait for its reply (at most ``timeout_s``)."""
+        request_id = self.send(command)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            msg = self._recv(remaining) if remaining > 0 else None
+            if msg is None:
+                raise self._timeout()
+            if isinstance(msg, Reply) and msg.request_id == request_id:
+                return msg
+            # Anything else is the answer to an earlier request: not ours, dropped.
+
+    def history(self, from_seq: int = 0) -> Iterator[Message]:
+        """The trainer's history from ``from_seq``: its records, step chunks, then the final Reply.
+
+        Each message must arrive within ``timeout_s`` of the previous one. An error reply
+        raises ProtocolError with the trainer's reason; a reply whose chunk count does not
+        match what arrived raises ProtocolError too (the answer was cut short).
+        """
+        request_id = self.send(Command(op="history", args={"from_seq": int(from_seq)}))
+        finished = False
+        chunks = 0
+        try:
+            while True:
+                msg = self._recv(self.timeout_s)
+                if msg is None:
+                    raise self._timeout(" while sending history")
+                if isinstance(msg, Reply):
+                    if msg.request_id != request_id:
+                        continue
+                    finished = True
+                    if not msg.ok:
+                        raise ProtocolError(f"the trainer refused the history request: {msg.reason}")
+                    expected = msg.data.get("chunks")
+                    if isinstance(expected, int) and expected != chunks:
+                        raise ProtocolError(
+                            f"the trainer's history answer was cut short: {chunks} of {expected} step chunks arrived; ask again"
+                        )
+                    yield msg
+                    return
+                if isinstance(msg, StepChunk):
+                    chunks += 1
+                yield msg
+        finally:
+            if not finished:
+                # Abandoned half-way: the rest of the answer must not reach the next request.
+                self.reset()
+
+    def close(self) -> None:
+        """Close the socket (nothing waits, nothing queued is sent)."""
+        if not self._socket.closed:
+            self._socket.close(linger=0)

@@ -1,0 +1,533 @@
+"""Every rule, table-driven: histories that must raise its verdict and histories that must not.
+
+GIVEN a history built row by row WHEN the rules run (no hysteresis) THEN the rule's verdict is
+present or absent, with the severity, confidence, evidence and fix a user would act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from diagnosis_histories import Builder, decaying, healthy_run, heatmap_schema, segmentation_schema
+
+from octa_tui.diagnosis import RULE_CODES, Severity, evaluate_rules
+from octa_tui.protocol.commands import make_command
+from octa_tui.protocol.run import RunHistory
+
+SEED_000_PLATEAU = [0.612534, 0.611893, 0.612105, 0.611567, 0.612001]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the table: a history, the rule it is about, whether it must fire, and checks."""
+
+    name: str
+    code: str
+    build: Callable[[], RunHistory]
+    fires: bool
+    severity: Severity | None = None
+    evidence: tuple[str, ...] = ()
+    fixes: tuple | None = None
+    confidence: str | None = None
+
+
+# --- histories ------------------------------------------------------------------------------
+def nan_loss_now() -> RunHistory:
+    return Builder().steps(300).steps(1, loss__total=float("nan")).history
+
+
+def nonfinite_grad_flag() -> RunHistory:
+    return Builder().steps(300).steps(2, gradstat__nonfinite=1.0, gradstat__total_norm=float("inf")).history
+
+
+def nan_long_ago() -> RunHistory:
+    return Builder().steps(100).steps(1, loss__total=float("nan")).steps(200).history
+
+
+def craft(
+    outputs: tuple[float, float],
+    max_norm: float,
+    n_over: float,
+    lr: float = 1e-3,
+    clip: float = 5.0,
+    steps: int = 60,
+) -> Builder:
+    b = Builder(heatmap_schema())
+    b.steps(
+        steps,
+        out__act_min=outputs[0],
+        out__act_max=outputs[1],
+        out__raw_min=outputs[0],
+        out__raw_max=outputs[1],
+        out__frac_outside_01=0.0 if 0 <= outputs[0] and outputs[1] <= 1 else 0.41,
+        gradstat__max_param_norm=max_norm,
+        gradstat__n_over_bound=n_over,
+        opt__lr=lr,
+        opt__clip=clip,
+    )
+    return b
+
+
+def logits_loss_out_of_range() -> RunHistory:
+    b = Builder(segmentation_schema(loss_expects_probabilities=False))
+    return b.steps(100, out__act_min=-8.0, out__act_max=6.0, out__frac_outside_01=0.5).history
+
+
+def raw_only(heatmap: bool) -> RunHistory:
+    """Only pre-activation outputs are streamed: logits for Dice+BCE, the loss's input for MSE."""
+    raw = ("raw_min", "raw_max")
+    b = Builder(heatmap_schema(out=raw) if heatmap else segmentation_schema(out=raw))
+    return b.steps(60, out__raw_min=-8.489, out__raw_max=1.476).history
+
+
+def explosion_once() -> RunHistory:
+    return (
+        Builder()
+        .steps(100)
+        .steps(1, gradstat__n_over_bound=16, gradstat__max_param_norm=32.3)
+        .steps(10)
+        .history
+    )
+
+
+def explosion_already_clipped() -> RunHistory:
+    return craft((0.1, 0.9), 32.297974, 16, lr=1e-3, clip=1.0).history
+
+
+def grads(norms: dict[str, float]) -> RunHistory:
+    b = Builder(segmentation_schema(grad=tuple(norms)))
+    return b.steps(100, **{f"grad__{k}": v for k, v in norms.items()}).history
+
+
+def masks(unique: int, values: tuple[float, ...], heatmap: bool = False) -> RunHistory:
+    b = Builder(heatmap_schema() if heatmap else segmentation_schema())
+    return b.dataset(unique_mask_values=unique, mask_values=values).history
+
+
+def foreground(ratio: float, pos_weight: float = 1.0, suggested: float | None = None) -> RunHistory:
+    b = Builder().dataset(
+        foreground_ratio=ratio, target_mean=ratio, suggested_pos_weight=suggested or (1 - ratio) / ratio
+    )
+    return b.steps(20, opt__pos_weight=pos_weight).history
+
+
+def bce_only(level: float, steps: int = 300) -> RunHistory:
+    b = Builder(segmentation_schema(config={"loss": "bce"}))
+    b.dataset(foreground_ratio=0.1, target_mean=0.1)
+    return b.steps(
+        steps, loss__total=level, loss__bce=level, opt__bce_weight=1.0, opt__dice_weight=0.0
+    ).history
+
+
+def mse_run(total: float, steps: int = 300) -> RunHistory:
+    b = Builder(heatmap_schema()).dataset(target_mean=0.2, target_var=0.05, unique_mask_values=256)
+    return b.steps(steps, loss__total=total, loss__region=total * 0.7, loss__affinity=total * 0.3).history
+
+
+def seed_plateau(val_dice: float = 0.40) -> RunHistory:
+    b = Builder().dataset()
+    b.steps(600, loss__total=0.612, loss__bce=0.234, loss__dice=0.435)
+    return b.epochs(SEED_000_PLATEAU, val_dice=val_dice).history
+
+
+def epochs_declining() -> RunHistory:
+    return Builder().steps(600).epochs([0.70, 0.65, 0.61, 0.58, 0.56], val_dice=0.4).history
+
+
+def epochs_slow_steady() -> RunHistory:
+    return Builder().steps(600).epochs([0.1000, 0.0998, 0.0996, 0.0994, 0.0992], val_dice=0.4).history
+
+
+def long_epochs_flat() -> RunHistory:
+    b = Builder(segmentation_schema(config={"steps_per_epoch": 5000}))
+    return b.steps(1500, loss__total=decaying(0.612, 0.612, 1, noise=0.002)).history
+
+
+def long_epochs_falling() -> RunHistory:
+    b = Builder(segmentation_schema(config={"steps_per_epoch": 5000}))
+    return b.steps(1500, loss__total=decaying(0.9, 0.3, 800, noise=0.002)).history
+
+
+def weights_case(
+    dice: float = 0.435,
+    bce: float = 0.234,
+    val_dice: float = 0.40,
+    weights=(0.3, 0.7),
+    plateau: bool = True,
+    **extra,
+) -> RunHistory:
+    b = Builder().dataset()
+    total = weights[0] * bce + weights[1] * dice
+    b.steps(
+        600,
+        loss__total=total,
+        loss__bce=bce,
+        loss__dice=dice,
+        opt__bce_weight=weights[0],
+        opt__dice_weight=weights[1],
+        **extra,
+    )
+    losses = SEED_000_PLATEAU if plateau else [0.70, 0.66, 0.63, 0.61, 0.60]
+    return b.epochs(losses, val_dice=val_dice).history
+
+
+def tiny_lr(update_ratio: float | None = 1e-6, lr: float = 1e-5) -> RunHistory:
+    opt = ("lr", "bce_weight", "dice_weight", "pos_weight", "clip") + (
+        ("update_ratio",) if update_ratio is not None else ()
+    )
+    b = Builder(segmentation_schema(opt=opt))
+    extra = {"opt__update_ratio": update_ratio} if update_ratio is not None else {}
+    return b.steps(400, loss__total=lambda r: 0.80 - 0.00005 * r, opt__lr=lr, **extra).history
+
+
+def bce_late(bce: float, step_count: int, pos_weight: float = 1.0) -> RunHistory:
+    b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
+    return b.steps(step_count, loss__bce=bce, opt__pos_weight=pos_weight).history
+
+
+def big_model(params: int, images: int, gap: tuple[float, float] | None) -> RunHistory:
+    b = Builder(segmentation_schema(parameters=params, model="UNet_Transformer")).dataset(train_images=images)
+    b.steps(50)
+    if gap is not None:
+        b.epoch(1, {"loss": gap[0]}, {"loss": gap[1]})
+    return b.history
+
+
+CASES = [
+    # non-finite loss or gradients
+    Case(
+        "nan loss at the newest step",
+        "nonfinite",
+        nan_loss_now,
+        True,
+        Severity.CRIT,
+        ("loss/total", "step 300"),
+        (make_command("pause"),),
+        "measured",
+    ),
+    Case(
+        "gradient NaN flag", "nonfinite", nonfinite_grad_flag, True, Severity.CRIT, ("gradstat/total_norm",)
+    ),
+    Case("nan long ago, finite since", "nonfinite", nan_long_ago, False),
+    Case("healthy", "nonfinite", lambda: healthy_run().history, False),
+    # missing sigmoid
+    Case(
+        "seed 002 before",
+        "missing_sigmoid",
+        lambda: craft((-8.489, 1.476), 32.297974, 16).history,
+        True,
+        Severity.WARN,
+        ("-8.489", "1.476", "MSE", "41%"),
+        (),
+        "measured",
+    ),
+    Case("seed 002 after", "missing_sigmoid", lambda: craft((0.291, 0.981), 1.324812, 0).history, False),
+    Case("loss takes logits", "missing_sigmoid", logits_loss_out_of_range, False),
+    Case(
+        "MSE on raw outputs, only raw streamed",
+        "missing_sigmoid",
+        lambda: raw_only(heatmap=True),
+        True,
+        Severity.WARN,
+        ("-8.489",),
+    ),
+    Case("Dice+BCE logits, only raw streamed", "missing_sigmoid", lambda: raw_only(heatmap=False), False),
+    Case("healthy", "missing_sigmoid", lambda: healthy_run().history, False),
+    # gradient explosion
+    Case(
+        "seed 002 before",
+        "gradient_explosion",
+        lambda: craft((-8.489, 1.476), 32.297974, 16).history,
+        True,
+        Severity.WARN,
+        ("16 parameters", "> 10", "32.3"),
+        (make_command("set_clip", clip=1.0), make_command("set_lr", lr=1e-4)),
+        "measured",
+    ),
+    Case("seed 002 after", "gradient_explosion", lambda: craft((0.291, 0.981), 1.324812, 0).history, False),
+    Case("one spike in the recent steps", "gradient_explosion", explosion_once, False),
+    Case(
+        "already clipped at 1.0",
+        "gradient_explosion",
+        explosion_already_clipped,
+        True,
+        Severity.WARN,
+        (),
+        (make_command("set_lr", lr=1e-4),),
+    ),
+    # vanishing gradients
+    Case(
+        "seed 000 log: 17x is slight",
+        "vanishing_gradients",
+        lambda: grads({"encoder_conv1": 0.052314, "encoder_last": 0.003101}),
+        True,
+        Severity.INFO,
+        ("16.9x", "slight", "encoder_conv1"),
+        (),
+        "measured",
+    ),
+    Case(
+        "a layer below 1e-4",
+        "vanishing_gradients",
+        lambda: grads({"c1": 3e-6, "c2": 1e-3, "c3": 2e-2}),
+        True,
+        Severity.WARN,
+        ("c1", "< 0.0001", "strong"),
+    ),
+    Case(
+        "input side starves 500x",
+        "vanishing_gradients",
+        lambda: grads({"c1": 2e-4, "c2": 5e-3, "c3": 0.1}),
+        True,
+        Severity.WARN,
+        ("deep/shallow", "500.0x", "moderate"),
+    ),
+    Case("even spread 3x", "vanishing_gradients", lambda: grads({"c1": 0.03, "c2": 0.02, "c3": 0.01}), False),
+    # masks not binary
+    Case(
+        "256 mask values",
+        "masks_not_binary",
+        lambda: masks(256, (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)),
+        True,
+        Severity.WARN,
+        ("256", "expected 2"),
+        (),
+        "measured",
+    ),
+    Case("binary masks", "masks_not_binary", lambda: masks(2, (0.0, 255.0)), False),
+    Case(
+        "heatmap targets are continuous by design",
+        "masks_not_binary",
+        lambda: masks(256, (0.0, 0.5), heatmap=True),
+        False,
+    ),
+    # class imbalance
+    Case(
+        "0.5% foreground",
+        "class_imbalance",
+        lambda: foreground(0.005),
+        True,
+        Severity.WARN,
+        ("0.50%", "< 2%"),
+        (make_command("set_pos_weight", pos_weight=199.0),),
+        "measured",
+    ),
+    Case("15% foreground", "class_imbalance", lambda: foreground(0.15), False),
+    Case(
+        "0.5% foreground already weighted",
+        "class_imbalance",
+        lambda: foreground(0.005, pos_weight=199.0),
+        False,
+    ),
+    # no better than a constant predictor
+    Case(
+        "BCE at the foreground-ratio constant",
+        "no_better_than_constant",
+        lambda: bce_only(0.33),
+        True,
+        Severity.WARN,
+        ("0.325", "predicting 0.1 everywhere"),
+        (),
+        "measured",
+    ),
+    Case("BCE well below it", "no_better_than_constant", lambda: bce_only(0.12), False),
+    Case("too early to judge", "no_better_than_constant", lambda: bce_only(0.33, steps=100), False),
+    Case(
+        "seed 002 MSE 2.388 vs 2 x var",
+        "no_better_than_constant",
+        lambda: mse_run(2.388261),
+        True,
+        Severity.WARN,
+        ("2.388", "0.1 for the best"),
+    ),
+    Case("seed 002 after: MSE 0.05", "no_better_than_constant", lambda: mse_run(0.05), False),
+    Case("healthy", "no_better_than_constant", lambda: healthy_run().history, False),
+    # plateau
+    Case(
+        "seed 000's five epoch losses",
+        "plateau",
+        seed_plateau,
+        True,
+        Severity.WARN,
+        ("0.612534", "< 1e-06", "< 0.0001"),
+        (),
+        "measured",
+    ),
+    Case(
+        "flat with a good val Dice is convergence",
+        "plateau",
+        lambda: seed_plateau(val_dice=0.85),
+        True,
+        Severity.INFO,
+        ("0.612534",),
+    ),
+    Case("epoch losses still falling", "plateau", epochs_declining, False),
+    Case("slow but steady decline", "plateau", epochs_slow_steady, False),
+    Case(
+        "long epochs, flat step window", "plateau", long_epochs_flat, True, Severity.WARN, ("blocks of 200",)
+    ),
+    Case("long epochs, falling step window", "plateau", long_epochs_falling, False),
+    # loss weights unbalanced
+    Case(
+        "seed 000 case 3",
+        "loss_weights_unbalanced",
+        weights_case,
+        True,
+        Severity.WARN,
+        ("0.435", "0.234", "0.40"),
+        (make_command("set_loss_weights", bce=0.5, dice=0.5),),
+        "hypothesis",
+    ),
+    Case(
+        "thin vessels: Dice term 0.38, val Dice 0.80",
+        "loss_weights_unbalanced",
+        lambda: weights_case(dice=0.38, bce=0.08, val_dice=0.80, plateau=False),
+        False,
+    ),
+    Case("healthy run", "loss_weights_unbalanced", lambda: healthy_run().history, False),
+    Case("no plateau", "loss_weights_unbalanced", lambda: weights_case(plateau=False), False),
+    Case("val Dice good", "loss_weights_unbalanced", lambda: weights_case(val_dice=0.8), False),
+    Case("gradients vanishing", "loss_weights_unbalanced", lambda: weights_case(grad__enc1=1e-6), False),
+    Case("already 0.5/0.5", "loss_weights_unbalanced", lambda: weights_case(weights=(0.5, 0.5)), False),
+    # lr too small
+    Case(
+        "crawling with tiny updates",
+        "lr_too_small",
+        tiny_lr,
+        True,
+        Severity.WARN,
+        ("|dw|/|w| 1e-06",),
+        (make_command("set_lr", lr=5e-5),),
+        "hypothesis",
+    ),
+    Case(
+        "no update ratio, lr 1e-5",
+        "lr_too_small",
+        lambda: tiny_lr(None),
+        True,
+        Severity.WARN,
+        ("update size not measured",),
+        (make_command("set_lr", lr=5e-5),),
+    ),
+    Case("crawling but normal update size", "lr_too_small", lambda: tiny_lr(1e-3), False),
+    Case("no update ratio, lr 1e-3", "lr_too_small", lambda: tiny_lr(None, lr=1e-3), False),
+    Case("healthy", "lr_too_small", lambda: healthy_run().history, False),
+    # BCE not settled
+    Case(
+        "BCE 0.45 at 80% of training",
+        "bce_not_settled",
+        lambda: bce_late(0.45, 800),
+        True,
+        Severity.WARN,
+        ("0.450", "80%"),
+        (make_command("set_lr", lr=2e-3),),
+        "hypothesis",
+    ),
+    Case("BCE 0.45 at 20% of training", "bce_not_settled", lambda: bce_late(0.45, 200), False),
+    Case("BCE 0.10 late", "bce_not_settled", lambda: bce_late(0.10, 800), False),
+    Case(
+        "BCE 0.45 weighted by pos_weight 9",
+        "bce_not_settled",
+        lambda: bce_late(0.45, 800, pos_weight=9.0),
+        False,
+    ),
+    # model too large
+    Case(
+        "31M params, 40 images, val gap",
+        "model_too_large",
+        lambda: big_model(31_000_000, 40, (0.3, 0.6)),
+        True,
+        Severity.WARN,
+        ("31,000,000", "40 training images", "gap 0.3"),
+        (),
+        "hypothesis",
+    ),
+    Case(
+        "31M params, 40 images, no epoch yet",
+        "model_too_large",
+        lambda: big_model(31_000_000, 40, None),
+        True,
+        Severity.INFO,
+    ),
+    Case(
+        "31M params, 40 images, no gap",
+        "model_too_large",
+        lambda: big_model(31_000_000, 40, (0.3, 0.32)),
+        False,
+    ),
+    Case("8.5M UNet on 40 images", "model_too_large", lambda: big_model(8_500_000, 40, (0.3, 0.6)), False),
+    Case("31M params, 500 images", "model_too_large", lambda: big_model(31_000_000, 500, (0.3, 0.6)), False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.code}: {c.name}" for c in CASES])
+def test_rule(case: Case) -> None:
+    # GIVEN the case's history WHEN every rule runs
+    verdicts = {v.code: v for v in evaluate_rules(case.build())}
+    # THEN the rule fires exactly when it should, saying what a user needs
+    if not case.fires:
+        assert case.code not in verdicts, verdicts.get(case.code)
+        return
+    assert case.code in verdicts, f"{case.code} did not fire; got {sorted(verdicts)}"
+    v = verdicts[case.code]
+    if case.severity is not None:
+        assert v.severity == case.severity
+    for text in case.evidence:
+        assert text in f"{v.title} | {v.evidence}", f"{text!r} missing from {v.title!r} / {v.evidence!r}"
+    if case.fixes is not None:
+        assert v.fixes == case.fixes
+    if case.confidence is not None:
+        assert v.confidence == case.confidence
+    assert v.title and v.cause and v.evidence and v.instruction
+
+
+def test_every_rule_has_a_positive_and_a_negative_case() -> None:
+    fires = {(c.code, c.fires) for c in CASES}
+    for code in RULE_CODES:
+        assert (code, True) in fires and (code, False) in fires, code
+
+
+def test_a_healthy_run_raises_no_warning_at_any_point() -> None:
+    # GIVEN a healthy run WHEN judged after each 50 steps THEN nothing above info is ever said
+    full = healthy_run(1000).history
+    for n in range(50, 1001, 50):
+        part = RunHistory(full.schema)
+        part.add(full.steps.chunk(full.run_id, 0, n))
+        part.dataset = full.dataset
+        part.epochs = [e for e in full.epochs if e.step < n]
+        loud = [v for v in evaluate_rules(part) if v.severity >= Severity.WARN]
+        assert loud == [], (n, loud)
+
+
+def test_verdicts_are_sorted_most_severe_first_and_carry_the_newest_step() -> None:
+    b = craft((-8.489, 1.476), 32.297974, 16).steps(1, loss__total=float("inf"))
+    verdicts = evaluate_rules(b.history)
+    assert [v.severity for v in verdicts] == sorted((v.severity for v in verdicts), reverse=True)
+    assert verdicts[0].code == "nonfinite"
+    assert all(v.step == 60 for v in verdicts)
+
+
+def test_dataset_verdicts_need_no_steps() -> None:
+    # GIVEN only a data set report, before training starts
+    history = (
+        Builder().dataset(unique_mask_values=256, mask_values=(0.0, 1.0), foreground_ratio=0.005).history
+    )
+    # THEN its verdicts already show, at step -1
+    codes = {v.code: v.step for v in evaluate_rules(history)}
+    assert codes == {"masks_not_binary": -1, "class_imbalance": -1}
+
+
+def test_an_empty_history_gives_no_verdict() -> None:
+    assert evaluate_rules(Builder().history) == []
+
+
+def test_nan_values_in_the_window_do_not_break_levels() -> None:
+    # GIVEN a BCE-only run stuck at the constant level with a few NaN losses long ago
+    b = Builder(segmentation_schema(config={"loss": "bce"})).dataset(foreground_ratio=0.1, target_mean=0.1)
+    b.steps(300, loss__total=0.33, loss__bce=lambda r: np.where(r % 50 == 0, np.nan, 0.33))
+    codes = {v.code for v in evaluate_rules(b.history)}
+    # THEN the level is read from the finite values
+    assert "no_better_than_constant" in codes

@@ -1,0 +1,298 @@
+"""The probe: its numbers equal brute-force references, and it instruments loops it did not write."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from octa_tui.trainer.models import UNet
+from octa_tui.trainer.probe import Probe, ProbeError, find_layers, preview_array
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _value(probe: Probe, key: str) -> float:
+    assert probe.last_values is not None
+    return float(probe.last_values[probe.schema.index(key)])
+
+
+def _brute_force_layer_norms(model: nn.Module) -> dict[str, float]:
+    """Per module: sqrt of the sum of squared per-parameter gradient norms, computed one by one."""
+    norms: dict[str, float] = {}
+    for name, module in model.named_modules():
+        squares = [
+            torch.linalg.vector_norm(p.grad.double()).item() ** 2
+            for _, p in module.named_parameters(recurse=False)
+            if p.grad is not None
+        ]
+        if squares:
+            norms[name or type(model).__name__] = math.sqrt(sum(squares))
+    return norms
+
+
+def _segmentation_step(model: nn.Module, scale: float = 1.0) -> torch.Tensor:
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32)
+    masks = (torch.rand(2, 1, 32, 32) > 0.8).float()
+    logits = model(images)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, masks) * scale
+    loss.backward()
+    return logits
+
+
+def test_layer_norms_equal_a_brute_force_per_parameter_computation():
+    # GIVEN a UNet after one backward pass
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    probe = Probe(model, task="segmentation")
+    logits = _segmentation_step(model)
+    expected = _brute_force_layer_norms(model)
+    # WHEN the probe measures the step
+    probe.after_backward()
+    probe.end_step(loss=torch.tensor(0.5), outputs=logits, activated=torch.sigmoid(logits))
+    # THEN every layer's norm, named by module, matches the reference, and so does the total
+    assert list(probe.layer_names) == list(expected)
+    for name, norm in expected.items():
+        assert _value(probe, f"grad/{name}") == pytest.approx(norm, rel=1e-5)
+    total = math.sqrt(sum(n * n for n in expected.values()))
+    assert _value(probe, "gradstat/total_norm") == pytest.approx(total, rel=1e-5)
+    assert _value(probe, "gradstat/nonfinite") == 0.0
+
+
+def test_layers_are_ordered_shallow_to_deep_by_registration():
+    # GIVEN the UNet, whose modules are registered encoder -> bottleneck -> decoder -> head
+    probe = Probe(UNet(base_width=8))
+    names = probe.layer_names
+    # THEN the first gradient channel is the first encoder convolution and the last is the head
+    assert names[0] == "enc1.block.0"
+    assert names[-1] == "head"
+    assert names.index("bottleneck.block.0") < names.index("dec3.up") < names.index("dec1.conv.block.0")
+
+
+def test_explosion_count_and_largest_parameter_norm_match_the_parameters():
+    # GIVEN gradients scaled up so that some parameters exceed the bound of 10
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    probe = Probe(model)
+    _segmentation_step(model, scale=2000.0)
+    per_param = [torch.linalg.vector_norm(p.grad).item() for p in model.parameters()]
+    # WHEN measured
+    probe.end_step(loss=1.0)
+    # THEN the count over 10 and the largest norm are those of the parameters themselves
+    assert _value(probe, "gradstat/n_over_bound") == sum(n > 10.0 for n in per_param) > 0
+    assert _value(probe, "gradstat/max_param_norm") == pytest.approx(max(per_param), rel=1e-5)
+
+
+def test_clipping_matches_torch_clip_grad_norm():
+    # GIVEN two identical models with identical gradients
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    twin = copy.deepcopy(model)
+    _segmentation_step(model, scale=50.0)
+    _segmentation_step(twin, scale=50.0)
+    probe = Probe(model)
+    # WHEN one is clipped by the probe and the other by torch
+    total = probe.clip_(0.5)
+    reference_total = torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.5)
+    # THEN the returned pre-clip norms and the clipped gradients agree
+    assert total.item() == pytest.approx(reference_total.item(), rel=1e-5)
+    assert total.item() > 0.5
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+    clipped = math.sqrt(sum(torch.linalg.vector_norm(p.grad).item() ** 2 for p in model.parameters()))
+    assert clipped == pytest.approx(0.5, rel=1e-4)
+
+
+def test_clipping_at_zero_leaves_gradients_alone():
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    _segmentation_step(model, scale=50.0)
+    before = [p.grad.clone() for p in model.parameters()]
+    Probe(model).clip_(0)
+    for grad, p in zip(before, model.parameters()):
+        assert torch.equal(grad, p.grad)
+
+
+def test_output_statistics_before_and_after_the_activation():
+    # GIVEN raw outputs in [-8.5, 1.5] fed straight to a loss that expects probabilities (seed 002)
+    model = nn.Conv2d(3, 2, 1)
+    probe = Probe(model, loss_expects_probabilities=True)
+    model(torch.rand(1, 3, 4, 4)).sum().backward()
+    raw = torch.linspace(-8.5, 1.5, 40).reshape(2, 2, 10)
+    # WHEN the step reports the raw outputs (no activation)
+    probe.end_step(loss=2.39, outputs=raw)
+    # THEN the range and the fraction outside [0, 1] are those of the outputs
+    assert _value(probe, "out/raw_min") == pytest.approx(-8.5)
+    assert _value(probe, "out/act_max") == pytest.approx(1.5)
+    assert _value(probe, "out/raw_mean") == pytest.approx(raw.mean().item(), abs=1e-6)
+    expected_outside = ((raw < 0) | (raw > 1)).float().mean().item()
+    assert _value(probe, "out/frac_outside_01") == pytest.approx(expected_outside)
+    # AND with a sigmoid in place nothing is outside
+    model(torch.rand(1, 3, 4, 4)).sum().backward()
+    probe.end_step(loss=0.1, outputs=raw, activated=torch.sigmoid(raw))
+    assert _value(probe, "out/frac_outside_01") == 0.0
+    assert _value(probe, "out/act_min") == pytest.approx(torch.sigmoid(torch.tensor(-8.5)).item(), rel=1e-5)
+
+
+def test_update_ratio_is_the_relative_size_of_the_optimizer_step():
+    # GIVEN a probe measuring the update on every step and a plain SGD step
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, optimizer=optimizer, update_every=1)
+    model(torch.rand(5, 4)).pow(2).mean().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    probe.after_backward()
+    optimizer.step()
+    probe.end_step(loss=1.0)
+    # THEN |delta w| / |w| is what the parameters show
+    delta = math.sqrt(sum(((p - b) ** 2).sum().item() for p, b in zip(model.parameters(), before)))
+    weight = math.sqrt(sum((p**2).sum().item() for p in model.parameters()))
+    assert _value(probe, "opt/update_ratio") == pytest.approx(delta / weight, rel=1e-5)
+    assert _value(probe, "opt/lr") == pytest.approx(0.1)
+
+
+def test_probe_instruments_a_loop_it_did_not_write():
+    # GIVEN someone's own regression loop: a tiny MLP, MSE, Adam, with two named loss parts
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    probe = Probe(model, task="regression", loss_components=("mse", "l2"), optimizer=optimizer,
+                  loss_expects_probabilities=False)
+    seen: list[tuple[int, float]] = []
+    probe.on_values.append(lambda step, epoch, v: seen.append((step, float(v[0]))))
+    x = torch.rand(64, 2)
+    y = (x[:, :1] * 3 - x[:, 1:] * 2).detach()
+    # WHEN it adds the probe's calls and trains
+    for _ in range(60):
+        prediction = model(x)
+        mse = nn.functional.mse_loss(prediction, y)
+        l2 = 1e-4 * sum((p**2).sum() for p in model.parameters())
+        loss = mse + l2
+        optimizer.zero_grad()
+        loss.backward()
+        probe.clip_(5.0)
+        optimizer.step()
+        probe.end_step(loss=loss, components={"mse": mse, "l2": l2}, outputs=prediction)
+    # THEN every step was published in order with its loss, and the loss fell
+    assert [s for s, _ in seen] == list(range(60))
+    assert seen[-1][1] < 0.2 * seen[0][1]
+    assert probe.schema.grad == ("0", "2")
+    assert _value(probe, "loss/mse") == pytest.approx(mse.item(), rel=1e-5)
+    assert _value(probe, "opt/clip") == 5.0
+    assert math.isnan(_value(probe, "out/frac_outside_01"))  # the loss does not expect probabilities
+    assert _value(probe, "time/samples_per_s") > 0
+
+
+def test_lazy_measurement_without_after_backward_gives_the_same_norms():
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    _segmentation_step(model)
+    expected = _brute_force_layer_norms(model)
+    probe = Probe(model)
+    probe.end_step(loss=0.3)
+    assert _value(probe, "grad/head") == pytest.approx(expected["head"], rel=1e-5)
+
+
+def test_parameters_without_gradients_count_as_zero():
+    # GIVEN a model with a branch that the loss does not use
+    model = nn.ModuleDict({"used": nn.Linear(3, 3), "unused": nn.Linear(3, 3)})
+    probe = Probe(model)
+    model["used"](torch.rand(2, 3)).sum().backward()
+    probe.end_step(loss=1.0)
+    assert _value(probe, "grad/unused") == 0.0
+    assert _value(probe, "grad/used") > 0
+
+
+def test_undeclared_loss_component_is_refused_with_the_fix():
+    model = nn.Linear(2, 1)
+    probe = Probe(model, loss_components=("bce",))
+    model(torch.rand(1, 2)).sum().backward()
+    with pytest.raises(ProbeError, match="loss_components"):
+        probe.end_step(loss=1.0, components={"dice": 0.3})
+
+
+def test_a_model_without_trainable_parameters_is_refused():
+    with pytest.raises(ProbeError, match="no trainable parameters"):
+        Probe(nn.ReLU())
+
+
+def test_group_depth_merges_modules_under_a_prefix():
+    _, layers = find_layers(UNet(base_width=8), group_depth=1)
+    assert [layer.name for layer in layers][:3] == ["enc1", "enc2", "enc3"]
+
+
+def test_preview_is_downsampled_to_64_pixels_as_uint8():
+    # GIVEN a 128x96 normalised image, its mask and a prediction
+    image = torch.randn(3, 128, 96)
+    target = (torch.rand(1, 128, 96) > 0.5).float()
+    # WHEN turned into preview arrays
+    img = preview_array(image, rescale=True)
+    tgt = preview_array(target, rescale=False)
+    # THEN the long side is 64, aspect kept, values span 0..255
+    assert img.shape == (64, 48, 3) and img.dtype == np.uint8
+    assert img.min() == 0 and img.max() == 255
+    assert tgt.shape == (64, 48) and tgt.dtype == np.uint8
+
+
+def test_preview_is_due_every_n_steps_and_published_as_a_message():
+    # GIVEN a probe on a real link, asked for a preview every 2 steps
+    from octa_tui.protocol.link import TrainerLink
+
+    model = nn.Conv2d(3, 1, 1)
+    probe = Probe(model, preview_every=2)
+    probe.attach(TrainerLink(probe.schema))
+    try:
+        due = []
+        for _ in range(4):
+            model(torch.rand(1, 3, 8, 8)).sum().backward()
+            probe.end_step(loss=1.0)
+            due.append(probe.preview_due)
+        # WHEN a preview is sent after the fourth step
+        msg = probe.preview(torch.rand(3, 8, 8), torch.ones(1, 8, 8), torch.zeros(1, 8, 8))
+        # THEN it was due every second step, names the step it shows and is in the run's history
+        assert due == [False, True, False, True]
+        assert msg.step == 3 and msg.target.max() == 255 and msg.prediction.max() == 0
+        assert probe.link.history.previews == [msg]
+        assert len(probe.link.history.steps) == 4
+    finally:
+        probe.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_probe_adds_no_host_device_synchronisation_per_step_on_cuda():
+    # GIVEN a model on the GPU and CUDA's sync debug mode set to raise on any synchronising call
+    device = torch.device("cuda")
+    model = UNet(base_width=8).to(device)
+    optimizer = torch.optim.Adam(model.parameters())
+    probe = Probe(model, optimizer=optimizer, loss_components=("bce",))
+    images = torch.rand(2, 3, 32, 32, device=device)
+    masks = (torch.rand(2, 1, 32, 32, device=device) > 0.8).float()
+    for step in range(6):
+        logits = model(images)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, masks)
+        optimizer.zero_grad(set_to_none=True)
+        bce.backward()
+        if step >= 2:  # allocations of the first steps (pinned buffers) are set-up, not per step
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            probe.clip_(1.0)
+            optimizer.step()
+            probe.end_step(loss=bce, components={"bce": bce}, outputs=logits, activated=torch.sigmoid(logits))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    probe.flush()
+    assert probe.published == 6
+    assert _value(probe, "loss/bce") == pytest.approx(bce.item(), rel=1e-5)

@@ -1,0 +1,197 @@
+"""GIVEN the monitor over a seeded run in memory WHEN a person looks and presses keys THEN the
+panels show the run, keys that need a trainer are greyed without one, every key is in the
+help, and each command shows its fate (applied at step N, or rejected with the reason)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import pytest
+from screen_text import screen_text
+from seeded import seeded_history
+
+from octa_tui.protocol.messages import Command, Reply
+from octa_tui.tui.app import CONTROL_ACTIONS, MonitorApp, make_app
+from octa_tui.tui.screens import ConfirmScreen, HelpScreen, PromptScreen
+from octa_tui.tui.sources import MemorySource
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run_async(test):
+    """Run an async test body on a fresh event loop (no async pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
+async def wait_for(pilot, condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+class Trainer:
+    """Answers commands the way a trainer would: ok at the next step, or an error."""
+
+    def __init__(self, reject: str = "") -> None:
+        self.reject = reject
+        self.received: list[Command] = []
+
+    def __call__(self, command: Command) -> Reply:
+        self.received.append(command)
+        if self.reject:
+            return Reply(command.request_id, "error", reason=self.reject, step=600)
+        return Reply(command.request_id, "ok", step=600 + len(self.received))
+
+
+def app_with(trainer: Trainer | None = None, **options) -> MonitorApp:
+    return make_app(MemorySource(seeded_history(600), replies=trainer), **options)
+
+
+@run_async
+async def test_the_main_screen_shows_every_panel_at_200x50():
+    app = app_with(Trainer())
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: app.opened and app.diagnosis is not None)
+        await pilot.pause(0.3)
+        text = screen_text(app)
+    for title in ("Loss", "Gradients", "Verdicts", "Optimizer", "Outputs", "Event log", "Diagnosis matrix",
+                  "Dataset", "Prediction preview"):
+        assert title in text, title
+    assert "■ total 0.382" in text and "val Dice" in text and "shallow/deep" in text
+    assert "run 01234567" in text and "UNet 1.9M params" in text and "step 599" in text
+    assert "WARN" in text, "the seeded plateau should be diagnosed"
+
+
+@run_async
+async def test_at_80x24_the_essential_panels_fit_and_others_can_be_toggled():
+    app = app_with(Trainer())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        assert app.panel_visible("loss") and app.panel_visible("verdicts")
+        assert not app.panel_visible("dataset")
+        await pilot.press("8")
+        assert app.panel_visible("dataset")
+        await pilot.press("1")
+        assert not app.panel_visible("loss")
+
+
+@run_async
+async def test_trainer_keys_are_greyed_and_send_nothing_without_a_trainer():
+    source = MemorySource(seeded_history(600))
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        for action in CONTROL_ACTIONS:
+            assert app.check_action(action, ()) is None, action
+        assert app.check_action("play_pause", ()) is False
+        await pilot.press("right_square_bracket", "k", "space")
+        await pilot.pause(0.2)
+        assert app.commands.entries == []
+
+
+@run_async
+async def test_the_help_screen_lists_every_binding():
+    app = app_with(Trainer())
+    async with app.run_test(size=(120, 50)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = screen_text(app)
+        for binding in MonitorApp.BINDINGS:
+            assert binding.description in text, binding.description
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+@run_async
+async def test_a_rejected_command_shows_the_trainers_reason():
+    app = app_with(Trainer(reject="lr is locked"))
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.commands.entries and app.commands.entries[-1].status == "rejected")
+        await pilot.pause(0.3)
+        assert "set_lr lr=0.00100 -> rejected: lr is locked" in screen_text(app)
+
+
+@run_async
+async def test_lr_x2_is_applied_at_a_step_and_undo_sends_the_old_value():
+    trainer = Trainer()
+    app = app_with(trainer)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.commands.entries and app.commands.entries[-1].status == "applied")
+        assert trainer.received[0].op == "set_lr" and trainer.received[0].args["lr"] == pytest.approx(1e-3)
+        await pilot.pause(0.3)
+        assert "applied at step 601" in screen_text(app)
+        await pilot.press("u")
+        await wait_for(pilot, lambda: len(trainer.received) == 2)
+        assert trainer.received[1].args["lr"] == pytest.approx(5e-4)
+
+
+@run_async
+async def test_the_lr_prompt_refuses_a_typo_in_place_then_sends_the_value():
+    trainer = Trainer()
+    app = app_with(trainer)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one("Input").value = "fast"
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, PromptScreen) and "not a number" in screen_text(app)
+        app.screen.query_one("Input").value = "2e-4"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: trainer.received)
+        assert trainer.received[0].args == {"lr": pytest.approx(2e-4)}
+
+
+@run_async
+async def test_stopping_the_trainer_asks_first():
+    trainer = Trainer()
+    app = app_with(trainer)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert trainer.received == []
+        await pilot.press("S", "y")
+        await wait_for(pilot, lambda: trainer.received)
+        assert trainer.received[0].op == "stop"
+
+
+@run_async
+async def test_f_applies_the_selected_verdicts_fix():
+    trainer = Trainer()
+    app = app_with(trainer)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: app.diagnosis is not None and app.diagnosis.verdicts)
+        verdicts = app.diagnosis.verdicts
+        with_fix = next(i for i, v in enumerate(verdicts) if v.fixes)
+        app.query_one("#verdicts").highlighted = with_fix
+        await pilot.press("f")
+        await wait_for(pilot, lambda: len(trainer.received) == len(verdicts[with_fix].fixes))
+        assert [c.op for c in trainer.received] == [c.op for c in verdicts[with_fix].fixes]
+
+
+@run_async
+async def test_zoom_cycles_the_time_window():
+    app = app_with(Trainer())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.press("z")
+        await pilot.pause(0.3)
+        assert app.window_steps == 10_000 and "last 10,000 steps" in screen_text(app)

@@ -1,0 +1,130 @@
+"""GIVEN metric series and images WHEN the pure renderers draw them THEN what a person reads
+on the terminal is right: no spike lost, NaN marked, scales, baselines, markers, pixels."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from rich.color import Color
+
+from octa_tui.tui.charts import (
+    GUTTER,
+    NONFINITE_MARK,
+    REFERENCE_MARK,
+    SETTING_MARK,
+    SPARK_LEVELS,
+    Series,
+    render_chart,
+    render_sparkline,
+)
+from octa_tui.tui.format import format_count, format_duration, format_eta, format_number, format_rate
+from octa_tui.tui.halfblock import UPPER_HALF, fit_size, render_halfblock, render_side_by_side
+
+
+def _plot(text) -> list[str]:
+    return [line[GUTTER:] for line in text.plain.split("\n")]
+
+
+def _column_has_dots(lines: list[str], row: int, column: int) -> bool:
+    char = lines[row][column]
+    return 0x2800 < ord(char) <= 0x28FF
+
+
+def test_a_single_step_spike_among_a_million_reaches_the_top_row():
+    values = np.full(1_000_000, 0.5, dtype=np.float32)
+    values[654_321] = 3.0
+    lines = _plot(render_chart([Series("total", values, "white")], 80, 10))
+    assert any(_column_has_dots(lines, 0, c) for c in range(80 - GUTTER)), "the spike vanished"
+    assert render_chart([Series("total", values, "white")], 80, 10).plain.split("\n")[0].strip().startswith("3.00")
+
+
+def test_nan_steps_are_marked_in_their_column_and_finite_ones_still_drawn():
+    values = np.linspace(1.0, 0.5, 1000)
+    values[900:] = np.nan
+    lines = _plot(render_chart([Series("total", values, "white")], 60, 8))
+    marked = [c for c, ch in enumerate(lines[0]) if ch == NONFINITE_MARK]
+    assert marked and min(marked) >= int(0.85 * (60 - GUTTER))
+    assert any(_column_has_dots(lines, r, 0) for r in range(8))
+
+
+def test_log_scale_spreads_decades_evenly():
+    values = np.array([1e-6, 1e-4, 1e-2, 1.0])
+    text = render_chart([Series("grad", values, "white")], 20, 4, log_scale=True)
+    labels = [line[:GUTTER].strip() for line in text.plain.split("\n")]
+    assert labels[0] == "1.00" and labels[-1] == "1.00e-06"
+
+
+def test_reference_line_is_drawn_where_there_is_no_data():
+    values = np.linspace(1.0, 0.9, 100)
+    lines = _plot(render_chart([Series("total", values, "white")], 40, 10, reference=0.2))
+    assert lines[-1].count(REFERENCE_MARK) > 20
+
+
+def test_a_setting_change_is_marked_at_its_step():
+    values = np.ones(1000)
+    width = 9 + GUTTER
+    lines = _plot(render_chart([Series("lr", values, "white")], width, 6, markers=[500]))
+    columns = {c for line in lines for c, ch in enumerate(line) if ch == SETTING_MARK}
+    assert columns == {4}, f"marker at {columns}, expected the middle column"
+
+
+def test_series_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="lengths differ"):
+        render_chart([Series("a", np.ones(3), "red"), Series("b", np.ones(4), "red")], 40, 5)
+
+
+def test_sparkline_keeps_the_maximum_of_each_column_and_marks_inf():
+    values = np.zeros(10_000)
+    values[5_000] = 1.0
+    values[9_999] = np.inf
+    line = render_sparkline(values, 10).plain
+    assert line[5] == SPARK_LEVELS[-1]
+    assert line[9] == NONFINITE_MARK
+    assert line[0] == SPARK_LEVELS[0]
+
+
+def test_shared_scale_puts_a_small_layer_low():
+    small = render_sparkline(np.full(5, 1e-6), 5, log_scale=True, y_range=(1e-6, 1.0)).plain
+    big = render_sparkline(np.full(5, 1.0), 5, log_scale=True, y_range=(1e-6, 1.0)).plain
+    assert set(small) == {SPARK_LEVELS[0]} and set(big) == {SPARK_LEVELS[-1]}
+
+
+def test_halfblock_cells_carry_the_upper_pixel_as_fg_and_the_lower_as_bg():
+    image = np.zeros((2, 2, 3), dtype=np.uint8)
+    image[0, 0] = (255, 0, 0)
+    image[1, 0] = (0, 0, 255)
+    line = render_halfblock(image, cols=2, rows=1)[0]
+    assert line.plain == UPPER_HALF * 2
+    style = line.spans[0].style
+    assert style.color == Color.from_rgb(255, 0, 0) and style.bgcolor == Color.from_rgb(0, 0, 255)
+
+
+def test_halfblock_refuses_float_images_with_a_fix():
+    with pytest.raises(ValueError, match="uint8"):
+        render_halfblock(np.zeros((4, 4)), 2, 2)
+
+
+def test_side_by_side_preview_labels_three_images_and_keeps_aspect():
+    image = np.full((64, 64), 128, dtype=np.uint8)
+    text = render_side_by_side([("image", image), ("target", image), ("prediction", image)], 66, 11)
+    lines = text.plain.split("\n")
+    assert "image" in lines[0] and "target" in lines[0] and "prediction" in lines[0]
+    assert fit_size(64, 64, 20, 10) == (20, 10)
+    assert len(lines) == 1 + 10
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.60312, "0.603"), (1.5e-4, "1.50e-04"), (float("nan"), "NaN"), (float("inf"), "Inf"), (0.0, "0"), (123.4, "123")],
+)
+def test_numbers_are_short(value, expected):
+    assert format_number(value) == expected
+
+
+def test_rates_counts_durations_and_eta():
+    assert format_count(1_940_000) == "1.9M" and format_count(121_200) == "121k"
+    assert format_rate(1234.0) == "1.2k steps/s" and format_rate(None) == "- steps/s"
+    assert format_duration(192) == "3m12s" and format_duration(7500) == "2h05m"
+    assert format_eta(100, 1100, 10.0) == "ETA 1m40s"
+    assert format_eta(100, None, 10.0) == "ETA -"

@@ -1,0 +1,633 @@
+"""The probe: a few calls that make any PyTorch training loop observable.
+
+A :class:`Probe` wraps a model and, once per step, measures what the monitor shows and the
+diagnosis rules read: per-layer gradient norms (named by module, shallow to deep), the
+total norm and how many parameters exceed the explosion bound, the loss and its
+components, the output range before and after the activation, the settings in force and
+the throughput. The built-in trainer uses it exactly as a user's own loop does::
+
+    probe = Probe.start(model, task="segmentation", loss_components=("bce", "dice"),
+                        optimizer=optimizer, criterion=criterion)
+    for images, masks in loader:
+        logits = model(images)
+        out = criterion(logits, masks)
+        optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        probe.clip_(1.0)                  # or probe.after_backward() when not clipping
+        optimizer.step()
+        probe.end_step(loss=out.total, components=out.components,
+                       outputs=logits, activated=torch.sigmoid(logits))
+    probe.close()
+
+Cost: all gradient norms come from one ``torch._foreach_norm`` over every gradient, and
+clipping reuses them. Every per-step number is gathered into one device tensor and copied
+once; on CUDA the copy goes to pinned host memory without blocking and is read when its
+event has completed (normally one step later), so the probe adds no host-device
+synchronisation per step.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from octa_tui.protocol.messages import (
+    EpochSummary,
+    Event,
+    ModelSummary,
+    Preview,
+    Schema,
+    new_run_id,
+)
+
+GRADSTAT_CHANNELS = ("total_norm", "n_over_bound", "max_param_norm", "nonfinite")
+OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mean", "frac_outside_01")
+TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
+LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
+
+EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
+PREVIEW_SIDE = 64
+PENDING_VECTORS = 4  # pinned buffers in flight on CUDA before the oldest is waited for
+SERVICE_INTERVAL_S = 0.02
+
+
+class ProbeError(ValueError):
+    """The probe was set up or called in a way it cannot measure; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One gradient channel: a module's name, its type (e.g. ``Conv2d``) and its parameters' indices."""
+
+    name: str
+    kind: str
+    params: tuple[int, ...]
+
+
+def find_layers(model: nn.Module, group_depth: int | None = None) -> tuple[list[nn.Parameter], list[Layer]]:
+    """The model's trainable parameters and the layers they belong to, shallow to deep.
+
+    A layer is the module that owns a parameter directly, in registration order (the order
+    ``model.named_modules()`` visits them), so names read as the network is written.
+    ``group_depth`` merges modules by the first ``group_depth`` parts of their name (e.g.
+    1 makes ``enc1.conv.0`` and ``enc1.conv.1`` one layer ``enc1``). A parameter shared by
+    two modules counts once, with its first owner.
+    """
+    params: list[nn.Parameter] = []
+    seen: set[int] = set()
+    layer_params: dict[str, list[int]] = {}
+    kinds: dict[str, str] = {}
+    root_name = type(model).__name__
+    for module_name, module in model.named_modules():
+        for _, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            name = module_name or root_name
+            if group_depth is not None and module_name:
+                name = ".".join(module_name.split(".")[:group_depth])
+            layer_params.setdefault(name, []).append(len(params))
+            kinds.setdefault(name, type(module).__name__)
+            params.append(param)
+    if not params:
+        raise ProbeError(f"{root_name} has no trainable parameters; the probe measures gradients and needs some")
+    layers = [Layer(name, kinds[name], tuple(idx)) for name, idx in layer_params.items()]
+    return params, layers
+
+
+def process_memory_mb() -> float:
+    """Peak resident memory of this process in MB (CPU runs), NaN where it cannot be read."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def preview_array(tensor: torch.Tensor | np.ndarray, *, rescale: bool, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """A (C, H, W) or (H, W) image as uint8 (h, w) or (h, w, 3), area-downsampled to <= ``side``.
+
+    ``rescale`` stretches the image's own min..max to 0..255 (for normalised inputs);
+    otherwise values are taken as probabilities in [0, 1] and clamped.
+    """
+    t = torch.as_tensor(tensor).detach().to("cpu", torch.float32)
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3:
+        raise ProbeError(f"a preview needs a (C, H, W) or (H, W) array, got shape {tuple(t.shape)}")
+    t = t[:3] if t.shape[0] >= 3 else t[:1]
+    height, width = t.shape[-2:]
+    scale = max(height, width) / side
+    if scale > 1:
+        size = (max(1, round(height / scale)), max(1, round(width / scale)))
+        t = torch.nn.functional.adaptive_avg_pool2d(t[None], size)[0]
+    if rescale:
+        finite = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = finite.min(), finite.max()
+        t = (finite - low) / (high - low) if high > low else torch.zeros_like(finite)
+    t = torch.nan_to_num(t, nan=0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    array = t.numpy()
+    return array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+
+
+class Probe:
+    """Per-step measurements of a training loop, published to a monitor.
+
+    Call order per step: ``loss.backward()``; ``after_backward()`` (or ``clip_(max_norm)``,
+    which measures and clips with the same norms); ``optimizer.step()``;
+    ``end_step(loss=..., components=..., outputs=..., activated=...)``. ``after_backward``
+    may be skipped when gradients are still in place at ``end_step`` (no ``zero_grad`` in
+    between); the update size is then not measured.
+
+    ``link`` is a :class:`~octa_tui.protocol.link.TrainerLink` (or anything with its
+    ``publish_step``/``publish``/``poll_commands``/``tick``/``close``), attached later with
+    :meth:`attach` since the link needs this probe's :attr:`schema`; :meth:`start` builds
+    both. Without a link the probe still measures: :attr:`last_values` holds the latest
+    vector and ``on_values`` callbacks receive every one.
+
+    Channels: ``loss`` (total then ``loss_components``), ``grad`` (one per layer),
+    ``gradstat``, ``out``, ``opt`` (lr, the criterion's bce/dice/pos weights when it has
+    them, clip, update_ratio) and ``time``; see :mod:`octa_tui.protocol.channels`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        task: str = "custom",
+        loss_components: Sequence[str] = (),
+        optimizer: torch.optim.Optimizer | None = None,
+        criterion: Any = None,
+        loss_expects_probabilities: bool = True,
+        config: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+        run_id: str | None = None,
+        start_step: int = 0,
+        start_epoch: int = 0,
+        explosion_bound: float = EXPLOSION_BOUND,
+        preview_every: int = 0,
+        update_every: int = 20,
+        group_depth: int | None = None,
+        link: Any = None,
+    ) -> None:
+        names = [str(n) for n in loss_components]
+        if "total" in names or len(set(names)) != len(names):
+            raise ProbeError(f"loss_components must be distinct names other than 'total', got {names}")
+        self.model = model
+        self.optimizer = optimizer
+        self.criterion = criterion
+        self.explosion_bound = float(explosion_bound)
+        self.preview_every = int(preview_every)
+        self.update_every = int(update_every)
+        self.step = int(start_step)  # the next step to run
+        self.epoch = int(start_epoch)
+        self.clip = 0.0
+        self.link = None
+        self.last_values: np.ndarray | None = None
+        self.published = 0
+        self.on_values: list[Callable[[int, int, np.ndarray], None]] = []
+        self.command_handler: Any = None  # a Controller takes commands over; see control.py
+
+        self._params, self._layers = find_layers(model, group_depth)
+        self.device = self._params[0].device
+        self._components = tuple(names)
+        self._weights = tuple(a for a in LOSS_WEIGHT_ATTRIBUTES if criterion is not None and hasattr(criterion, a))
+        opt = ("lr", *self._weights, "clip", "update_ratio")
+        parameters = sum(p.numel() for p in model.parameters())
+        self.schema = Schema(
+            run_id=run_id or new_run_id(),
+            task=task,
+            model=ModelSummary(model_name or type(model).__name__, int(parameters), str(self.device)),
+            loss=("total", *self._components),
+            grad=tuple(layer.name for layer in self._layers),
+            gradstat=GRADSTAT_CHANNELS,
+            out=OUT_CHANNELS,
+            opt=opt,
+            time=TIME_CHANNELS,
+            loss_expects_probabilities=bool(loss_expects_probabilities),
+            started_at=time.time(),
+            config=dict(config or {}),
+        )
+        self._layout_vector()
+        self._grouping: dict[tuple[bool, ...], tuple[list[int], torch.Tensor]] = {}
+        self._nan_out = torch.full((len(OUT_CHANNELS),), math.nan, device=self.device)
+        self._nan_update = torch.full((1,), math.nan, device=self.device)
+        self._update_ratio = self._nan_update
+        self._snapshot: list[torch.Tensor] | None = None
+        self._measured: tuple[torch.Tensor, torch.Tensor] | None = None  # (layer norms, gradstat)
+        self._grads: list[torch.Tensor] = []
+        self._total: torch.Tensor | None = None
+        self._clip_used = 0.0
+        self._pinned: list[torch.Tensor] = []
+        self._pending: deque[tuple[int, Any, int, int, np.ndarray]] = deque()
+        self._weight_cache: dict[str, tuple[int, float]] = {}
+        self._timer = time.perf_counter()
+        self._last_service = 0.0
+        self._closed = False
+        if link is not None:
+            self.attach(link)
+
+    # --- set-up -------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        *,
+        telemetry: str = "tcp://127.0.0.1:0",
+        control: str = "tcp://127.0.0.1:0",
+        record: str | None = None,
+        **kwargs: Any,
+    ) -> Probe:
+        """Build a probe and its link in one call: binds the endpoints, records to ``record``.
+
+        ``kwargs`` are :class:`Probe`'s. The endpoints actually bound are
+        ``probe.link.telemetry_endpoint`` and ``probe.link.control_endpoint``.
+        """
+        from octa_tui.protocol.link import TrainerLink
+
+        probe = cls(model, **kwargs)
+        recording = None
+        if record is not None:
+            from octa_tui.protocol.recording import RecordingWriter
+
+            recording = RecordingWriter(record, probe.schema)
+        try:
+            link = TrainerLink(probe.schema, telemetry=telemetry, control=control, recording=recording)
+        except BaseException:
+            if recording is not None:
+                recording.close()
+            raise
+        probe.attach(link)
+        return probe
+
+    def attach(self, link: Any) -> None:
+        """Publish to ``link`` from now on (a TrainerLink built from :attr:`schema`)."""
+        self.link = link
+
+    def _layout_vector(self) -> None:
+        schema = self.schema
+        width = schema.width
+        device_keys = [f"loss/{n}" for n in schema.loss] + [f"grad/{n}" for n in schema.grad]
+        device_keys += [f"gradstat/{n}" for n in schema.gradstat] + [f"out/{n}" for n in schema.out]
+        device_keys.append("opt/update_ratio")
+        host_keys = [f"opt/{n}" for n in schema.opt if n != "update_ratio"] + [f"time/{n}" for n in schema.time]
+        channels = schema.channels
+        self._device_pos = np.array([channels.index(k) for k in device_keys], dtype=np.intp)
+        self._host_pos = np.array([channels.index(k) for k in host_keys], dtype=np.intp)
+        assert len(device_keys) + len(host_keys) == width
+        self._width = width
+
+    @property
+    def run_id(self) -> str:
+        """The run this probe reports."""
+        return self.schema.run_id
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Gradient channels, shallow to deep."""
+        return self.schema.grad
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """The module type of each gradient channel (``Conv2d``, ``BatchNorm2d``, ...)."""
+        return tuple(layer.kind for layer in self._layers)
+
+    # --- per step -------------------------------------------------------------------------
+
+    def _grouping_for(self, present: tuple[bool, ...]) -> tuple[list[int], torch.Tensor]:
+        cached = self._grouping.get(present)
+        if cached is None:
+            kept = [i for i, has in enumerate(present) if has]
+            column = {param: col for col, param in enumerate(kept)}
+            matrix = torch.zeros(len(self._layers), len(kept), dtype=torch.float32)
+            for row, layer in enumerate(self._layers):
+                for param in layer.params:
+                    if param in column:
+                        matrix[row, column[param]] = 1.0
+            cached = (kept, matrix.to(self.device))
+            self._grouping[present] = cached
+        return cached
+
+    @torch.no_grad()
+    def after_backward(self, *, _before_step: bool = True) -> torch.Tensor:
+        """Measure every gradient now (after ``backward``, before ``optimizer.step``).
+
+        One ``torch._foreach_norm`` gives each parameter's norm; a layer's norm is the square
+        root of the sum of its parameters' squared norms. Returns the total norm (a device
+        tensor, not read on the host). With a GradScaler, call ``scaler.unscale_`` first.
+        """
+        grads = [p.grad for p in self._params]
+        present = tuple(g is not None for g in grads)
+        if not any(present):
+            raise ProbeError("no parameter has a gradient: call after_backward() after loss.backward() "
+                             "and before optimizer.zero_grad()")
+        kept, matrix = self._grouping_for(present)
+        self._grads = [grads[i] for i in kept]
+        norms = torch._foreach_norm(self._grads)
+        per_param = torch.stack([n.to(self.device, torch.float32, non_blocking=True) for n in norms])
+        squares = per_param * per_param
+        layer = (matrix @ squares).sqrt_()
+        total = squares.sum().sqrt()
+        over = (per_param > self.explosion_bound).sum().to(torch.float32)
+        gradstat = torch.stack([total, over, per_param.max(), (~torch.isfinite(total)).to(torch.float32)])
+        self._measured = (layer, gradstat)
+        self._total = total
+        self._clip_used = 0.0
+        if _before_step and self.update_every > 0 and self.step % self.update_every == 0:
+            self._snapshot = torch._foreach_mul([p.detach() for p in self._params], 1.0)
+        return total
+
+    @torch.no_grad()
+    def clip_(self, max_norm: float | None) -> torch.Tensor:
+        """Clip all gradients to a total norm of ``max_norm`` (0 or None: no clipping).
+
+        Same result as ``torch.nn.utils.clip_grad_norm_`` but reuses the norms of
+        :meth:`after_backward` (measured here if not yet this step), so it costs one
+        ``torch._foreach_mul_``. Returns the total norm before clipping.
+        """
+        if self._measured is None:
+            self.after_backward()
+        assert self._total is not None
+        max_norm = float(max_norm or 0.0)
+        if not math.isfinite(max_norm) or max_norm < 0:
+            raise ProbeError(f"clip max_norm must be a finite number >= 0 (0 turns clipping off), got {max_norm}")
+        if max_norm > 0:
+            coef = torch.clamp(max_norm / (self._total + 1e-6), max=1.0)
+            by_device: dict[torch.device, list[torch.Tensor]] = {}
+            for g in self._grads:
+                by_device.setdefault(g.device, []).append(g)
+            for device, grads in by_device.items():
+                torch._foreach_mul_(grads, coef.to(device, non_blocking=True))
+        self._clip_used = max_norm
+        self.clip = max_norm
+        return self._total
+
+    @torch.no_grad()
+    def _output_stats(self, outputs: Any, activated: Any) -> torch.Tensor:
+        raw = _tensors(outputs)
+        act = _tensors(activated) if activated is not None else raw
+        parts = [*_range_stats(raw), *_range_stats(act)]
+        if self.schema.loss_expects_probabilities:
+            outside = sum(torch.logical_or(t < 0, t > 1).sum(dtype=torch.float32) for t in act)
+            parts.append(outside / float(sum(t.numel() for t in act)))
+        else:
+            parts.append(self._nan_out[0])
+        return torch.stack([p.to(self.device, torch.float32) for p in parts])
+
+    def _loss_vector(self, loss: Any, components: Mapping[str, Any] | None) -> torch.Tensor:
+        components = components or {}
+        unknown = set(components) - set(self._components)
+        if unknown:
+            raise ProbeError(
+                f"loss component(s) {sorted(unknown)} were not declared; declared: {list(self._components)} "
+                "(pass loss_components=... when creating the probe)"
+            )
+        values = [loss, *(components.get(name, math.nan) for name in self._components)]
+        return torch.stack([_scalar(v, self.device) for v in values])
+
+    def _setting(self, name: str) -> float:
+        value = getattr(self.criterion, name, None)
+        if value is None:
+            return 1.0 if name == "pos_weight" else math.nan
+        if isinstance(value, torch.Tensor):
+            # Read a tensor setting once per object, not once per step (it may live on the GPU).
+            cached = self._weight_cache.get(name)
+            if cached is None or cached[0] != id(value):
+                cached = (id(value), float(value.detach().float().mean()))
+                self._weight_cache[name] = cached
+            return cached[1]
+        return float(value)
+
+    @torch.no_grad()
+    def end_step(
+        self,
+        loss: Any,
+        components: Mapping[str, Any] | None = None,
+        outputs: Any = None,
+        activated: Any = None,
+        *,
+        lr: float | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Close the step: gather its numbers into one vector and publish it.
+
+        ``loss`` is the total (a tensor or float); ``components`` maps the declared
+        component names to their values; ``outputs`` are the model's raw outputs and
+        ``activated`` what the loss compares with the target (defaults to ``outputs``);
+        either may be a tensor or a sequence of tensors. ``lr`` defaults to the optimizer's
+        first group; ``batch_size`` to the outputs' first dimension.
+        """
+        if self._closed:
+            raise ProbeError("end_step() after close(); create a new probe for a new run")
+        if self._measured is None:
+            self.after_backward(_before_step=False)  # the optimizer has stepped: no update size
+        assert self._measured is not None
+        layer, gradstat = self._measured
+        if self._snapshot is not None:
+            current = [p.detach() for p in self._params]
+            torch._foreach_sub_(self._snapshot, current)
+            delta = torch.stack(torch._foreach_norm(self._snapshot)).square().sum().sqrt()
+            weight = torch.stack(torch._foreach_norm(current)).square().sum().sqrt()
+            self._update_ratio = (delta / weight).reshape(1).to(torch.float32)
+            self._snapshot = None
+        out = self._output_stats(outputs, activated) if outputs is not None else self._nan_out
+        device_vector = torch.cat([self._loss_vector(loss, components), layer, gradstat, out, self._update_ratio])
+
+        now = time.perf_counter()
+        step_s = now - self._timer
+        self._timer = now
+        if batch_size is None:
+            first = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else outputs
+            batch_size = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
+        if lr is None:
+            lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
+        host = [float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
+        host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb()]
+        self._queue(self.step, self.epoch, device_vector, np.asarray(host, dtype=np.float32))
+        self._measured = None
+        self._grads = []
+        self.step += 1
+        if self.command_handler is None:
+            self.serve()
+
+    def _memory_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        return process_memory_mb()
+
+    def _queue(self, step: int, epoch: int, device_vector: torch.Tensor, host: np.ndarray) -> None:
+        if self.device.type != "cuda":
+            self._publish(step, epoch, device_vector.numpy(), host)
+            return
+        if not self._pinned:
+            self._pinned = [torch.empty(device_vector.shape, dtype=torch.float32, pin_memory=True)
+                            for _ in range(PENDING_VECTORS)]
+        if len(self._pending) == PENDING_VECTORS:
+            self._publish_oldest(wait=True)
+        slot = (self._pending[-1][0] + 1) % PENDING_VECTORS if self._pending else 0
+        self._pinned[slot].copy_(device_vector, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((slot, event, step, epoch, host))
+        while self._pending and self._pending[0][1].query():
+            self._publish_oldest(wait=False)
+
+    def _publish_oldest(self, wait: bool) -> None:
+        slot, event, step, epoch, host = self._pending.popleft()
+        if wait:
+            event.synchronize()
+        self._publish(step, epoch, self._pinned[slot].numpy(), host)
+
+    def _publish(self, step: int, epoch: int, device_values: np.ndarray, host: np.ndarray) -> None:
+        vector = np.empty(self._width, dtype=np.float32)
+        vector[self._device_pos] = device_values
+        vector[self._host_pos] = host
+        self.last_values = vector
+        self.published += 1
+        if self.link is not None:
+            self.link.publish_step(step, epoch, vector)
+        for callback in self.on_values:
+            callback(step, epoch, vector)
+
+    def flush(self) -> None:
+        """Publish every measured step now (waits for the GPU; at epoch ends and before pausing)."""
+        while self._pending:
+            self._publish_oldest(wait=True)
+
+    def restart_timer(self) -> None:
+        """Start the next step's clock now, so validation or a pause is not counted as a step."""
+        self._timer = time.perf_counter()
+
+    # --- every so often -------------------------------------------------------------------
+
+    def serve(self, state: str = "running", force: bool = False) -> list[Any]:
+        """Heartbeat the link and take pending commands (at most every 20 ms unless ``force``).
+
+        With a command handler attached (a Controller) the commands are returned for it to
+        apply; without one, setting commands are answered with an error, since nothing here
+        could apply them.
+        """
+        if self.link is None:
+            return []
+        now = time.monotonic()
+        if not force and now - self._last_service < SERVICE_INTERVAL_S:
+            return []
+        self._last_service = now
+        self.link.tick(state)
+        pending = self.link.poll_commands()
+        if self.command_handler is None:
+            for request in pending:
+                request.error(
+                    f"{request.command.op}: this training loop does not take commands "
+                    "(attach a Controller to the probe to enable them)",
+                    self.step,
+                )
+            return []
+        return pending
+
+    @property
+    def preview_due(self) -> bool:
+        """Whether the step just ended is one at which a preview should be sent."""
+        return self.preview_every > 0 and self.step > 0 and self.step % self.preview_every == 0
+
+    def preview(self, image: Any, target: Any, prediction: Any) -> Preview:
+        """Publish one validation image, its target and the prediction, downsampled to uint8.
+
+        ``image`` is (C, H, W) (normalised values are stretched to 0..255); ``target`` and
+        ``prediction`` are (C, H, W) or (H, W) probabilities, first channel shown.
+        """
+        msg = Preview(
+            run_id=self.run_id,
+            step=max(self.step - 1, 0),
+            epoch=self.epoch,
+            image=preview_array(image, rescale=True),
+            target=_first_channel(preview_array(target, rescale=False)),
+            prediction=_first_channel(preview_array(prediction, rescale=False)),
+        )
+        self.publish(msg)
+        return msg
+
+    def end_epoch(self, train: Mapping[str, float], val: Mapping[str, float]) -> EpochSummary:
+        """Publish the finished epoch's metrics and move on to the next epoch."""
+        self.flush()
+        msg = EpochSummary(
+            run_id=self.run_id,
+            epoch=self.epoch,
+            step=max(self.step - 1, 0),
+            time=time.time(),
+            train={k: float(v) for k, v in train.items()},
+            val={k: float(v) for k, v in val.items()},
+        )
+        self.publish(msg)
+        self.epoch += 1
+        return msg
+
+    def event(self, kind: str, message: str, **data: Any) -> Event:
+        """Publish something that happened at the current step (kind from ``EVENT_KINDS``)."""
+        msg = Event(run_id=self.run_id, step=self.step, time=time.time(), kind=kind, message=message, data=data)
+        self.publish(msg)
+        return msg
+
+    def publish(self, msg: Any) -> None:
+        """Send a record (EpochSummary, Event, DatasetReport, Preview) to the link, if any."""
+        if self.link is not None:
+            self.link.publish(msg)
+
+    def close(self, state: str = "finished") -> None:
+        """Publish what is pending, then close the link (and its recording). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            if self.link is not None:
+                self.link.close(state)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close("finished" if exc_type is None else "failed")
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value.detach()]
+    if isinstance(value, Iterable):
+        tensors = [v.detach() for v in value if isinstance(v, torch.Tensor)]
+        if tensors:
+            return tensors
+    raise ProbeError(f"outputs must be a tensor or a sequence of tensors, got {type(value).__name__}")
+
+
+def _range_stats(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """min, max, mean over all elements of the tensors, on their device."""
+    if len(tensors) == 1:
+        low, high = torch.aminmax(tensors[0])
+        return [low, high, tensors[0].mean(dtype=torch.float32)]
+    lows, highs = zip(*(torch.aminmax(t) for t in tensors))
+    total = sum(t.sum(dtype=torch.float32) for t in tensors)
+    count = float(sum(t.numel() for t in tensors))
+    return [torch.stack(lows).min(), torch.stack(highs).max(), total / count]
+
+
+def _scalar(value: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(()).to(device, torch.float32)
+    return torch.tensor(float(value), dtype=torch.float32, device=device)
+
+
+def _first_channel(array: np.ndarray) -> np.ndarray:
+    return array[..., 0] if array.ndim == 3 else array

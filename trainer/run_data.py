@@ -1,0 +1,122 @@
+"""A run's data: the configured source split into train/val, batched in a resumable order.
+
+Builds the data engineer's data sets (:mod:`.data`, :mod:`.synthetic`) from a
+:class:`TrainConfig` and adds what the loop needs around them: a shuffle order that is a
+function of (seed, epoch), so a resumed run skips exactly the batches it already trained
+on; ``pos_weight auto``; one fixed validation sample for previews; and the dataset report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from octa_tui.protocol.messages import DatasetReport
+
+from .config import TrainConfig
+from .data import ArrayDataset, FolderDataset, split_train_val, training_targets
+from .synthetic import synthetic_heatmaps, synthetic_vessels
+from .targets import compute_pos_weight
+
+
+def shuffled_batches(n: int, batch_size: int, epoch: int, seed: int, skip: int = 0) -> list[list[int]]:
+    """The epoch's batches of indices into ``range(n)``: shuffled by (seed, epoch), first ``skip`` left out.
+
+    A last batch shorter than ``batch_size`` is dropped unless it is the only one
+    (BatchNorm needs more than one sample, and a tiny last batch makes a noisy step).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    count = max(n // batch_size, 1 if n else 0)
+    return [order[b * batch_size : (b + 1) * batch_size] for b in range(skip, count)]
+
+
+@dataclass
+class RunData:
+    """Train and validation sets of one run, and how to batch them."""
+
+    source: str
+    train: Dataset
+    val: Dataset
+    pin_memory: bool = False
+    report: Callable[[str], DatasetReport] | None = None  # run id -> the dataset report
+    _pos_weight: float | None = field(default=None, repr=False)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train)  # type: ignore[arg-type]
+
+    @property
+    def val_size(self) -> int:
+        return len(self.val)  # type: ignore[arg-type]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps in one epoch at ``batch_size``."""
+        return max(self.train_size // batch_size, 1 if self.train_size else 0)
+
+    @property
+    def pos_weight(self) -> float:
+        """Background / foreground pixels of the training masks (``--pos-weight auto``)."""
+        if self._pos_weight is None:
+            self._pos_weight = compute_pos_weight(training_targets(self.train))
+        return self._pos_weight
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
+        """(images, targets) batches of ``epoch`` in its shuffled order, after ``skip`` batches."""
+        batches = shuffled_batches(self.train_size, batch_size, epoch, seed, skip)
+        return iter(DataLoader(self.train, batch_sampler=batches, pin_memory=self.pin_memory))
+
+    def val_batches(self, batch_size: int) -> Iterator[Any]:
+        """(images, targets) batches of the validation set, in order, the last one kept."""
+        return iter(DataLoader(self.val, batch_size=batch_size, shuffle=False, pin_memory=self.pin_memory))
+
+    def preview_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one validation image (and target) that previews show, the same all run long."""
+        image, target = (self.val if self.val_size else self.train)[0]
+        return image, target
+
+
+def load_data(config: TrainConfig, pin_memory: bool = False) -> RunData:
+    """The data set ``config`` names, split into train and validation with the config's seed."""
+    if config.task == "heatmap":
+        images, region, affinity = synthetic_heatmaps(config.synthetic, size=config.image_size, seed=config.seed)
+        dataset: ArrayDataset = ArrayDataset(images, np.stack([region, affinity], axis=1), normalize=config.normalize)
+        source = f"synthetic heatmaps x{config.synthetic}"
+    elif config.data_dir is not None:
+        dataset = FolderDataset(config.data_dir, size=config.image_size, normalize=config.normalize,
+                                skip_bad=config.skip_bad)
+        source = str(config.data_dir)
+    else:
+        foreground = "low" if config.low_foreground else "normal"
+        images, masks = synthetic_vessels(config.synthetic, size=config.image_size, seed=config.seed,
+                                          soft_masks=config.soft_masks, foreground=foreground)
+        dataset = ArrayDataset(images, masks, normalize=config.normalize)
+        source = f"synthetic vessels x{config.synthetic}" + (" (soft masks)" if config.soft_masks else "") + (
+            " (low foreground)" if config.low_foreground else "")
+    train, val = split_train_val(dataset, config.val_fraction, config.seed)
+    data = RunData(source=source, train=train, val=val, pin_memory=pin_memory)
+    data.report = _report_builder(dataset, data)
+    return data
+
+
+def _report_builder(dataset: ArrayDataset, data: RunData) -> Callable[[str], DatasetReport]:
+    """The dataset report of the whole data set (masks as stored, before any binarisation)."""
+    from .dataset_report import report_from_arrays
+
+    def build(run_id: str) -> DatasetReport:
+        return report_from_arrays(
+            dataset.images,
+            getattr(dataset, "raw_masks", dataset.targets),
+            source=data.source,
+            run_id=run_id,
+            problems=getattr(dataset, "problems", ()),
+            train_images=data.train_size,
+            val_images=data.val_size,
+        )
+
+    return build

@@ -1,0 +1,424 @@
+"""The content of every panel as a pure function of the run: Rich renderables, no Textual.
+
+Each ``render_*`` function takes the history (and the rows and window to show) plus the
+cell size it may fill, and returns Rich text or a table. The widgets in
+:mod:`octa_tui.tui.widgets` only pass their size and the app's state in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+
+from ..protocol import channels as ch
+from ..protocol.messages import DatasetReport, Event, Preview
+from ..protocol.run import RunHistory
+from . import view
+from .charts import Series, render_chart, render_legend, render_sparkline, value_range
+from .control import CommandEntry
+from .format import format_command, format_count, format_eta, format_number, format_rate
+from .halfblock import render_side_by_side
+from .theme import SERIES_COLORS, connection_style, severity_label, severity_style
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What the header line says about the run and the connection."""
+
+    run_id: str
+    task: str
+    model: str
+    parameters: int
+    device: str
+    step: int
+    epoch: int
+    epochs: int | None
+    steps_per_s: float | None
+    total_steps: int | None
+    state: str
+    monitors: int
+    gaps_filled: int
+    missing: int
+    detail: str = ""
+    trainer_state: str = ""
+    dropped_ui: int = 0
+
+
+def header_facts(history: RunHistory | None, status) -> HeaderFacts:
+    """Collect the header's facts from the history and the source's status."""
+    if history is None:
+        return HeaderFacts("-", "-", "-", 0, "-", 0, 0, None, None, None, status.state, status.monitors, 0, 0,
+                           status.detail, status.trainer_state)
+    n = len(history.steps)
+    schema = history.schema
+    epochs = schema.config.get("epochs")
+    return HeaderFacts(
+        run_id=schema.run_id,
+        task=schema.task,
+        model=schema.model.name,
+        parameters=int(schema.model.parameters),
+        device=schema.model.device,
+        step=int(history.steps.step[n - 1]) if n else 0,
+        epoch=int(history.steps.epoch[n - 1]) if n else 0,
+        epochs=int(epochs) if isinstance(epochs, (int, float)) and epochs > 0 else None,
+        steps_per_s=view.steps_per_second(history),
+        total_steps=view.total_steps(history),
+        state=status.state,
+        monitors=status.monitors,
+        gaps_filled=status.gaps_filled,
+        missing=view.missing_steps(history),
+        detail=status.detail,
+        trainer_state=status.trainer_state,
+    )
+
+
+def render_header(facts: HeaderFacts) -> Text:
+    """Two lines: who is training what where; then progress, speed and the connection."""
+    top = Text(no_wrap=True, overflow="ellipsis")
+    top.append(" octa-tui ", style="bold reverse")
+    top.append(f" run {facts.run_id[:8]}  ", style="bold")
+    top.append(f"{facts.task}  ")
+    top.append(f"{facts.model} {format_count(facts.parameters)} params  ", style="cyan")
+    top.append(f"on {facts.device}")
+    bottom = Text(no_wrap=True, overflow="ellipsis")
+    state = facts.state
+    if facts.trainer_state in ("paused", "finished") and state == "live":
+        state = facts.trainer_state
+    bottom.append(f" ● {state} ", style=connection_style(state))
+    if facts.detail:
+        bottom.append(f"{facts.detail} ", style="cyan")
+    epochs = f"/{facts.epochs}" if facts.epochs else ""
+    bottom.append(f" step {facts.step:,}  epoch {facts.epoch}{epochs}  ")
+    bottom.append(f"{format_rate(facts.steps_per_s)}  ")
+    if facts.state != "replay":
+        bottom.append(f"{format_eta(facts.step, facts.total_steps, facts.steps_per_s)}  ")
+        bottom.append(f"monitors {facts.monitors}  ")
+    gaps = f"gaps filled {facts.gaps_filled}"
+    if facts.missing:
+        bottom.append(f"{gaps}, {facts.missing:,} steps missing", style="yellow")
+    else:
+        bottom.append(gaps, style="bright_black")
+    return _join([top, bottom])
+
+
+def _loss_series(history: RunHistory, start: int, rows: int) -> list[Series]:
+    keys = [f"loss/{name}" for name in history.schema.loss]
+    return [
+        Series(key.split("/", 1)[1], history.steps.values[start:rows, history.schema.index(key)], SERIES_COLORS[i % len(SERIES_COLORS)])
+        for i, key in enumerate(keys)
+    ]
+
+
+def render_loss(history: RunHistory, rows: int, start: int, width: int, height: int, baseline: float | None,
+                markers: Sequence[int]) -> Text:
+    """Total loss and its components over the window, the constant baseline dashed, a marker
+    where a setting changed; val Dice per epoch on the last line."""
+    series = _loss_series(history, start, rows)
+    if not series or rows <= start:
+        return Text("waiting for the first step...", style="bright_black")
+    latest_values = [float(s.values[-1]) for s in series]
+    legend = render_legend(series, latest_values)
+    if baseline is not None:
+        legend.append(f"  ┄ constant {format_number(baseline)}", style="bright_black")
+    dice = view.val_dice(history)
+    dice_line = Text(no_wrap=True, overflow="ellipsis")
+    dice_line.append("val Dice ", style="bold")
+    if dice:
+        shown = dice[-max(1, (width - 9) // 6):]
+        dice_line.append(" ".join(f"{d:.2f}" for _, d in shown), style="green")
+        dice_line.append(f"  (epoch {shown[-1][0]})", style="bright_black")
+    else:
+        dice_line.append("- (no epoch finished)", style="bright_black")
+    chart_height = max(height - 2, 1)
+    local_markers = [m - start for m in markers if start <= m < rows]
+    chart = render_chart(series, width, chart_height, reference=baseline, markers=local_markers)
+    return _join([legend, chart, dice_line])
+
+
+def render_gradients(history: RunHistory, cache: view.GroupNormCache, rows: int, start: int, width: int,
+                     height: int) -> Text:
+    """One row per layer group, shallow to deep: name, latest norm, a log-scale sparkline
+    (shared scale, so a vanishing layer sits low); then the shallow/deep ratio and how
+    many parameters were over the explosion bound."""
+    names = history.schema.grad
+    if not names or rows <= start:
+        return Text("no gradient norms yet", style="bright_black")
+    groups = view.layer_groups(names, max(height - 1, 1))
+    norms = cache.norms(history, groups, rows)[start:rows]
+    latest = norms[-1]
+    label_width = min(max(len(label) for label, _ in groups), max(width // 4, 6))
+    spark_width = max(width - label_width - 11, 1)
+    scale = value_range([norms], log_scale=True)
+    lines = []
+    for j, (label, _) in enumerate(groups):
+        line = Text(no_wrap=True, overflow="crop")
+        line.append(label[:label_width].ljust(label_width) + " ")
+        value = float(latest[j])
+        style = "bold red" if not math.isfinite(value) else ("yellow" if value < 1e-4 else "")
+        line.append(format_number(value).rjust(9) + " ", style=style)
+        line.append_text(render_sparkline(norms[:, j], spark_width, log_scale=True, y_range=scale))
+        lines.append(line)
+    summary = Text(no_wrap=True, overflow="ellipsis")
+    ratio = view.shallow_deep_ratio(latest)
+    summary.append("shallow/deep ", style="bold")
+    ratio_style = "yellow" if math.isfinite(ratio) and (ratio > 10 or ratio < 0.1) else ""
+    summary.append(f"{format_number(ratio)}x" if math.isfinite(ratio) else "-", style=ratio_style)
+    over = view.channel_values(history, ch.GRAD_N_OVER_BOUND, rows)
+    if over is not None:
+        window = over[start:rows]
+        exploded = int(np.count_nonzero(window > 0))
+        summary.append("  explosions ", style="bold")
+        summary.append(f"{exploded} steps", style="bold red" if exploded else "")
+        summary.append(f" (now {format_number(float(window[-1]))} params)" if len(window) else "")
+    lines.append(summary)
+    return _join(lines[: max(height, 1)])
+
+
+def _stat_rows(history: RunHistory, keys: Sequence[tuple[str, str]], rows: int, start: int, width: int,
+               log_keys: Sequence[str] = ()) -> list[Text]:
+    label_width = max(len(label) for _, label in keys)
+    spark_width = max(width - label_width - 11, 1)
+    lines = []
+    for i, (key, label) in enumerate(keys):
+        values = view.channel_values(history, key, rows)
+        if values is None:
+            continue
+        window = values[start:rows]
+        line = Text(no_wrap=True, overflow="crop")
+        line.append(label.ljust(label_width) + " ")
+        value = float(window[-1]) if len(window) else math.nan
+        line.append(format_number(value).rjust(9) + " ", style="bold red" if not math.isfinite(value) else "bold")
+        line.append_text(render_sparkline(window, spark_width, log_scale=key in log_keys,
+                                          color=SERIES_COLORS[(i + 1) % len(SERIES_COLORS)]))
+        lines.append(line)
+    return lines
+
+
+OUTPUT_ROWS = (
+    (ch.OUT_RAW_MIN, "raw min"),
+    (ch.OUT_RAW_MAX, "raw max"),
+    (ch.OUT_RAW_MEAN, "raw mean"),
+    (ch.OUT_ACT_MIN, "act min"),
+    (ch.OUT_ACT_MAX, "act max"),
+    (ch.OUT_ACT_MEAN, "act mean"),
+    (ch.OUT_FRAC_OUTSIDE_01, "outside[0,1]"),
+)
+
+
+def render_outputs(history: RunHistory, rows: int, start: int, width: int, height: int) -> Text:
+    """Output range before and after the activation, and the fraction outside [0, 1]."""
+    if rows <= start:
+        return Text("no outputs yet", style="bright_black")
+    lines = _stat_rows(history, OUTPUT_ROWS, rows, start, width)
+    if not lines:
+        return Text("this run does not report its outputs", style="bright_black")
+    outside = view.channel_values(history, ch.OUT_FRAC_OUTSIDE_01, rows)
+    if outside is not None and history.schema.loss_expects_probabilities and float(outside[rows - 1]) > 0:
+        lines.append(Text(f"{float(outside[rows - 1]):.1%} of outputs outside [0,1] but the loss expects probabilities",
+                          style="bold red", no_wrap=True, overflow="ellipsis"))
+    return _join(lines[: max(height, 1)])
+
+
+OPTIMIZER_ROWS = (
+    (ch.OPT_LR, "lr"),
+    (ch.OPT_BCE_WEIGHT, "bce weight"),
+    (ch.OPT_DICE_WEIGHT, "dice weight"),
+    (ch.OPT_POS_WEIGHT, "pos_weight"),
+    (ch.OPT_CLIP, "clip"),
+    (ch.OPT_UPDATE_RATIO, "update ratio"),
+)
+
+
+def render_optimizer(history: RunHistory, rows: int, start: int, width: int, height: int,
+                     markers: Sequence[int]) -> Text:
+    """Current lr, loss weights, pos_weight and clip with their history; a chart of lr with a
+    marker where any setting changed; the latest changes by step."""
+    if rows <= start:
+        return Text("no settings reported yet", style="bright_black")
+    lines = _stat_rows(history, OPTIMIZER_ROWS, rows, start, width, log_keys=(ch.OPT_LR, ch.OPT_UPDATE_RATIO))
+    lr = view.channel_values(history, ch.OPT_LR, rows)
+    room = height - len(lines) - 1
+    if lr is not None and room >= 3:
+        local = [m - start for m in markers if start <= m < rows]
+        lines.append(render_chart([Series("lr", lr[start:rows], "yellow")], width, room - 1, log_scale=True,
+                                  markers=local))
+    if markers:
+        steps = history.steps.step
+        changes = Text("changed at step ", style="bright_black", no_wrap=True, overflow="ellipsis")
+        changes.append(", ".join(f"{int(steps[m]):,}" for m in markers[-6:]), style=MARKER_STEP_STYLE)
+        lines.append(changes)
+    return _join(lines[: max(height, 1)])
+
+
+MARKER_STEP_STYLE = "yellow"
+
+
+def render_verdict(verdict, selected: bool = False) -> Text:
+    """One verdict: severity, title and confidence; the evidence; the fix (key ``f``) or
+    the instruction when the fix needs a restart."""
+    out = Text(no_wrap=False)
+    out.append(f"{severity_label(verdict.severity):4} ", style=severity_style(verdict.severity))
+    out.append(verdict.title, style="bold")
+    if verdict.confidence != "measured":
+        out.append(f" ({verdict.confidence})", style="italic bright_black")
+    out.append(f"\n     {verdict.evidence}", style="")
+    if verdict.fixes:
+        fixes = "; ".join(format_command(c.op, dict(c.args)) for c in verdict.fixes)
+        out.append(f"\n     fix: {fixes}", style="green")
+        if selected:
+            out.append("  [f applies]", style="bold green")
+    elif verdict.instruction:
+        out.append(f"\n     restart: {verdict.instruction}", style="cyan")
+    return out
+
+
+def render_dataset(report: DatasetReport | None) -> Table | Text:
+    """The seed's dataset check: pairs, mask values (binary?), foreground ratio, pos_weight."""
+    if report is None:
+        return Text("no dataset report from this run", style="bright_black")
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("source", Text(report.source, overflow="ellipsis", no_wrap=True))
+    table.add_row("pairs", f"{report.pairs}  (train {report.train_images}, val {report.val_images})")
+    values = ", ".join(format_number(v) for v in report.mask_values[:6])
+    more = "..." if report.unique_mask_values > 6 else ""
+    binary = Text("binary ✓", style="green") if report.masks_binary else Text(
+        f"NOT binary: {report.unique_mask_values} values", style="bold red")
+    table.add_row("mask values", Text.assemble(binary, f"  {values}{more}"))
+    low = report.foreground_ratio < 0.02
+    table.add_row("foreground", Text(f"{report.foreground_ratio:.2%}" + ("  (< 2%: imbalance)" if low else ""),
+                                     style="bold red" if low else "green"))
+    table.add_row("pos_weight", f"{format_number(report.suggested_pos_weight)} suggested (bg/fg)")
+    if report.image_size != (0, 0):
+        table.add_row("image size", f"{report.image_size[0]}x{report.image_size[1]}")
+    for problem in report.problems[:3]:
+        table.add_row(Text("problem", style="yellow"), Text(f"{problem.file}: {problem.problem}", overflow="ellipsis"))
+    if len(report.problems) > 3:
+        table.add_row("", f"... and {len(report.problems) - 3} more")
+    return table
+
+
+def render_preview(preview: Preview | None, width: int, height: int) -> Text:
+    """The newest validation image, its target and the prediction, side by side."""
+    if preview is None:
+        return Text("no prediction preview yet (sent after each validation)", style="bright_black")
+    caption = Text(f"epoch {preview.epoch}, step {preview.step:,}", style="bright_black")
+    body = render_side_by_side(
+        [("image", preview.image), ("target", preview.target), ("prediction", preview.prediction)], width, height - 1
+    )
+    return _join([body, caption])
+
+
+EVENT_STYLES = {
+    "command_applied": "green",
+    "command_rejected": "bold red",
+    "checkpoint_saved": "cyan",
+    "warning": "bold yellow",
+    "verdict_changed": "magenta",
+    "trial": "magenta",
+}
+
+
+def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes: Sequence[tuple[float, str, str]]
+                ) -> list[tuple[float, Text]]:
+    """The event log's lines in time order: the run's events, this monitor's commands with
+    their outcome, and the monitor's own notes (time, text, style)."""
+    lines: list[tuple[float, Text]] = []
+    for event in events:
+        line = Text()
+        line.append(f"step {event.step:>6,} ", style="bright_black")
+        line.append(event.message or event.kind, style=EVENT_STYLES.get(event.kind, ""))
+        lines.append((event.time, line))
+    for entry in commands:
+        line = Text()
+        line.append(time.strftime("%H:%M:%S ", time.localtime(entry.sent_at)), style="bright_black")
+        style = {"pending": "yellow", "applied": "green", "rejected": "bold red", "failed": "bold red"}[entry.status]
+        line.append("» " + entry.describe(), style=style)
+        lines.append((entry.sent_at, line))
+    for when, text, style in notes:
+        line = Text()
+        line.append(time.strftime("%H:%M:%S ", time.localtime(when)), style="bright_black")
+        line.append(text, style=style)
+        lines.append((when, line))
+    lines.sort(key=lambda item: item[0])
+    return lines
+
+
+def render_events(lines: Sequence[tuple[float, Text]], width: int, height: int) -> Text:
+    """The newest event-log lines that fit ``height`` rows when each wraps at ``width``
+    (a rejection's reason is never cut off)."""
+    if not lines:
+        return Text("no events yet", style="bright_black")
+    width = max(width, 1)
+    chosen: list[Text] = []
+    used = 0
+    for _, line in reversed(lines):
+        rows = max(1, -(-len(line.plain) // width))
+        if used + rows > height and chosen:
+            break
+        chosen.append(line)
+        used += rows
+    out = Text("\n").join(reversed(chosen))
+    out.no_wrap = False
+    out.overflow = "fold"
+    return out
+
+
+MATRIX_COLUMNS = (("loss", "loss"), ("dice", "Dice"), ("bce", "BCE"), ("dice_loss", "DiceL"), ("grad", "grads"))
+GRAD_LEVELS = {0: "ok", 1: "slight", 2: "vanishing"}
+
+
+def render_matrix(match) -> Table | Text:
+    """The seed's diagnosis matrix (loss level, val Dice, BCE, Dice loss, gradients -> cause
+    and quick fix) with the row nearest to the live numbers highlighted, the live numbers
+    underneath."""
+    if match is None or not match.rows:
+        return Text("the diagnosis matrix appears once the engine has run", style="bright_black")
+    table = Table(box=None, padding=(0, 1), expand=True, header_style="bold", show_edge=False)
+    table.add_column("", no_wrap=True, width=1)
+    for _, title in MATRIX_COLUMNS:
+        table.add_column(title, no_wrap=True)
+    table.add_column("likely cause", ratio=1, no_wrap=True, overflow="ellipsis")
+    for i, row in enumerate(match.rows):
+        nearest = i == match.row
+        style = ("bold black on yellow" if match.near else "bold") if nearest else ""
+        cells = [str(getattr(row, name)).replace("slight vanishing", "slight") for name, _ in MATRIX_COLUMNS]
+        table.add_row("▶" if nearest else " ", *cells, row.cause, style=style)
+    observed = match.observed or {}
+    if observed:
+        cells = []
+        for name, _ in MATRIX_COLUMNS:
+            value = observed.get(name)
+            if value is None:
+                cells.append("-")
+            elif name == "grad":
+                cells.append(GRAD_LEVELS.get(int(value), str(value)))
+            else:
+                cells.append(format_number(float(value)))
+        table.add_row("=", *cells, "this run", style="cyan")
+        distance = format_number(match.distance) if math.isfinite(match.distance) else "-"
+        if match.row >= 0 and match.near:
+            table.caption = f"nearest row (distance {distance}): quick fix: {match.rows[match.row].fix}"
+            table.caption_style = "bold green"
+        else:
+            table.caption = f"no row is close to this run (nearest distance {distance})"
+            table.caption_style = "bright_black"
+    else:
+        table.add_row("", "-", "-", "-", "-", "-", "no numbers from this run yet (segmentation runs only)",
+                      style="bright_black")
+    return table
+
+
+def _join(lines: Sequence[Text]) -> Text:
+    """Lines joined into one text that crops rather than wraps (panels are sized exactly)."""
+    out = Text("\n").join(lines)
+    out.no_wrap = True
+    out.overflow = "crop"
+    return out

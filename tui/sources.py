@@ -1,0 +1,374 @@
+"""Where the monitor's data comes from: a live trainer, a recording, or memory.
+
+The app is given one :class:`Source` and never asks which kind it is, except to know
+whether commands can be sent (``can_control``) and whether replay keys apply
+(``kind == "replay"``). A worker thread calls :meth:`Source.open` once and then
+:meth:`Source.poll` in a loop; the source fills its :attr:`Source.history` on that thread.
+The UI thread only reads the history (columns are append-only, so a reader that takes the
+row count first always sees complete rows) and the :meth:`Source.status`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..protocol.errors import ProtocolError
+from ..protocol.messages import Command, Heartbeat, Message, Reply
+from ..protocol.run import RunHistory
+
+REPLAY_SPEEDS = (1, 4, 16, 64)
+REPLAY_FALLBACK_RATE = 100.0  # steps/s of "1x" when a recording's clock says nothing useful
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """What the header shows about the connection, besides the run itself."""
+
+    state: str  # live | stalled | lost | connecting | replay | memory
+    monitors: int = 0
+    gaps_filled: int = 0
+    trainer_state: str = ""  # running | paused | finished, as the trainer last said
+    detail: str = ""  # e.g. the replay position and speed
+    warnings: tuple[str, ...] = ()
+
+
+class Source(ABC):
+    """One run's data and, where there is a trainer, a way to send it commands."""
+
+    kind: str = "memory"
+    can_control: bool = False
+
+    @property
+    @abstractmethod
+    def history(self) -> RunHistory | None:
+        """The run as known so far (None before :meth:`open`); may be replaced by a new
+        object when the trainer restarts or a replay seeks backwards."""
+
+    @abstractmethod
+    def open(self) -> RunHistory:
+        """Connect or load; blocking, called once on the worker thread."""
+
+    @abstractmethod
+    def poll(self, timeout_s: float) -> bool:
+        """Take in what arrived (waiting up to ``timeout_s``); True when the history changed."""
+
+    @abstractmethod
+    def status(self) -> SourceStatus:
+        """Connection state and counters for the header."""
+
+    def request(self, command: Command) -> Reply:
+        """Send a command and wait for the trainer's reply (blocking; call it off the UI thread)."""
+        raise ProtocolError(f"{self.kind}: there is no trainer to send {command.op!r} to")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets or files."""
+
+
+class LiveSource(Source):
+    """A running trainer, followed through :class:`octa_tui.protocol.follow.RunFollower`.
+
+    The follow loop polls on the worker thread; commands are sent from other threads
+    (the follower serialises its control socket).
+    """
+
+    kind = "live"
+    can_control = True
+
+    def __init__(self, telemetry: str, control: str, *, timeout_s: float = 5.0) -> None:
+        self.telemetry = telemetry
+        self.control = control
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._follower = None
+        self._state = "connecting"
+        self._trainer: Heartbeat | None = None
+        self._gaps = 0
+
+    @property
+    def history(self) -> RunHistory | None:
+        return self._follower.history if self._follower is not None else None
+
+    def open(self) -> RunHistory:
+        from ..protocol.follow import RunFollower
+
+        with self._lock:
+            if self._follower is not None and self._follower.history is not None:
+                return self._follower.history  # opened already (the CLI opens before the UI starts)
+            self._follower = RunFollower(self.telemetry, self.control, timeout_s=self.timeout_s)
+            try:
+                history = self._follower.connect()
+            except BaseException:
+                self._follower.close()
+                self._follower = None
+                raise
+            self._state = self._follower.state
+        return history
+
+    def poll(self, timeout_s: float) -> bool:
+        follower = self._follower
+        if follower is None:
+            return False
+        update = follower.poll(timeout_s=timeout_s)
+        self._state = update.state
+        self._gaps += update.gaps_filled
+        if update.trainer is not None:
+            self._trainer = update.trainer
+        return bool(update.steps or update.records or update.new_run or update.gaps_filled)
+
+    def status(self) -> SourceStatus:
+        trainer = self._trainer
+        return SourceStatus(
+            state=self._state,
+            monitors=trainer.monitors if trainer else 0,
+            gaps_filled=self._gaps,
+            trainer_state=trainer.state if trainer else "",
+            detail=f"{self._follower.gaps_unfilled} unfilled gaps" if self._follower and self._follower.gaps_unfilled else "",
+        )
+
+    def request(self, command: Command) -> Reply:
+        follower = self._follower  # serialises its control socket itself
+        if follower is None:
+            raise ProtocolError("not connected to a trainer yet")
+        return follower.request(command)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._follower is not None:
+                self._follower.close()
+                self._follower = None
+
+
+class MemorySource(Source):
+    """A run held in memory, optionally fed in over time, with commands answered by a function.
+
+    Used by tests and snapshot tests (a seeded history, scripted replies) and by the
+    benchmark. ``feed`` messages are added one batch per :meth:`poll`; ``replies`` decides
+    how a command is answered (without it, the source has no trainer to steer).
+    """
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        history: RunHistory,
+        *,
+        feed: Iterable[list[Message]] = (),
+        replies: Callable[[Command], Reply] | None = None,
+        state: str = "live",
+        monitors: int = 1,
+    ) -> None:
+        self._history = history
+        self._feed = iter(feed)
+        self._replies = replies
+        self.can_control = replies is not None
+        self._state = state
+        self._monitors = monitors
+        self.requests: list[Command] = []
+
+    @property
+    def history(self) -> RunHistory:
+        return self._history
+
+    def open(self) -> RunHistory:
+        return self._history
+
+    def poll(self, timeout_s: float) -> bool:
+        batch = next(self._feed, None)
+        if batch is None:
+            time.sleep(timeout_s)
+            return False
+        for msg in batch:
+            self._history.add(msg)
+        return True
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(state=self._state, monitors=self._monitors, trainer_state="running")
+
+    def request(self, command: Command) -> Reply:
+        if self._replies is None:
+            return super().request(command)
+        self.requests.append(command)
+        return self._replies(command)
+
+
+class ReplaySource(Source):
+    """A recorded session played back into a growing history: play/pause, speed, seek, jump.
+
+    Position is a row index into the recording. Playing advances it at ``speed`` times the
+    recording's own average step rate; events, epochs and previews appear when playback
+    passes their step. Seeking forward adds only the rows in between; seeking backwards
+    rebuilds the shown history (a new object, so the app redraws from scratch).
+    """
+
+    kind = "replay"
+
+    def __init__(self, path: str, *, speed: int = 1, playing: bool = True, start_at_end: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._full: RunHistory | None = None
+        self._shown: RunHistory | None = None
+        self._warnings: tuple[str, ...] = ()
+        self._rows = 0  # rows shown
+        self._target = 0.0  # where playback is heading (float rows)
+        self._speed = speed if speed in REPLAY_SPEEDS else REPLAY_SPEEDS[0]
+        self._playing = playing
+        self._start_at_end = start_at_end
+        self._rate = REPLAY_FALLBACK_RATE
+        self._last_tick: float | None = None
+        self._cursors = [0, 0, 0]  # next epoch, event, preview to add
+
+    # -- loading and the worker side -------------------------------------------------
+    @property
+    def history(self) -> RunHistory | None:
+        return self._shown
+
+    @property
+    def full(self) -> RunHistory | None:
+        """The whole recording (for jumping ahead)."""
+        return self._full
+
+    def open(self) -> RunHistory:
+        from ..protocol.recording import read_recording
+
+        if self._shown is not None:
+            return self._shown  # loaded already
+        recording = read_recording(self.path)
+        self._full = recording.history
+        warnings = list(recording.warnings)
+        if recording.truncated_bytes:
+            warnings.append(f"the recording's last {recording.truncated_bytes} bytes were torn and left out")
+        self._warnings = tuple(warnings)
+        n = len(self._full.steps)
+        if n >= 2:
+            span = float(self._full.steps.time[n - 1] - self._full.steps.time[0])
+            if math.isfinite(span) and span > 0:
+                self._rate = (n - 1) / span
+        self._shown = self._fresh()
+        if self._start_at_end:
+            self._target = float(n)
+            self._playing = False
+        self._sync()
+        return self._shown
+
+    def _fresh(self) -> RunHistory:
+        assert self._full is not None
+        shown = RunHistory(self._full.schema)
+        shown.dataset = self._full.dataset
+        self._rows = 0
+        self._cursors = [0, 0, 0]
+        return shown
+
+    def _sync(self) -> bool:
+        """Bring the shown history to the target row; True when it changed."""
+        full, shown = self._full, self._shown
+        assert full is not None and shown is not None
+        n = len(full.steps)
+        with self._lock:
+            target = int(min(max(self._target, 0.0), n))
+            if self._playing and target >= n:
+                self._playing = False
+        if target == self._rows:
+            return False
+        if target < self._rows:
+            shown = self._shown = self._fresh()
+        shown.steps.extend(full.steps.chunk(full.run_id, self._rows, target))
+        self._rows = target
+        step_now = int(full.steps.step[target - 1]) if target else -1
+        for slot, records in enumerate((full.epochs, full.events, full.previews)):
+            while self._cursors[slot] < len(records) and records[self._cursors[slot]].step <= step_now:
+                shown.add(records[self._cursors[slot]])
+                self._cursors[slot] += 1
+        return True
+
+    def poll(self, timeout_s: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._playing and self._last_tick is not None:
+                self._target += (now - self._last_tick) * self._rate * self._speed
+            self._last_tick = now
+        changed = self._sync()
+        if not changed:
+            time.sleep(timeout_s)
+        return changed
+
+    def status(self) -> SourceStatus:
+        n = len(self._full.steps) if self._full is not None else 0
+        fraction = self._rows / n if n else 1.0
+        mark = "▶" if self._playing else "⏸"
+        end = " (end)" if n and self._rows >= n else ""
+        return SourceStatus(
+            state="replay",
+            detail=f"{mark} {self._speed}x {fraction:6.1%}{end}",
+            warnings=self._warnings,
+        )
+
+    # -- controls, called from the UI thread ---------------------------------------------
+    @property
+    def playing(self) -> bool:
+        """Whether playback is advancing."""
+        return self._playing
+
+    @property
+    def speed(self) -> int:
+        """Playback speed, a multiple of the recording's own pace."""
+        return self._speed
+
+    @property
+    def position(self) -> int:
+        """Rows shown so far."""
+        return self._rows
+
+    @property
+    def length(self) -> int:
+        """Rows in the recording."""
+        return len(self._full.steps) if self._full is not None else 0
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the whole recording is shown."""
+        return self._full is not None and self._rows >= self.length
+
+    def toggle_play(self) -> None:
+        """Play or pause; playing at the end starts again from the beginning."""
+        with self._lock:
+            if not self._playing and self._full is not None and self._target >= self.length:
+                self._target = 0.0
+            self._playing = not self._playing
+            self._last_tick = None
+
+    def cycle_speed(self) -> int:
+        """Next speed of 1, 4, 16, 64x; returns it."""
+        with self._lock:
+            i = REPLAY_SPEEDS.index(self._speed) if self._speed in REPLAY_SPEEDS else -1
+            self._speed = REPLAY_SPEEDS[(i + 1) % len(REPLAY_SPEEDS)]
+            return self._speed
+
+    def seek(self, row: float) -> None:
+        """Show the recording up to ``row`` (clamped to its length)."""
+        with self._lock:
+            self._target = float(min(max(row, 0.0), self.length))
+            self._last_tick = None
+
+    def seek_by(self, fraction: float) -> None:
+        """Move by a fraction of the recording (``-0.05`` is back 5%)."""
+        self.seek(max(self._target, float(self._rows)) + fraction * self.length)
+
+    def next_event_row(self) -> int | None:
+        """Row just past the next event after the shown position, or None when none is left."""
+        if self._full is None:
+            return None
+        steps = self._full.steps.step
+        step_now = int(steps[self._rows - 1]) if self._rows else -1
+        for event in self._full.events:
+            if event.step > step_now:
+                return int(np.searchsorted(steps, event.step, side="right"))
+        return None

@@ -1,0 +1,86 @@
+"""Thin widgets: each holds what to draw and passes its size to a pure render function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+
+from rich.console import RenderableType
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from .panels import render_verdict
+
+Draw = Callable[[int, int], RenderableType]
+
+
+class Panel(Widget):
+    """A bordered panel whose content is drawn at its current size by a pure function.
+
+    The app calls :meth:`show` with a key that names the data; when the key is unchanged
+    nothing is redrawn (the redraw timer calls every panel every tick).
+    """
+
+    DEFAULT_CSS = """
+    Panel { height: 1fr; width: 1fr; text-wrap: nowrap; text-overflow: clip; }
+    """
+
+    def __init__(self, title: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = title
+        self._draw: Draw | None = None
+        self._key: Hashable = object()
+
+    def show(self, key: Hashable, draw: Draw) -> bool:
+        """Set what to draw; refreshes only when ``key`` differs from the last one."""
+        if key == self._key:
+            return False
+        self._key = key
+        self._draw = draw
+        self.refresh()
+        return True
+
+    def render(self) -> RenderableType:
+        if self._draw is None:
+            return Text("waiting for data...", style="bright_black")
+        size = self.content_size
+        return self._draw(max(size.width, 1), max(size.height, 1))
+
+
+class VerdictList(OptionList):
+    """The verdicts, most severe first; the highlighted one is what ``f`` applies."""
+
+    DEFAULT_CSS = """
+    VerdictList { height: 1fr; width: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = "Verdicts"
+        self.verdicts: list = []
+        self._shown: tuple = ()
+
+    def show_verdicts(self, verdicts: Sequence) -> None:
+        """Replace the list, keeping the highlight on the same verdict code when it is still there."""
+        verdicts = list(verdicts)
+        signature = tuple((v.code, int(v.severity), v.evidence, v.fixes, v.instruction) for v in verdicts)
+        if signature == self._shown:
+            return
+        self._shown = signature
+        selected = self.selected_verdict()
+        self.verdicts = verdicts
+        if not verdicts:
+            self.set_options([Option(Text("no warnings: nothing looks wrong so far", style="green"), id="none",
+                                     disabled=True)])
+            return
+        self.set_options([Option(render_verdict(v), id=v.code) for v in verdicts])
+        codes = [v.code for v in verdicts]
+        self.highlighted = codes.index(selected.code) if selected is not None and selected.code in codes else 0
+
+    def selected_verdict(self):
+        """The highlighted verdict, or None."""
+        index = self.highlighted
+        if index is None or not self.verdicts or index >= len(self.verdicts):
+            return None
+        return self.verdicts[index]
