@@ -397,7 +397,7 @@ def rule_vanishing_gradients(ctx: Context) -> Verdict | None:
         word(ctx.lang, "; ").join(parts),
         confidence=MEASURED,
         title={"strength": word(ctx.lang, g.strength)},
-        cause_key="cause_slight" if slight else "cause",
+        cause_key=("cause_small_layer" if g.below_floor else "cause_slight") if slight else "cause",
     )
 
 

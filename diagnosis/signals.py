@@ -93,8 +93,11 @@ class GradientState:
 
     ``ratio`` compares the first (shallowest) layer with the last (deepest), whichever way is
     larger, with ``direction`` saying which ("shallow/deep" as in seed 000's hint, or
-    "deep/shallow" when the input side starves). ``strength`` grades the worse of the ratio and
-    any layer below the floor: seed 000 calls > 10x "slight".
+    "deep/shallow" when the input side starves); seed 000 calls > 10x "slight". A layer below the
+    floor (seed 000: 1e-4) makes it "strong" when it is one of the two ends, the classic
+    signature of a starving input or output side; an inner layer below it (typically a
+    normalisation layer with few parameters, which Adam still updates normally) makes it only
+    "slight" unless the ratio says more.
     """
 
     layers: tuple[str, ...]
@@ -133,19 +136,24 @@ def gradient_state(
     below = tuple((layers[i], float(norms[i])) for i in present if norms[i] < floor)
     shallow, deep = norms[present[0]], norms[present[-1]]
     ratio, direction = math.nan, "shallow/deep"
-    if len(present) >= 2 and shallow > 0 and deep > 0:
+    if len(present) >= 2 and max(shallow, deep) > 0:
         if shallow >= deep:
-            ratio = float(shallow / deep)
+            ratio = float(shallow / deep) if deep > 0 else math.inf
         else:
-            ratio, direction = float(deep / shallow), "deep/shallow"
-    if below or (math.isfinite(ratio) and ratio > strong):
+            ratio, direction = (float(deep / shallow) if shallow > 0 else math.inf), "deep/shallow"
+    graded = not math.isnan(ratio)
+    if graded and ratio > strong:
         strength = STRONG
-    elif math.isfinite(ratio) and ratio > moderate:
+    elif graded and ratio > moderate:
         strength = MODERATE
-    elif math.isfinite(ratio) and ratio > slight:
+    elif graded and ratio > slight:
         strength = SLIGHT
     else:
         strength = NONE
+    if shallow < floor or deep < floor:
+        strength = STRONG
+    elif below and strength == NONE:
+        strength = SLIGHT
     return GradientState(tuple(layers), tuple(float(x) for x in norms), ratio, direction, below, strength)
 
 

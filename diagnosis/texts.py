@@ -51,6 +51,9 @@ TEXTS: dict[str, dict[str, dict[str, str]]] = {
             "sigmoid/tanh, no normalisation, no skip connections), so the weakest layers barely learn.",
             "cause_slight": "A 10x-100x spread between shallow and deep layers is common and often harmless "
             "(seed 000 calls it slight); it matters only if the loss also stalls.",
+            "cause_small_layer": "An inner layer sits below the floor while the network's ends are balanced: "
+            "small layers (normalisation, biases) often do, and Adam still updates them normally. It "
+            "matters only if the loss also stalls.",
             "instruction": "Change the architecture or activations (ReLU-family activations, batch "
             "normalisation, residual/skip connections) and restart.",
         },
@@ -186,6 +189,8 @@ TEXTS: dict[str, dict[str, dict[str, str]]] = {
             "东西。",
             "cause_slight": "浅层与深层相差 10-100 倍很常见，通常无害（种子 000 称之为轻微消失）；只有 loss "
             "同时停滞时才需要关注。",
+            "cause_small_layer": "某个中间层低于下限，但网络首尾两端的梯度是平衡的：归一化层、偏置等小层常常如此，"
+            "Adam 仍会正常更新它们。只有 loss 同时停滞时才需要关注。",
             "instruction": "修改模型架构或激活函数（ReLU 类激活、BatchNorm、残差/跳跃连接），然后重新训练。",
         },
         "masks_not_binary": {

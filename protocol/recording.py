@@ -16,9 +16,14 @@ File layout (all integers little-endian)::
                       (u32 frame count, then per frame a u32 length and its bytes)
 
 The first frame holds the run's :class:`Schema`. The others hold, in the order they
-happened, :class:`StepChunk` records (a chunk's steps column by column: seq u64, step i64,
-epoch i32, time f64, then the ``(n, width)`` float32 values row by row), epoch summaries,
-events, the dataset report and previews.
+happened, step chunks, epoch summaries, events, the dataset report and previews (any
+message ``codec.pack`` encodes). A step chunk's payload is, by ``codec``'s rules::
+
+    u32 7 (frames) | u32 8, head: b"OC", protocol major, minor, kind 2, three zero bytes
+    | u32 len, msgpack {"run_id", "n", "width"} | u32 8n, seq u64[n] | u32 8n, step i64[n]
+    | u32 4n, epoch i32[n] | u32 8n, time f64[n] | u32 4n*width, values f32[n, width] (row-major)
+
+so a reader can copy the columns of a chunk straight from the file.
 
 Durability: :class:`RecordingWriter` hands buffered steps to the operating system at
 least every ``flush_s`` seconds (1 s by default) and at every record, so a crashed
@@ -54,7 +59,7 @@ import numpy as np
 from . import codec
 from .columns import StepColumns
 from .errors import ProtocolError
-from .messages import Message, Schema, StepChunk, check_run_id
+from .messages import Message, Schema, StepChunk
 from .run import RunHistory
 from .version import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
@@ -74,8 +79,14 @@ MAX_CHUNK_ROWS = 16384
 # Step values the writer may hold while the disk lags before it starts dropping steps.
 MAX_PENDING_BYTES = 64 << 20
 
-# Chunks at least this large are checksummed on worker threads while the reader copies.
-_PARALLEL_CRC_BYTES = 1 << 20
+# With at least this much to checksum, CRCs run on worker threads while the reader copies.
+_PARALLEL_CRC_BYTES = 8 << 20
+_CRC_BATCH_BYTES = 16 << 20
+# Step columns at least this large are allocated as one populated anonymous mapping.
+_POPULATE_BYTES = 16 << 20
+_ANONYMOUS_POPULATED = (
+    getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0) | getattr(mmap, "MAP_POPULATE", 0)
+)
 _U32 = struct.Struct("<I")
 
 
@@ -91,6 +102,22 @@ def file_header() -> bytes:
 def frame(payload: bytes) -> bytes:
     """One framed record: length, CRC-32 and the payload."""
     return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def framed_parts(msg: Message) -> list[bytes]:
+    """The buffers of ``frame(codec.pack(msg))``, without joining them into one copy.
+
+    A chunk of several MiB is then checksummed and handed to ``writev`` as it is.
+    """
+    frames = codec.encode(msg)
+    parts = [_U32.pack(len(frames))]
+    for f in frames:
+        parts.append(_U32.pack(len(f)))
+        parts.append(f)
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [FRAME_HEADER.pack(sum(len(p) for p in parts), crc), *parts]
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -336,13 +363,13 @@ class RecordingWriter:
         run_id = self.schema.run_id
         for item in items:
             if isinstance(item, bytes):
-                rows, payload = 0, item
+                rows, parts = 0, [frame(item)]
             else:
                 chunk = item.chunk(run_id) if isinstance(item, _StepBuffer) else item
-                rows, payload = len(chunk), codec.pack(chunk)
+                rows, parts = len(chunk), framed_parts(chunk)
             if self.error is None:
                 try:
-                    self._write_all(frame(payload))
+                    self._write_all(*parts)
                 except OSError as exc:
                     self._fail(exc, "write")
             with self._lock:
@@ -357,12 +384,20 @@ class RecordingWriter:
                     item.n = 0
                     self._free.append(item)
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, *parts: bytes) -> None:
+        """Write every byte of ``parts``, in order (``writev`` where the OS has it)."""
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        views = [memoryview(p) for p in parts if len(p)]
+        while views:
+            if hasattr(os, "writev"):
+                written = os.writev(self._fd, views)
+            else:
+                written = os.write(self._fd, views[0])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
 
     def _fail(self, exc: OSError, action: str) -> None:
         reason = exc.strerror or str(exc)
@@ -395,13 +430,19 @@ class Recording:
     truncated_bytes: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Frame:
+    """Where one record lies in the file and, for a step chunk, where its columns are."""
+
     offset: int  # of the frame header in the file
     length: int  # of the payload
     crc: int
     kind: int  # codec kind code, 0 when the payload is too short to tell
-    rows: int  # steps of a chunk record, -1 when not a chunk or unknown
+    rows: int = -1  # steps of a chunk record, -1 when not a chunk or unknown
+    width: int = 0
+    run_id: str = ""
+    columns: tuple[int, int, int, int, int] | None = None  # file offsets of seq, step, epoch, time, values
+    problem: str = ""  # why a chunk's layout is malformed
 
 
 class _Source:
@@ -429,7 +470,10 @@ class _Source:
     def close(self) -> None:
         self.view.release()
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view: the map closes when it is dropped
+                pass
 
     def __enter__(self) -> _Source:
         return self
@@ -476,26 +520,69 @@ def _check_header(path: Path, view: memoryview) -> None:
         )
 
 
-def _peek(view: memoryview, start: int, length: int) -> tuple[int, int]:
-    """(kind, chunk rows) of a packed message from its first bytes; (0, -1) when unknown."""
-    # Layout of codec.pack: u32 count, u32 len0, head (magic 2, major, minor, kind, 3 pad),
-    # u32 len1, msgpack body {"run_id", "n", "width"}, ...
-    if length < 13:
-        return 0, -1
-    kind = view[start + 12]
-    if kind != codec.KIND_CHUNK or length < 20:
-        return kind, -1
+_CHUNK_COLUMNS = (("seq", "<u8", 8), ("step", "<i8", 8), ("epoch", "<i4", 4), ("time", "<f8", 8))
+
+
+def _inspect(view: memoryview, offset: int, length: int, available: int) -> _Frame:
+    """What the frame at ``offset`` holds, from its payload's first ``available`` bytes.
+
+    For a complete step chunk it also finds and checks, as ``codec.unpack`` would, where
+    each column lies, so that the reader can copy the columns without decoding the record.
+    """
+    found = _Frame(offset, length, FRAME_HEADER.unpack_from(view, offset)[1], 0)
+    start = offset + FRAME_HEADER.size
+    # codec.pack: u32 count, u32 len0, head (magic 2, major, minor, kind, pad 3), u32 len1, body, ...
+    if available < 13:
+        return found
+    found.kind = view[start + 12]
+    if found.kind != codec.KIND_CHUNK or available < 20:
+        return found
     (body_len,) = _U32.unpack_from(view, start + 16)
-    if body_len > 4096 or 20 + body_len > length:
-        return kind, -1
+    if body_len > 4096 or 20 + body_len > available:
+        return found
     try:
         body = msgpack.unpackb(bytes(view[start + 20 : start + 20 + body_len]), raw=False)
-    except Exception:  # a damaged body: its size is simply unknown
-        return kind, -1
+    except Exception:  # a damaged body: the chunk's size is unknown
+        return found
     rows = body.get("n") if isinstance(body, dict) else None
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= codec.MAX_CHUNK_ROWS:
-        return kind, -1
-    return kind, rows
+        return found
+    found.rows = rows
+    if available == length:
+        found.problem = _locate_columns(view, start, length, body_len, body, found)
+    return found
+
+
+def _locate_columns(
+    view: memoryview, start: int, length: int, body_len: int, body: dict, found: _Frame
+) -> str:
+    """Fill ``found.columns`` for a complete chunk payload; the problem, or "" if none."""
+    count, head_len = _U32.unpack_from(view, start)[0], _U32.unpack_from(view, start + 4)[0]
+    if count != 7 or head_len != codec.HEAD.size:
+        return f"its frames are malformed ({count} frames, head of {head_len} bytes)"
+    magic, major, minor, _kind = codec.HEAD.unpack_from(view, start + 8)
+    if magic != codec.MAGIC or major != PROTOCOL_MAJOR:
+        return f"its head is malformed (magic {magic!r}, protocol {major}.{minor})"
+    run_id, width = body.get("run_id"), body.get("width")
+    if not isinstance(run_id, str) or isinstance(width, bool) or not isinstance(width, int):
+        return "its body lacks a run id or a width"
+    if not 0 <= width <= codec.MAX_CHANNELS:
+        return f"it is {width} channels wide; the limit is {codec.MAX_CHANNELS}"
+    n = found.rows
+    at = start + 20 + body_len
+    offsets = []
+    for name, size in [(name, n * item) for name, _, item in _CHUNK_COLUMNS] + [("values", 4 * n * width)]:
+        if at + 4 > start + length:
+            return f"it ends before its {name} column"
+        (got,) = _U32.unpack_from(view, at)
+        if got != size:
+            return f"its {name} column is {got} bytes; {n} rows need {size}"
+        offsets.append(at + 4)
+        at += 4 + size
+    if at != start + length:
+        return f"it has {start + length - at} trailing bytes"
+    found.width, found.run_id, found.columns = width, run_id, tuple(offsets)
+    return ""
 
 
 def _record_name(kind: int, rows: int) -> str:
@@ -503,6 +590,10 @@ def _record_name(kind: int, rows: int) -> str:
         return f"a chunk of {rows} steps"
     name = codec.KIND_NAMES.get(kind)
     return f"a {name} record" if name else "a record of unknown kind"
+
+
+def _crc_spans(view: memoryview, spans: list[tuple[int, int]]) -> list[int]:
+    return [zlib.crc32(view[start : start + length]) for start, length in spans]
 
 
 class _Reader:
@@ -514,16 +605,15 @@ class _Reader:
 
     def __init__(self, source: _Source, verify: bool = True) -> None:
         self.source = source
-        self.verify = verify
         self.path = source.path
         self.size = len(source.view)
+        self.verify = verify
         self.warnings: list[str] = []
         self.stopped_at: int | None = None
         _check_header(self.path, source.view)
         self.frames: list[_Frame] = []
+        self._tail: _Frame | None = None  # a frame cut short at the end of the file
         self._end_problem = ""
-        self._end_torn = False
-        self._end_rows = -1
         self._index()
 
     @property
@@ -532,34 +622,38 @@ class _Reader:
         return 0 if self.stopped_at is None else self.size - self.stopped_at
 
     def chunk_rows(self) -> int:
-        """Steps in all complete chunk frames (what to preallocate)."""
-        return sum(max(0, f.rows) for f in self.frames if f.kind == codec.KIND_CHUNK)
+        """Steps in all well-formed chunk frames (what to preallocate)."""
+        return sum(f.rows for f in self.frames if f.columns is not None)
+
+    def payload(self, f: _Frame) -> memoryview:
+        """A view of a frame's payload (valid while the source is open)."""
+        start = f.offset + FRAME_HEADER.size
+        return self.source.view[start : start + f.length]
 
     def _index(self) -> None:
         view, size = self.source.view, self.size
         offset = FILE_HEADER.size
         while offset < size:
             if size - offset < FRAME_HEADER.size:
-                self._end_torn = True
+                self._tail = _Frame(offset, -1, 0, 0)
                 self._end_problem = (
                     f"a frame header is cut after {size - offset} of {FRAME_HEADER.size} bytes"
                 )
                 break
-            length, crc = FRAME_HEADER.unpack_from(view, offset)
-            start = offset + FRAME_HEADER.size
+            (length,) = _U32.unpack_from(view, offset)
             if not 4 <= length <= MAX_RECORD_BYTES:
                 self._end_problem = f"its length field says {length} bytes, which no record has"
                 break
-            kind, rows = _peek(view, start, min(length, size - start))
-            if start + length > size:
-                self._end_torn = True
-                self._end_rows = rows
+            available = min(length, size - offset - FRAME_HEADER.size)
+            found = _inspect(view, offset, length, available)
+            if available < length:
+                self._tail = found
                 self._end_problem = (
-                    f"{_record_name(kind, rows)} is cut after {size - start} of {length} bytes"
+                    f"{_record_name(found.kind, found.rows)} is cut after {available} of {length} bytes"
                 )
                 break
-            self.frames.append(_Frame(offset, length, crc, kind, rows))
-            offset = start + length
+            self.frames.append(found)
+            offset += FRAME_HEADER.size + length
         self._end = offset
 
     def stop(self, offset: int, reason: str, torn: bool = False, rows: int = -1) -> None:
@@ -568,7 +662,7 @@ class _Reader:
         lost = self.size - offset
         if torn:
             steps = (
-                f"{rows} steps lost" if rows > 0 else ("no steps lost" if rows == 0 else "steps lost unknown")
+                f"{rows} steps lost" if rows > 0 else "no steps lost" if rows == 0 else "steps lost unknown"
             )
             self.warnings.append(
                 f"{self.path}: torn tail at offset {offset}: {reason}; dropped the last {lost} bytes ({steps})"
@@ -578,58 +672,66 @@ class _Reader:
                 f"{self.path}: corrupt record at offset {offset}: {reason}; stopped reading there, {lost} bytes not read"
             )
 
-    def payloads(self) -> Iterator[tuple[_Frame, memoryview]]:
-        """Each frame whose CRC holds, with a view of its payload, in file order."""
-        view = self.source.view
-        checks, pool = self._start_crcs()
+    def checked(self) -> Iterator[_Frame]:
+        """Each frame whose CRC holds, in file order, until the first one that fails."""
+        crc_of, pool = self._start_crcs()
         try:
+            last = len(self.frames) - 1
             for i, f in enumerate(self.frames):
-                check = checks[i]
-                crc = check if isinstance(check, int) else check.result()
-                if crc != f.crc:
-                    last = i == len(self.frames) - 1 and self._end == self.size
-                    self.stop(f.offset, f"{_record_name(f.kind, f.rows)} fails its CRC check", last, f.rows)
+                if crc_of(i) != f.crc:
+                    torn = i == last and self._end == self.size
+                    self.stop(f.offset, f"{_record_name(f.kind, f.rows)} fails its CRC check", torn, f.rows)
                     return
-                start = f.offset + FRAME_HEADER.size
-                payload = view[start : start + f.length]
-                try:
-                    yield f, payload
-                finally:
-                    payload.release()
+                yield f
                 if self.stopped_at is not None:
                     return
             if self._end < self.size:
-                self.stop(self._end, self._end_problem, self._end_torn, self._end_rows)
+                rows = self._tail.rows if self._tail is not None else -1
+                self.stop(self._end, self._end_problem, self._tail is not None, rows)
         finally:
             if pool is not None:
-                for check in checks:
-                    if not isinstance(check, int):
-                        check.cancel()
-                pool.shutdown(wait=True)
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _start_crcs(self) -> tuple[list, ThreadPoolExecutor | None]:
-        """CRC of every payload; large ones on worker threads (zlib releases the GIL), so
-        checksumming overlaps with the caller copying earlier chunks."""
-        view = self.source.view
-        last = len(self.frames) - 1
-        skip = [
-            not self.verify and f.kind == codec.KIND_CHUNK and i != last for i, f in enumerate(self.frames)
-        ]
-        big = sum(
-            1 for f, skipped in zip(self.frames, skip) if f.length >= _PARALLEL_CRC_BYTES and not skipped
-        )
+    def _start_crcs(self):
+        """A function giving each frame's CRC; when there is much to check and more than one
+        CPU, batches of frames are checksummed on worker threads (zlib releases the GIL) while
+        the caller copies the frames already checked."""
+        view, frames = self.source.view, self.frames
+        last = len(frames) - 1
+        todo = [i for i, f in enumerate(frames) if self.verify or f.kind != codec.KIND_CHUNK or i == last]
         workers = min(4, os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="octa-crc") if big > 1 else None
-        checks: list = []
-        for f, skipped in zip(self.frames, skip):
-            start = f.offset + FRAME_HEADER.size
-            if skipped:
-                checks.append(f.crc)
-            elif pool is not None and f.length >= _PARALLEL_CRC_BYTES:
-                checks.append(pool.submit(zlib.crc32, view[start : start + f.length]))
-            else:
-                checks.append(zlib.crc32(view[start : start + f.length]))
-        return checks, pool
+        total = sum(frames[i].length for i in todo)
+        if workers < 2 or total < _PARALLEL_CRC_BYTES:
+
+            def inline(i: int) -> int:
+                f = frames[i]
+                if not self.verify and f.kind == codec.KIND_CHUNK and i != last:
+                    return f.crc
+                return zlib.crc32(self.payload(f))
+
+            return inline, None
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="octa-crc")
+        batch_bytes = max(1 << 20, min(_CRC_BATCH_BYTES, total // (4 * workers)))
+        where: dict[int, tuple[int, int]] = {}
+        futures = []
+        spans: list[tuple[int, int]] = []
+        size = 0
+        for i in todo:
+            f = frames[i]
+            where[i] = (len(futures), len(spans))
+            spans.append((f.offset + FRAME_HEADER.size, f.length))
+            size += f.length
+            if size >= batch_bytes or i == todo[-1]:
+                futures.append(pool.submit(_crc_spans, view, spans))
+                spans, size = [], 0
+
+        def pooled(i: int) -> int:
+            if i not in where:
+                return frames[i].crc  # not verified on request
+            batch, position = where[i]
+            return futures[batch].result()[position]
+
+        return pooled, pool
 
 
 def iter_recording(path: str | os.PathLike[str], warnings: list[str] | None = None) -> Iterator[Message]:
@@ -641,9 +743,9 @@ def iter_recording(path: str | os.PathLike[str], warnings: list[str] | None = No
     with _Source(path) as source:
         reader = _Reader(source)
         try:
-            for f, payload in reader.payloads():
+            for f in reader.checked():
                 try:
-                    msg = codec.unpack(payload)
+                    msg = codec.unpack(reader.payload(f))
                 except ProtocolError as exc:
                     reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} does not decode ({exc})")
                     break
@@ -653,96 +755,36 @@ def iter_recording(path: str | os.PathLike[str], warnings: list[str] | None = No
                 warnings.extend(reader.warnings)
 
 
-def _chunk_columns(payload: memoryview, width: int, run_id: str) -> tuple[np.ndarray, ...]:
-    """The five columns of a packed chunk as views into ``payload``: validated like
-    ``codec.unpack`` does, but without copying the values."""
-    (count,) = _U32.unpack_from(payload, 0)
-    if count != 7:
-        raise ProtocolError(f"step chunk has {count} frames; expected 7")
-    parts: list[memoryview] = []
-    at = 4
-    for i in range(count):
-        if at + 4 > len(payload):
-            raise ProtocolError(f"step chunk ends inside the length of frame {i}")
-        (size,) = _U32.unpack_from(payload, at)
-        at += 4
-        if at + size > len(payload):
-            raise ProtocolError(f"step chunk frame {i} claims {size} bytes; only {len(payload) - at} remain")
-        parts.append(payload[at : at + size])
-        at += size
-    if at != len(payload):
-        raise ProtocolError(f"step chunk has {len(payload) - at} trailing bytes")
-    if len(parts[0]) != codec.HEAD.size:
-        raise ProtocolError(f"step chunk head is {len(parts[0])} bytes; expected {codec.HEAD.size}")
-    magic, major, minor, kind = codec.HEAD.unpack_from(parts[0])
-    if magic != codec.MAGIC or kind != codec.KIND_CHUNK:
-        raise ProtocolError(f"not a step chunk (magic {magic!r}, kind {kind})")
-    if major != PROTOCOL_MAJOR:
-        raise ProtocolError(
-            f"step chunk is protocol {major}.{minor}; this side speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
-        )
-    try:
-        body = msgpack.unpackb(
-            bytes(parts[1]), raw=False, max_str_len=codec.MAX_STR, max_map_len=codec.MAX_MAP
-        )
-    except Exception as exc:  # msgpack raises several types on damaged input
-        raise ProtocolError(f"step chunk body is not valid msgpack: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProtocolError(f"step chunk body must be a map, got {type(body).__name__}")
-    chunk_run = check_run_id(body.get("run_id"))
-    if chunk_run != run_id:
-        raise ProtocolError(f"step chunk of run {chunk_run} does not belong to run {run_id}")
-    n, chunk_width = body.get("n"), body.get("width")
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= codec.MAX_CHUNK_ROWS:
-        raise ProtocolError(f"step chunk row count {n!r} is not 0..{codec.MAX_CHUNK_ROWS}")
-    if chunk_width != width:
-        raise ProtocolError(f"step chunk is {chunk_width} channels wide but the run's schema has {width}")
-    columns = []
-    for part, dtype, items, name in zip(
-        parts[2:],
-        ("<u8", "<i8", "<i4", "<f8", "<f4"),
-        (n, n, n, n, n * width),
-        ("seq", "step", "epoch", "time", "values"),
-    ):
-        expected = items * np.dtype(dtype).itemsize
-        if len(part) != expected:
-            raise ProtocolError(f"step chunk {name} column is {len(part)} bytes; expected {expected}")
-        columns.append(np.frombuffer(part, dtype=dtype))
-    if n and not np.all(np.isfinite(columns[3])):
-        raise ProtocolError("step chunk time column holds non-finite values")
-    columns[4] = columns[4].reshape(n, width)
-    return tuple(columns)
-
-
 def read_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Recording:
     """Load a whole recording into a :class:`RunHistory`, as fast as memory allows.
 
     Step columns are preallocated to the file's total step count (known from the frame
-    headers) and each chunk is copied once, straight from the memory-mapped file. Raises
-    :class:`RecordingError` when the file is not a recording or holds no readable schema.
+    headers) and each chunk's columns are copied once, straight from the memory-mapped
+    file, without decoding the record. Raises :class:`RecordingError` when the file is not
+    a recording or holds no readable schema.
 
     ``verify=False`` skips the CRC of every step chunk but the last (checksumming is most
     of the time it takes to open a large file): the file's structure, every other record
     and the tail are still checked, so a torn tail is still found, but a flipped bit in
     the middle of a chunk's values would go unnoticed. Use it for a quick first look and
-    read again with ``verify=True`` (or :func:`verify_recording`) when it matters.
+    call :func:`verify_recording` (say, on a worker thread) when it matters.
     """
     with _Source(path) as source:
         reader = _Reader(source, verify=verify)
         history: RunHistory | None = None
-        for f, payload in reader.payloads():
+        for f in reader.checked():
             if history is None:
-                history = _first_history(reader, f, payload)
+                history = _first_history(reader, f)
                 if history is None:
                     break
                 continue
+            if f.kind == codec.KIND_CHUNK:
+                problem = _copy_chunk(source.view, f, history)
+                if problem:
+                    reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} cannot be read: {problem}")
+                continue
             try:
-                if f.kind == codec.KIND_CHUNK:
-                    columns = _chunk_columns(payload, history.steps.width, history.run_id)
-                    history.steps.extend(StepChunk(history.run_id, *columns))
-                    del columns  # views into the mapped file: drop them before it closes
-                else:
-                    history.add(codec.unpack(payload))
+                history.add(codec.unpack(reader.payload(f)))
             except ProtocolError as exc:
                 reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} cannot be read ({exc})")
         if history is None:
@@ -753,10 +795,30 @@ def read_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Reco
         return Recording(history=history, warnings=reader.warnings, truncated_bytes=reader.truncated_bytes)
 
 
-def _first_history(reader: _Reader, f: _Frame, payload: memoryview) -> RunHistory | None:
+def _copy_chunk(view: memoryview, f: _Frame, history: RunHistory) -> str:
+    """Append a chunk's steps to ``history`` straight from the file; the problem, or ""."""
+    if f.columns is None:
+        return f.problem or "its layout is malformed"
+    if f.run_id != history.run_id:
+        return f"it belongs to run {f.run_id!r}, not {history.run_id}"
+    if f.width != history.steps.width:
+        return f"it is {f.width} channels wide but the run's schema has {history.steps.width}"
+    n = f.rows
+    seq, step, epoch, time = (
+        np.frombuffer(view, dtype=dtype, count=n, offset=at)
+        for (_, dtype, _), at in zip(_CHUNK_COLUMNS, f.columns)
+    )
+    if n and not np.isfinite(time).all():
+        return "its time column holds non-finite values"
+    values = np.frombuffer(view, dtype="<f4", count=n * f.width, offset=f.columns[4]).reshape(n, f.width)
+    history.steps.extend(StepChunk(history.run_id, seq, step, epoch, time, values))
+    return ""
+
+
+def _first_history(reader: _Reader, f: _Frame) -> RunHistory | None:
     """The run's history from the first record, which must be its schema."""
     try:
-        msg = codec.unpack(payload)
+        msg = codec.unpack(reader.payload(f))
     except ProtocolError as exc:
         reader.stop(f.offset, f"the schema record does not decode ({exc})")
         return None
@@ -766,8 +828,31 @@ def _first_history(reader: _Reader, f: _Frame, payload: memoryview) -> RunHistor
             "it is not a complete recording"
         )
     history = RunHistory(msg)
-    history.steps = StepColumns(msg.width, capacity=reader.chunk_rows())
+    history.steps = _preallocated_columns(msg.width, reader.chunk_rows())
     return history
+
+
+def _preallocated_columns(width: int, rows: int) -> StepColumns:
+    """Columns for exactly ``rows`` steps. Large ones are mapped and populated in one call
+    where the OS can: faulting in hundreds of MB page by page costs more than the copy."""
+    if rows * (4 * width + 28) < _POPULATE_BYTES or not hasattr(mmap, "MAP_POPULATE"):
+        return StepColumns(width, capacity=rows)
+
+    def allocate(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        count = int(np.prod(shape))
+        block = mmap.mmap(-1, count * np.dtype(dtype).itemsize, flags=_ANONYMOUS_POPULATED)
+        return np.frombuffer(block, dtype=dtype, count=count).reshape(shape)
+
+    try:
+        return StepColumns.over(
+            allocate((rows,), np.uint64),
+            allocate((rows,), np.int64),
+            allocate((rows,), np.int32),
+            allocate((rows,), np.float64),
+            allocate((rows, width), np.float32),
+        )
+    except (OSError, ValueError):
+        return StepColumns(width, capacity=rows)
 
 
 def verify_recording(path: str | os.PathLike[str]) -> list[str]:
@@ -777,6 +862,6 @@ def verify_recording(path: str | os.PathLike[str]) -> list[str]:
     """
     with _Source(path) as source:
         reader = _Reader(source)
-        for _ in reader.payloads():
+        for _ in reader.checked():
             pass
         return reader.warnings

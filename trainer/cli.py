@@ -4,7 +4,8 @@ Flags build a :class:`TrainConfig`; bad flags and paths end in one error line an
 status 2. At start it prints where to attach (telemetry and control endpoints) and where
 the session is recorded, and writes a run file so ``octa-tui`` on this machine can list
 it. Ctrl-C (or SIGTERM) stops at the next step boundary: final checkpoint, recording
-closed, run file removed; a second Ctrl-C aborts at once.
+closed, run file removed; a second Ctrl-C aborts at once. (The run file is the probe's: see
+``Probe.start``.)
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ import argparse
 import math
 import os
 import signal
-import socket
 import sys
-import time
 from dataclasses import replace
 from typing import Any, NoReturn
 
 from octa_tui.protocol.errors import ProtocolError
-from octa_tui.protocol.runfiles import RunFileInfo, remove_run_file, write_run_file
 
 from .config import DEVICES, MODELS_BY_TASK, OUTPUT_ACTIVATIONS, TASKS, ConfigError, TrainConfig
 
@@ -164,17 +162,10 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
         except (DataError, CheckpointError, ConfigError, ProtocolError, OSError) as exc:
             raise UsageError(str(exc)) from None
         _print_start(trainer, sys.stdout)
-        link = trainer.probe.link
-        write_run_file(RunFileInfo(
-            pid=os.getpid(), run_id=trainer.run_id, telemetry=link.telemetry_endpoint,
-            control=link.control_endpoint, task=config.task, model=config.model, started_at=time.time(),
-            recording=trainer.record_path or "", host=socket.gethostname(),
-        ))
         trainer.train()
         state = trainer.result.state
     finally:
-        remove_run_file()
-        trainer.cleanup(state)
+        trainer.cleanup(state)  # closes the probe, which removes the run file
         _restore_handlers(previous)
     if trainer.result.recording:
         print(f"octa-train: recording {trainer.result.recording}", flush=True)

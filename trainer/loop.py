@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,10 +25,10 @@ from octa_tui.protocol.messages import new_run_id
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .control import Controller, LrSchedule
-from .run_data import RunData, load_data
 from .losses import make_loss
 from .models import MODELS, describe_model
 from .probe import Probe
+from .run_data import RunData, load_data
 
 
 class Reporter(Protocol):
@@ -168,7 +167,7 @@ class Trainer:
         self._resume_state: dict[str, Any] | None = None
         self._tap: OutputTap | None = None
         self._means: EpochMeans | None = None
-        self._autocast: Callable[[], Any] = torch.autocast
+        self._scaler: Any = None
         self._stop_signal = False
         self._set_up = False
 
@@ -205,6 +204,8 @@ class Trainer:
         self.criterion = make_loss(config.loss_name, config.bce_weight, config.dice_weight, pos_weight)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.schedule = LrSchedule((config.lr,), config.step_size, config.gamma)
+        if self._amp_dtype() == torch.float16:
+            self._scaler = torch.amp.GradScaler("cuda")
         self.folder = run_folder(config, self.run_id)
         probe_args: dict[str, Any] = dict(
             task=config.task,
@@ -330,19 +331,33 @@ class Trainer:
             outputs = model(images)
         loss = self.criterion(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        probe.clip_(self.controller.clip)
-        optimizer.step()
+        scaler = self._scaler
+        if scaler is None:
+            loss.total.backward()
+            probe.clip_(self.controller.clip)
+            optimizer.step()
+        else:  # float16 autocast: unscale before measuring, so the probe sees true gradients
+            scaler.scale(loss.total).backward()
+            scaler.unscale_(optimizer)
+            probe.clip_(self.controller.clip)
+            scaler.step(optimizer)
+            scaler.update()
         raw, activated = self._tap.take(outputs)
         probe.end_step(loss=loss.total, components=loss.components, outputs=raw, activated=activated, lr=lr)
         if probe.preview_due:
             self._send_preview()
 
+    def _amp_dtype(self) -> torch.dtype | None:
+        """bfloat16 where the GPU has it (no loss scaling, no sync), else float16; None without AMP."""
+        if not (self.config.amp and self.device.type == "cuda"):
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
     def _amp(self) -> Any:
-        if self.config.amp and self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast(self.device.type, enabled=False)
+        dtype = self._amp_dtype()
+        if dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=dtype)
 
     @torch.no_grad()
     def _send_preview(self) -> None:

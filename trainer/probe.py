@@ -221,10 +221,12 @@ class Probe:
         self._layout_vector()
         self._grouping: dict[tuple[bool, ...], tuple[list[int], torch.Tensor]] = {}
         self._nan_out = torch.full((len(OUT_CHANNELS),), math.nan, device=self.device)
+        self._zero = torch.zeros((), device=self.device)
         self._nan_update = torch.full((1,), math.nan, device=self.device)
         self._update_ratio = self._nan_update
         self._snapshot: list[torch.Tensor] | None = None
-        self._measured: tuple[torch.Tensor, torch.Tensor] | None = None  # (layer norms, gradstat)
+        self._measured: torch.Tensor | None = None  # layer norms, total, n over bound, max
+        self._plain_grads: bool | None = None  # all norms float32 on self.device: no conversion
         self._grads: list[torch.Tensor] = []
         self._total: torch.Tensor | None = None
         self._clip_used = 0.0
@@ -234,6 +236,7 @@ class Probe:
         self._timer = time.perf_counter()
         self._last_service = 0.0
         self._closed = False
+        self._run_file: Any = None  # written by start(announce=True), removed by close()
         if link is not None:
             self.attach(link)
 
@@ -247,12 +250,15 @@ class Probe:
         telemetry: str = "tcp://127.0.0.1:0",
         control: str = "tcp://127.0.0.1:0",
         record: str | None = None,
+        announce: bool = True,
         **kwargs: Any,
     ) -> Probe:
         """Build a probe and its link in one call: binds the endpoints, records to ``record``.
 
         ``kwargs`` are :class:`Probe`'s. The endpoints actually bound are
-        ``probe.link.telemetry_endpoint`` and ``probe.link.control_endpoint``.
+        ``probe.link.telemetry_endpoint`` and ``probe.link.control_endpoint``. With
+        ``announce`` a run file tells ``octa-tui`` on this machine where to attach; it is
+        removed by :meth:`close`.
         """
         from octa_tui.protocol.link import TrainerLink
 
@@ -269,7 +275,24 @@ class Probe:
                 recording.close()
             raise
         probe.attach(link)
+        if announce:
+            probe._announce(record or "")
         return probe
+
+    def _announce(self, recording: str) -> None:
+        import os
+        import socket
+
+        from octa_tui.protocol.runfiles import RunFileInfo, write_run_file
+
+        schema, link = self.schema, self.link
+        info = RunFileInfo(
+            pid=os.getpid(), run_id=schema.run_id, telemetry=link.telemetry_endpoint,
+            control=link.control_endpoint, task=schema.task, model=schema.model.name,
+            started_at=schema.started_at, recording=os.path.abspath(recording) if recording else "",
+            host=socket.gethostname(),
+        )
+        self._run_file = write_run_file(info)
 
     def attach(self, link: Any) -> None:
         """Publish to ``link`` from now on (a TrainerLink built from :attr:`schema`)."""
@@ -279,14 +302,19 @@ class Probe:
         schema = self.schema
         width = schema.width
         device_keys = [f"loss/{n}" for n in schema.loss] + [f"grad/{n}" for n in schema.grad]
-        device_keys += [f"gradstat/{n}" for n in schema.gradstat] + [f"out/{n}" for n in schema.out]
+        device_keys += ["gradstat/total_norm", "gradstat/n_over_bound", "gradstat/max_param_norm"]
+        device_keys += [f"out/{n}" for n in schema.out]
         device_keys.append("opt/update_ratio")
-        host_keys = [f"opt/{n}" for n in schema.opt if n != "update_ratio"] + [f"time/{n}" for n in schema.time]
+        # nonfinite is derived from the total norm on the host when the vector is published.
+        host_keys = ["gradstat/nonfinite"] + [f"opt/{n}" for n in schema.opt if n != "update_ratio"]
+        host_keys += [f"time/{n}" for n in schema.time]
         channels = schema.channels
         self._device_pos = np.array([channels.index(k) for k in device_keys], dtype=np.intp)
         self._host_pos = np.array([channels.index(k) for k in host_keys], dtype=np.intp)
         assert len(device_keys) + len(host_keys) == width
         self._width = width
+        self._total_pos = channels.index("gradstat/total_norm")
+        self._nonfinite_pos = channels.index("gradstat/nonfinite")
 
     @property
     def run_id(self) -> str:
@@ -310,7 +338,9 @@ class Probe:
         if cached is None:
             kept = [i for i, has in enumerate(present) if has]
             column = {param: col for col, param in enumerate(kept)}
-            matrix = torch.zeros(len(self._layers), len(kept), dtype=torch.float32)
+            # One row per layer, and a last row of ones: the total norm comes from the same product.
+            matrix = torch.zeros(len(self._layers) + 1, len(kept), dtype=torch.float32)
+            matrix[-1] = 1.0
             for row, layer in enumerate(self._layers):
                 for param in layer.params:
                     if param in column:
@@ -335,13 +365,16 @@ class Probe:
         kept, matrix = self._grouping_for(present)
         self._grads = [grads[i] for i in kept]
         norms = torch._foreach_norm(self._grads)
-        per_param = torch.stack([n.to(self.device, torch.float32, non_blocking=True) for n in norms])
-        squares = per_param * per_param
-        layer = (matrix @ squares).sqrt_()
-        total = squares.sum().sqrt()
-        over = (per_param > self.explosion_bound).sum().to(torch.float32)
-        gradstat = torch.stack([total, over, per_param.max(), (~torch.isfinite(total)).to(torch.float32)])
-        self._measured = (layer, gradstat)
+        if self._plain_grads is None:
+            self._plain_grads = all(n.device == self.device and n.dtype == torch.float32 for n in norms)
+        if not self._plain_grads:
+            norms = [n.to(self.device, torch.float32, non_blocking=True) for n in norms]
+        per_param = torch.stack(norms)
+        layers_and_total = torch.mv(matrix, per_param * per_param).sqrt_()
+        over = (per_param > self.explosion_bound).sum(dtype=torch.float32)
+        # Layer norms, total norm, count over the bound, largest parameter norm: device vector order.
+        self._measured = torch.cat([layers_and_total, over.reshape(1), per_param.max().reshape(1)])
+        total = layers_and_total[-1]
         self._total = total
         self._clip_used = 0.0
         if _before_step and self.update_every > 0 and self.step % self.update_every == 0:
@@ -377,12 +410,19 @@ class Probe:
     def _output_stats(self, outputs: Any, activated: Any) -> torch.Tensor:
         raw = _tensors(outputs)
         act = _tensors(activated) if activated is not None else raw
-        parts = [*_range_stats(raw), *_range_stats(act)]
-        if self.schema.loss_expects_probabilities:
-            outside = sum(torch.logical_or(t < 0, t > 1).sum(dtype=torch.float32) for t in act)
-            parts.append(outside / float(sum(t.numel() for t in act)))
+        raw_stats = _range_stats(raw)
+        act_stats = _range_stats(act) if act is not raw else raw_stats
+        if not self.schema.loss_expects_probabilities:
+            outside = self._nan_out[0]
+        elif self.device.type == "cpu" and act_stats[0] >= 0 and act_stats[1] <= 1:
+            # On the CPU the range is already known (no sync to read it): nothing is outside.
+            outside = self._zero
         else:
-            parts.append(self._nan_out[0])
+            count = sum(torch.count_nonzero(t - t.clamp(0, 1)) for t in act)
+            outside = count / float(sum(t.numel() for t in act))
+        parts = (*raw_stats, *act_stats, outside)
+        if all(p.dtype == torch.float32 and p.device == self.device for p in parts):
+            return torch.stack(parts)
         return torch.stack([p.to(self.device, torch.float32) for p in parts])
 
     def _loss_vector(self, loss: Any, components: Mapping[str, Any] | None) -> torch.Tensor:
@@ -433,7 +473,6 @@ class Probe:
         if self._measured is None:
             self.after_backward(_before_step=False)  # the optimizer has stepped: no update size
         assert self._measured is not None
-        layer, gradstat = self._measured
         if self._snapshot is not None:
             current = [p.detach() for p in self._params]
             torch._foreach_sub_(self._snapshot, current)
@@ -442,7 +481,7 @@ class Probe:
             self._update_ratio = (delta / weight).reshape(1).to(torch.float32)
             self._snapshot = None
         out = self._output_stats(outputs, activated) if outputs is not None else self._nan_out
-        device_vector = torch.cat([self._loss_vector(loss, components), layer, gradstat, out, self._update_ratio])
+        device_vector = torch.cat([self._loss_vector(loss, components), self._measured, out, self._update_ratio])
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -452,7 +491,7 @@ class Probe:
             batch_size = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
         if lr is None:
             lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
-        host = [float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
+        host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
         host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb()]
         self._queue(self.step, self.epoch, device_vector, np.asarray(host, dtype=np.float32))
         self._measured = None
@@ -493,6 +532,7 @@ class Probe:
         vector = np.empty(self._width, dtype=np.float32)
         vector[self._device_pos] = device_values
         vector[self._host_pos] = host
+        vector[self._nonfinite_pos] = 0.0 if math.isfinite(vector[self._total_pos]) else 1.0
         self.last_values = vector
         self.published += 1
         if self.link is not None:
@@ -592,6 +632,8 @@ class Probe:
         try:
             self.flush()
         finally:
+            if self._run_file is not None:
+                self._run_file.unlink(missing_ok=True)
             if self.link is not None:
                 self.link.close(state)
 

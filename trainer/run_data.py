@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from octa_tui.protocol.messages import DatasetReport
 
 from .config import TrainConfig
-from .data import ArrayDataset, FolderDataset, split_train_val, training_targets
+from .data import ArrayDataset, DataError, FolderDataset, split_train_val, training_targets
 from .synthetic import synthetic_heatmaps, synthetic_vessels
 from .targets import compute_pos_weight
 
@@ -63,7 +63,10 @@ class RunData:
     def pos_weight(self) -> float:
         """Background / foreground pixels of the training masks (``--pos-weight auto``)."""
         if self._pos_weight is None:
-            self._pos_weight = compute_pos_weight(training_targets(self.train))
+            try:
+                self._pos_weight = compute_pos_weight(training_targets(self.train))
+            except ValueError as exc:
+                raise DataError(f"--pos-weight auto: {exc}") from exc
         return self._pos_weight
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:

@@ -238,7 +238,7 @@ class MonitorApp(App[int]):
     def on_mount(self) -> None:
         # Kept by reference: while a modal screen is up, queries would search that screen.
         self._widgets = {pid: self.query_one(f"#{pid}") for pid, _ in PANELS}
-        self._widgets["header"] = self._widgets["header"]
+        self._widgets["header"] = self.query_one("#header")
         self._grid = self.query_one("#panels", Grid)
         self._apply_layout()
         self.set_interval(1.0 / max(self.refresh_hz, 0.5), self._redraw)
@@ -255,6 +255,8 @@ class MonitorApp(App[int]):
         return LAYOUTS[-1][2], LAYOUTS[-1][3]
 
     def _apply_layout(self) -> None:
+        if not self._widgets:
+            return  # a resize before mount
         columns, shown = self._layout_for(self.size.width, self.size.height)
         grid = self._grid
         visible = [pid for pid, _ in PANELS if self.panel_override.get(pid, pid in shown)]

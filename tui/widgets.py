@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from rich.console import RenderableType
 from rich.text import Text
+from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
@@ -48,8 +49,18 @@ class Panel(Widget):
         return self._draw(max(size.width, 1), max(size.height, 1))
 
 
-class VerdictList(OptionList):
-    """The verdicts, most severe first; the highlighted one is what ``f`` applies."""
+class VerdictList(OptionList, inherit_bindings=False):
+    """The verdicts, most severe first; the highlighted one is what ``f`` applies.
+
+    Only up/down and page keys move the highlight; home and end stay the replay's.
+    """
+
+    BINDINGS = [
+        Binding("up", "cursor_up", "Previous verdict", show=False),
+        Binding("down", "cursor_down", "Next verdict", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+    ]
 
     DEFAULT_CSS = """
     VerdictList { height: 1fr; width: 1fr; }

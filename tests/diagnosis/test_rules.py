@@ -285,6 +285,14 @@ CASES = [
         Severity.WARN,
         ("deep/shallow", "500.0x", "moderate"),
     ),
+    Case(
+        "a normalisation layer below 1e-4 between balanced ends",
+        "vanishing_gradients",
+        lambda: grads({"conv1": 0.1, "bn": 5e-5, "conv2": 0.02, "head": 0.13}),
+        True,
+        Severity.INFO,
+        ("bn", "slight"),
+    ),
     Case("even spread 3x", "vanishing_gradients", lambda: grads({"c1": 0.03, "c2": 0.02, "c3": 0.01}), False),
     # masks not binary
     Case(

@@ -41,7 +41,9 @@ def test_block_means_cover_the_newest_rows_and_skip_nan() -> None:
         ([0.05, 0.01, 0.003], "slight", "shallow/deep"),
         ([0.2, 0.01, 0.001], "moderate", "shallow/deep"),
         ([1e-3, 0.1, 2.0], "strong", "deep/shallow"),
-        ([0.01, 5e-5, 0.01], "strong", "shallow/deep"),  # a layer below 1e-4
+        ([5e-5, 0.01, 0.01], "strong", "deep/shallow"),  # an end below 1e-4: the input side starves
+        ([0.01, 0.01, 0.0], "strong", "shallow/deep"),  # the output side gets no gradient at all
+        ([0.01, 5e-5, 0.01], "slight", "shallow/deep"),  # only an inner (normalisation-like) layer
     ],
 )
 def test_gradient_grades(norms, strength, direction) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from octa_tui.protocol import codec
+from octa_tui.protocol import recording as recording_module
 from octa_tui.protocol.errors import ProtocolError
 from octa_tui.protocol.messages import (
     DatasetReport,
@@ -35,6 +36,8 @@ from octa_tui.protocol.recording import (
     FRAME_HEADER,
     RecordingError,
     RecordingWriter,
+    frame,
+    framed_parts,
     iter_recording,
     read_recording,
     verify_recording,
@@ -148,7 +151,10 @@ def frame_offsets(path: Path) -> list[int]:
 # --- round trip -------------------------------------------------------------------------------
 
 
-def test_every_step_and_record_comes_back_in_the_order_it_was_written(tmp_path):
+@pytest.mark.parametrize("columns", ["allocated", "mapped"])
+def test_every_step_and_record_comes_back_in_the_order_it_was_written(tmp_path, monkeypatch, columns):
+    if columns == "mapped":  # the large-file path: step columns in one populated anonymous mapping
+        monkeypatch.setattr(recording_module, "_POPULATE_BYTES", 0)
     # GIVEN a session of 3000 steps (with NaN and Inf) and one record of every kind between them
     path = tmp_path / "run.octa"
     placed = write_session(path, flush_s=0.05)
@@ -184,6 +190,22 @@ def test_every_step_and_record_comes_back_in_the_order_it_was_written(tmp_path):
     assert seen_steps == 3000
     # AND the flush timer and the records cut chunks, so the steps span many of them
     assert sum(isinstance(m, StepChunk) for m in messages) > 3000 // 256
+    # AND the history keeps growing past what the file held
+    history.steps.append(3000, 3000, 3, 1030.0, step_values(3000, schema.width))
+    assert len(history.steps) == 3001 and history.steps.values[-1, 0] == step_values(3000, schema.width)[0]
+
+
+def test_the_writers_unjoined_frame_is_byte_for_byte_a_framed_codec_pack():
+    chunk = StepChunk(
+        RUN,
+        np.arange(5, dtype=np.uint64),
+        np.arange(5, dtype=np.int64),
+        np.zeros(5, np.int32),
+        np.linspace(0, 1, 5),
+        np.ones((5, 11), np.float32),
+    )
+    for msg in (chunk, records()[2]):
+        assert b"".join(framed_parts(msg)) == frame(codec.pack(msg))
 
 
 def test_writer_counts_what_it_wrote_and_close_is_idempotent(tmp_path):

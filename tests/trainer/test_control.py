@@ -17,8 +17,8 @@ from octa_tui.protocol.recording import read_recording
 from octa_tui.protocol.transport import ControlClient, TelemetrySubscriber
 from octa_tui.trainer.config import TrainConfig
 from octa_tui.trainer.control import Controller, LrSchedule
-from octa_tui.trainer.losses import DiceBCELoss, HeatmapMSELoss
 from octa_tui.trainer.loop import Trainer
+from octa_tui.trainer.losses import DiceBCELoss, HeatmapMSELoss
 from octa_tui.trainer.probe import Probe
 
 
@@ -29,6 +29,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_run_files(tmp_path, monkeypatch):
+    """Run files of the runs started here go to a temporary folder, not the user's."""
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path / "run-files"))
 
 
 @dataclass
@@ -238,3 +244,22 @@ def test_checkpoint_without_a_place_to_write_is_an_error():
     controller, _, _ = _controller(DiceBCELoss())
     pending = Pending("checkpoint")
     assert not controller.apply(pending) and "no checkpoint directory" in pending.answer[2]
+
+
+def test_a_run_announces_itself_while_it_runs_and_not_after(tmp_path: Path):
+    # GIVEN a run with a link (its run file goes to the temporary folder of the fixture)
+    from octa_tui.protocol.runfiles import list_run_files
+
+    config = TrainConfig(synthetic=8, image_size=32, base_width=8, batch_size=4, epochs=1, preview_every=0,
+                         checkpoint_dir=str(tmp_path / "c"), record=str(tmp_path / "r.octa"))
+    trainer = Trainer(config)
+    trainer.setup()
+    try:
+        # THEN a monitor listing this machine's trainers finds it, with its endpoints
+        [info] = list_run_files()
+        assert info.run_id == trainer.run_id and info.control == trainer.probe.link.control_endpoint
+        assert info.recording == str(tmp_path / "r.octa")
+    finally:
+        trainer.cleanup()
+    # AND once it is closed the list is empty
+    assert list_run_files() == []

@@ -26,6 +26,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def private_run_files(tmp_path, monkeypatch):
+    """Run files of the runs started here go to a temporary folder, not the user's."""
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path / "run-files"))
+
+
 @pytest.mark.slow
 def test_a_two_epoch_cpu_run_learns_and_records_everything_a_monitor_needs(tmp_path: Path):
     # GIVEN a small segmentation run on synthetic vessels, recording to a file
@@ -120,10 +126,10 @@ def test_a_model_that_does_not_fit_the_task_is_refused_with_the_fix():
         TrainConfig().check()
 
 
-def test_a_resumed_checkpoint_is_written_atomically(tmp_path: Path):
+def test_a_checkpoint_is_written_atomically_and_a_foreign_file_is_refused(tmp_path: Path):
     path = ckpt.save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}, "optimizer": {}, "step": 1,
                                                        "epoch": 0, "run_id": "0" * 16, "config": {}})
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     assert ckpt.load_checkpoint(tmp_path)["step"] == 1
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):

@@ -81,3 +81,17 @@ def test_write_synthetic_folder_pairs_images_and_masks(tmp_path):
     masks = sorted(p.name for p in (root / "masks").iterdir())
     assert images == masks == ["0000.png", "0001.png", "0002.png"]
     assert len(np.unique(np.asarray(Image.open(root / "masks" / "0000.png")))) > 2
+
+
+def test_lower_contrast_makes_fainter_vessels_on_the_same_tree():
+    # GIVEN the same seed at full and at a third of the contrast
+    bright, masks = synthetic_vessels(16, seed=6)
+    faint, same_masks = synthetic_vessels(16, seed=6, contrast=0.33)
+    # THEN the vessel tree is the same but it stands out much less from the background
+    assert np.array_equal(masks, same_masks)
+
+    def gap(images):
+        grey = images[..., 0].astype(float)
+        return grey[masks > 0].mean() - grey[masks == 0].mean()
+
+    assert gap(faint) < 0.5 * gap(bright)

@@ -1,0 +1,63 @@
+"""GIVEN a real terminal (tmux) WHEN `octa-tui demo` runs at 80x24 and 200x50 THEN the screen
+shows the panels and a verdict, q quits cleanly, and no trainer process is left behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed; the real-terminal test needs it"),
+]
+OCTA_TUI = Path(sys.executable).with_name("octa-tui")
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, timeout=30).stdout
+    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+
+
+def _wait_for(session: str, predicate, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _tmux("capture-pane", "-p", "-t", session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; the screen was:\n{screen}")
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (200, 50)])
+def test_demo_in_a_real_terminal(tmp_path, width, height):
+    session = f"octa-test-{uuid.uuid4().hex[:8]}"
+    run_dir = tmp_path / f"demo-{uuid.uuid4().hex[:8]}"
+    command = (f"{OCTA_TUI} demo --images 16 --image-size 32 --base-width 8 --run-dir {run_dir}; "
+               f"echo OCTA-EXIT=$?; sleep 60")
+    _tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), command)
+    try:
+        screen = _wait_for(session, lambda s: "Loss" in s and any(f"{label} " in s for label in ("INFO", "WARN", "CRIT")),
+                           150)
+        for title in ("Loss", "Gradients", "Verdicts", "Event log"):
+            assert title in screen
+        assert "● live" in screen
+        assert _processes_mentioning(str(run_dir)), "the demo trainer should be running"
+        _tmux("send-keys", "-t", session, "q")
+        screen = _wait_for(session, lambda s: "OCTA-EXIT=" in s, 60)
+        assert "OCTA-EXIT=0" in screen
+        assert "Traceback" not in screen
+        assert _processes_mentioning(str(run_dir)) == [], "a trainer process was left behind"
+    finally:
+        _tmux("kill-session", "-t", session)
