@@ -77,6 +77,7 @@ class Context:
 
     # --- helpers --------------------------------------------------------------------------
     def say(self, code: str, key: str, **values: object) -> str:
+        """One sentence of a rule in the evaluation's language."""
         return say(self.lang, code, key, **values)
 
     def verdict(
@@ -94,6 +95,7 @@ class Context:
         instruction_key: str = "instruction",
         instruction: dict | None = None,
     ) -> Verdict:
+        """A verdict of rule ``code`` with its title, cause and instruction in the evaluation's language."""
         return Verdict(
             code=code,
             severity=severity,
@@ -107,16 +109,19 @@ class Context:
         )
 
     def recent_mean(self, key: str, rows: int | None = None) -> float:
+        """Mean of a channel's finite values over the window (NaN when absent or all non-finite)."""
         values = self.view.recent(key, rows)
         return math.nan if values is None else finite_mean(values)
 
     # --- settings in force ----------------------------------------------------------------
     @cached_property
     def lr(self) -> float:
+        """The learning rate in force."""
         return self.view.setting(ch.OPT_LR)
 
     @cached_property
     def loss_weights(self) -> tuple[float, float]:
+        """(BCE, Dice) weights in force, from the opt channels or else the config (NaN if unknown)."""
         bce, dice = self.view.setting(ch.OPT_BCE_WEIGHT), self.view.setting(ch.OPT_DICE_WEIGHT)
         if not (math.isfinite(bce) and math.isfinite(dice)):
             bce, dice = self.view.config_number("bce_weight"), self.view.config_number("dice_weight")
@@ -124,6 +129,7 @@ class Context:
 
     @cached_property
     def pos_weight(self) -> float:
+        """The BCE foreground weight in force (1.0 when none is set)."""
         value = self.view.setting(ch.OPT_POS_WEIGHT)
         return value if math.isfinite(value) and value > 0 else 1.0
 
@@ -141,6 +147,7 @@ class Context:
     # --- shared measurements --------------------------------------------------------------
     @cached_property
     def grads(self) -> GradientState | None:
+        """Per-layer gradient norms graded (None before ``min_steps`` or without grad channels)."""
         keys = self.view.group("grad")
         if not keys or self.view.n_steps < self.t.min_steps:
             return None
@@ -153,11 +160,13 @@ class Context:
 
     @cached_property
     def bound(self) -> float:
+        """The parameter gradient norm counted as exploding (config ``grad_bound`` or the seed's 10)."""
         bound = self.view.config_number("grad_bound")
         return bound if math.isfinite(bound) and bound > 0 else self.t.explosion_param_norm
 
     @cached_property
     def explosion(self) -> ExplosionSummary | None:
+        """Recent steps over the bound."""
         if self.view.n_steps == 0:
             return None
         rows = self.t.recent_steps
@@ -170,6 +179,7 @@ class Context:
 
     @cached_property
     def exploding(self) -> bool:
+        """Whether enough recent steps exceeded the bound to call it an explosion."""
         e = self.explosion
         return e is not None and e.steps_over >= min(self.t.explosion_min_steps, e.window)
 
@@ -247,6 +257,7 @@ class Context:
 
     @cached_property
     def plateau(self) -> PlateauFinding | None:
+        """Seed 000's plateau over the last epochs, or over step blocks when epochs are long."""
         t, view = self.t, self.view
         n = t.plateau_epochs
         epochs, losses = view.epoch_train_losses(n)
@@ -273,6 +284,7 @@ class Context:
 
     @cached_property
     def gradients_healthy(self) -> bool:
+        """No vanishing beyond slight, no explosion, nothing non-finite: the seed's "✓正常"."""
         g = self.grads
         return (g is None or not g.vanishing) and not self.exploding and self.nonfinite_rows[0] == 0
 

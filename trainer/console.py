@@ -35,13 +35,17 @@ def gradient_picks(names: Sequence[str], kinds: Sequence[str] = ()) -> list[int]
 
 
 def gradient_hint(names: Sequence[str], norms: Sequence[float], kinds: Sequence[str] = ()) -> str:
-    """The seed's verdict on one step's layer norms: all above 1e-4, vanishing, or shallow/deep > 10x."""
+    """The seed's verdict on one step's layer norms: all above 1e-4, vanishing, or shallow/deep > 10x.
+
+    Like :func:`gradient_picks`, it judges the weight layers (not normalisation layers).
+    """
     if not norms:
         return "no gradients"
     if any(not math.isfinite(v) for v in norms):
         bad = next(name for name, v in zip(names, norms) if not math.isfinite(v))
         return f"⚠ non-finite gradient in {bad}"
-    low = [(v, name) for name, v in zip(names, norms) if v < VANISHING_NORM]
+    weights = [i for i in range(len(names)) if not (kinds and "Norm" in kinds[i])] or range(len(names))
+    low = [(norms[i], names[i]) for i in weights if norms[i] < VANISHING_NORM]
     if low:
         value, name = min(low)
         return f"⚠ vanishing: {len(low)} layer(s) < 1e-4 (smallest {name}: {value:.2e})"

@@ -158,6 +158,14 @@ class Probe:
     Channels: ``loss`` (total then ``loss_components``), ``grad`` (one per layer),
     ``gradstat``, ``out``, ``opt`` (lr, the criterion's bce/dice/pos weights when it has
     them, clip, update_ratio) and ``time``; see :mod:`octa_tui.protocol.channels`.
+    ``update_ratio`` (|delta w| / |w| of one optimizer step) is measured every
+    ``update_every`` steps and repeated in between; ``memory_mb`` is CUDA memory allocated,
+    or the process's peak resident memory on the CPU.
+
+    ``end_step`` also heartbeats the link and answers commands (every 20 ms at most). A loop
+    that spends long between steps (validation) should call :meth:`serve` there too; a
+    :class:`~octa_tui.trainer.control.Controller` attached to the probe applies commands,
+    otherwise they are refused with a reason.
     """
 
     def __init__(

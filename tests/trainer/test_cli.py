@@ -153,6 +153,8 @@ def test_gradient_hint_follows_the_seed():
     apart = [0.05, 0.01, 0.01, 0.003, 0.01, 0.01, 0.01]  # shallow 0.05 vs end of encoder 0.01 ... 0.003
     assert gradient_hint(NAMES, apart, ["Conv2d"] * 7).startswith("⚠ shallow/deep")
     assert "non-finite" in gradient_hint(NAMES, [float("nan")] + healthy[1:], KINDS)
+    small_norm_layer = [0.01, 5e-5, 0.01, 0.01, 0.01, 0.01, 0.01]  # only the BatchNorm is tiny
+    assert gradient_hint(NAMES, small_norm_layer, KINDS) == "✓ all layers > 1e-4"
 
 
 def test_epoch_line_reads_like_the_seeds_log():

@@ -164,15 +164,19 @@ def test_update_ratio_is_the_relative_size_of_the_optimizer_step():
     assert _value(probe, "opt/lr") == pytest.approx(0.1)
 
 
-def test_probe_instruments_a_loop_it_did_not_write():
-    # GIVEN someone's own regression loop: a tiny MLP, MSE, Adam, with two named loss parts
+def test_probe_instruments_a_loop_it_did_not_write(tmp_path, monkeypatch):
+    # GIVEN someone's own regression loop: a tiny MLP, MSE, Adam, with two named loss parts,
+    # instrumented with Probe.start (real endpoints on loopback, a recording)
+    from octa_tui.protocol.recording import read_recording
+    from octa_tui.protocol.runfiles import list_run_files
+
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path / "run-files"))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    probe = Probe(model, task="regression", loss_components=("mse", "l2"), optimizer=optimizer,
-                  loss_expects_probabilities=False)
-    seen: list[tuple[int, float]] = []
-    probe.on_values.append(lambda step, epoch, v: seen.append((step, float(v[0]))))
+    probe = Probe.start(model, task="regression", loss_components=("mse", "l2"), optimizer=optimizer,
+                        loss_expects_probabilities=False, record=str(tmp_path / "mine.octa"))
+    assert [info.run_id for info in list_run_files()] == [probe.run_id]
     x = torch.rand(64, 2)
     y = (x[:, :1] * 3 - x[:, 1:] * 2).detach()
     # WHEN it adds the probe's calls and trains
@@ -186,14 +190,22 @@ def test_probe_instruments_a_loop_it_did_not_write():
         probe.clip_(5.0)
         optimizer.step()
         probe.end_step(loss=loss, components={"mse": mse, "l2": l2}, outputs=prediction)
-    # THEN every step was published in order with its loss, and the loss fell
-    assert [s for s, _ in seen] == list(range(60))
-    assert seen[-1][1] < 0.2 * seen[0][1]
-    assert probe.schema.grad == ("0", "2")
     assert _value(probe, "loss/mse") == pytest.approx(mse.item(), rel=1e-5)
-    assert _value(probe, "opt/clip") == 5.0
-    assert math.isnan(_value(probe, "out/frac_outside_01"))  # the loss does not expect probabilities
-    assert _value(probe, "time/samples_per_s") > 0
+    probe.close()
+    # THEN every step was recorded in order with its loss, and the loss fell
+    history = read_recording(tmp_path / "mine.octa").history
+    schema = history.schema
+    assert list(history.steps.step) == list(range(60))
+    losses = history.steps.values[:, schema.index("loss/total")]
+    assert losses[-1] < 0.2 * losses[0]
+    assert schema.grad == ("0", "2")
+    values = history.steps.values[-1]
+    assert values[schema.index("opt/clip")] == 5.0
+    assert values[schema.index("opt/lr")] == pytest.approx(1e-2)
+    assert math.isnan(values[schema.index("out/frac_outside_01")])  # the loss does not expect probabilities
+    assert values[schema.index("time/samples_per_s")] > 0
+    # AND the run file is gone once the probe is closed
+    assert list_run_files() == []
 
 
 def test_lazy_measurement_without_after_backward_gives_the_same_norms():

@@ -24,9 +24,10 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
 
 
-def _processes_mentioning(text: str) -> list[str]:
+def _trainers_of(run_dir: Path) -> list[str]:
+    """The trainer processes whose command line names this demo's run folder."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, timeout=30).stdout
-    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+    return [line for line in out.splitlines() if "octa_tui.trainer" in line and str(run_dir) in line]
 
 
 def _wait_for(session: str, predicate, timeout_s: float) -> str:
@@ -53,11 +54,11 @@ def test_demo_in_a_real_terminal(tmp_path, width, height):
         for title in ("Loss", "Gradients", "Verdicts", "Event log"):
             assert title in screen
         assert "● live" in screen
-        assert _processes_mentioning(str(run_dir)), "the demo trainer should be running"
+        assert _trainers_of(run_dir), "the demo trainer should be running"
         _tmux("send-keys", "-t", session, "q")
         screen = _wait_for(session, lambda s: "OCTA-EXIT=" in s, 60)
         assert "OCTA-EXIT=0" in screen
         assert "Traceback" not in screen
-        assert _processes_mentioning(str(run_dir)) == [], "a trainer process was left behind"
+        assert _trainers_of(run_dir) == [], "a trainer process was left behind"
     finally:
         _tmux("kill-session", "-t", session)
