@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(420),
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed; the real-terminal test needs it"),
 ]
 OCTA_TUI = Path(sys.executable).with_name("octa-tui")
@@ -50,7 +50,7 @@ def test_demo_in_a_real_terminal(tmp_path, width, height):
     _tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), command)
     try:
         screen = _wait_for(session, lambda s: "Loss" in s and any(f"{label} " in s for label in ("INFO", "WARN", "CRIT")),
-                           150)
+                           220)
         for title in ("Loss", "Gradients", "Verdicts", "Event log"):
             assert title in screen
         assert "● live" in screen
