@@ -84,7 +84,6 @@ class Engine:
         self._hysteresis = Hysteresis(hold, release)
         self._seen: tuple | None = None
         self._shown: list[Verdict] = []
-        self._history: RunHistory | None = None
 
     @property
     def hold(self) -> int:
@@ -99,38 +98,37 @@ class Engine:
     def evaluate(self, history: RunHistory) -> list[Verdict]:
         """The verdicts to show now for ``history``, most severe first."""
         state = _version(history)
-        if history is self._history and state == self._seen:
+        if state == self._seen:
             return list(self._shown)
-        # Another history (a new run, a reopened replay) or one that went back in time (a seek)
-        # starts from a clean slate.
-        if (
-            history is not self._history
-            or self._seen is None
-            or state[0] != self._seen[0]
-            or state[1] < self._seen[1]
-        ):
+        # A new run, or a history that went back in time (a replay seek), starts from a clean slate.
+        seen = self._seen
+        if seen is not None and (state[0] != seen[0] or state[1] < seen[1] or state[2] < seen[2]):
             self.reset()
-            self._history = history
         self._seen = state
         self._shown = self._hysteresis.update(evaluate_rules(history, self.thresholds, self.lang))
         return list(self._shown)
 
     def reset(self) -> None:
-        """Forget all verdicts and the history seen; evaluate() does this itself for a new history."""
+        """Forget all verdicts; evaluate() does this itself for a new run id or a history that shrank."""
         self._hysteresis.reset()
         self._seen = None
         self._shown = []
-        self._history = None
 
 
 def _version(history: RunHistory) -> tuple:
-    """What identifies the history's content cheaply: it changes whenever anything is added."""
-    steps = history.steps
+    """What identifies the history's content cheaply: it changes whenever anything is added.
+
+    Content, not object identity: a monitor that hands over a fresh copy each refresh keeps its
+    verdicts.
+    """
+    steps, dataset = history.steps, history.dataset
     return (
         history.run_id,
         len(steps),
         steps.last_seq(),
         len(history.epochs),
         len(history.events),
-        id(history.dataset),
+        None
+        if dataset is None
+        else (dataset.source, dataset.pairs, dataset.unique_mask_values, dataset.foreground_ratio),
     )

@@ -34,23 +34,6 @@ class StepColumns:
         self._time = np.zeros(capacity, dtype=np.float64)
         self._values = np.zeros((capacity, width), dtype=np.float32)
 
-    @classmethod
-    def over(
-        cls, seq: np.ndarray, step: np.ndarray, epoch: np.ndarray, time: np.ndarray, values: np.ndarray
-    ) -> StepColumns:
-        """An empty store that fills these preallocated arrays (used as they are, not copied).
-
-        For a caller that knows the final row count and gets the memory itself: the
-        recording reader maps hundreds of MB in one call instead of faulting them in.
-        """
-        rows, width = values.shape
-        arrays = ((seq, np.uint64), (step, np.int64), (epoch, np.int32), (time, np.float64))
-        if rows < 1 or values.dtype != np.float32 or any(a.shape != (rows,) or a.dtype != t for a, t in arrays):
-            raise ValueError("need float32 values (rows >= 1) and uint64/int64/int32/float64 columns of that length")
-        store = cls(width, capacity=0)
-        store._seq, store._step, store._epoch, store._time, store._values = seq, step, epoch, time, values
-        return store
-
     def __len__(self) -> int:
         return self._n
 

@@ -82,11 +82,6 @@ MAX_PENDING_BYTES = 64 << 20
 # With at least this much to checksum, CRCs run on worker threads while the reader copies.
 _PARALLEL_CRC_BYTES = 8 << 20
 _CRC_BATCH_BYTES = 16 << 20
-# Step columns at least this large are allocated as one populated anonymous mapping.
-_POPULATE_BYTES = 16 << 20
-_ANONYMOUS_POPULATED = (
-    getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0) | getattr(mmap, "MAP_POPULATE", 0)
-)
 _U32 = struct.Struct("<I")
 
 
@@ -828,31 +823,8 @@ def _first_history(reader: _Reader, f: _Frame) -> RunHistory | None:
             "it is not a complete recording"
         )
     history = RunHistory(msg)
-    history.steps = _preallocated_columns(msg.width, reader.chunk_rows())
+    history.steps = StepColumns(msg.width, capacity=reader.chunk_rows())
     return history
-
-
-def _preallocated_columns(width: int, rows: int) -> StepColumns:
-    """Columns for exactly ``rows`` steps. Large ones are mapped and populated in one call
-    where the OS can: faulting in hundreds of MB page by page costs more than the copy."""
-    if rows * (4 * width + 28) < _POPULATE_BYTES or not hasattr(mmap, "MAP_POPULATE"):
-        return StepColumns(width, capacity=rows)
-
-    def allocate(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        count = int(np.prod(shape))
-        block = mmap.mmap(-1, count * np.dtype(dtype).itemsize, flags=_ANONYMOUS_POPULATED)
-        return np.frombuffer(block, dtype=dtype, count=count).reshape(shape)
-
-    try:
-        return StepColumns.over(
-            allocate((rows,), np.uint64),
-            allocate((rows,), np.int64),
-            allocate((rows,), np.int32),
-            allocate((rows,), np.float64),
-            allocate((rows, width), np.float32),
-        )
-    except (OSError, ValueError):
-        return StepColumns(width, capacity=rows)
 
 
 def verify_recording(path: str | os.PathLike[str]) -> list[str]:

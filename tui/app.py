@@ -214,7 +214,7 @@ class MonitorApp(App[int]):
         self.failure = ""
         self.diagnosis: _Diagnosis | None = None
         self.panel_override: dict[str, bool] = {}
-        self._group_cache = view.GroupNormCache()
+        self._summary = view.HistorySummary()
         self._marker_cache = view.ChangeMarkerCache()
         self._stop = threading.Event()
         self._follow_done = threading.Event()
@@ -414,19 +414,19 @@ class MonitorApp(App[int]):
             loss.border_subtitle = f"{window_label} (z zooms)"
             loss.show(
                 (*base, len(history.epochs), baseline, len(markers)),
-                lambda w, h: panels.render_loss(history, rows, start, w, h, baseline, markers),
+                lambda w, h: panels.render_loss(history, self._summary, rows, start, w, h, baseline, markers),
             )
         if self.panel_visible("gradients"):
             self._widgets["gradients"].show(
-                base, lambda w, h: panels.render_gradients(history, self._group_cache, rows, start, w, h)
+                base, lambda w, h: panels.render_gradients(history, self._summary, rows, start, w, h)
             )
         if self.panel_visible("outputs"):
             self._widgets["outputs"].show(
-                base, lambda w, h: panels.render_outputs(history, rows, start, w, h)
+                base, lambda w, h: panels.render_outputs(history, self._summary, rows, start, w, h)
             )
         if self.panel_visible("optimizer"):
             self._widgets["optimizer"].show(
-                (*base, len(markers)), lambda w, h: panels.render_optimizer(history, rows, start, w, h, markers)
+                (*base, len(markers)), lambda w, h: panels.render_optimizer(history, self._summary, rows, start, w, h, markers)
             )
         if self.panel_visible("dataset"):
             report = history.dataset

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
-from ..protocol.decimate import minmax_envelope
+from ..protocol.decimate import Envelope, minmax_envelope
 from .format import format_number
 from .theme import MARKER_STYLE, NONFINITE_STYLE, REFERENCE_STYLE
 
@@ -38,11 +38,22 @@ LOG_FLOOR = 1e-30  # values <= 0 sit at the bottom of a log chart
 
 @dataclass(frozen=True)
 class Series:
-    """One line of a chart: a label, one value per step (NaN/Inf allowed), a colour."""
+    """One line of a chart: a label, one value per step (NaN/Inf allowed), a colour.
+
+    ``values`` is an array, or a window that summarises itself (anything with ``len()`` and
+    ``envelope(columns)``, such as :class:`octa_tui.tui.summary.Column`).
+    """
 
     label: str
-    values: np.ndarray
+    values: object
     color: str
+
+
+def envelope_of(values, columns: int) -> Envelope:
+    """Per-column min/max of an array or of a self-summarising window."""
+    if hasattr(values, "envelope"):
+        return values.envelope(columns)
+    return minmax_envelope(np.asarray(values), columns)
 
 
 def _transform(values: np.ndarray, log_scale: bool) -> np.ndarray:
@@ -128,7 +139,7 @@ def render_chart(
     levels = 4 * height
     sub_columns = 2 * plot_width
 
-    envelopes = [minmax_envelope(np.asarray(s.values), sub_columns) for s in series] if n else []
+    envelopes = [envelope_of(s.values, sub_columns) for s in series] if n else []
     limits = y_range
     if limits is None:
         parts: list[np.ndarray] = []
@@ -226,7 +237,7 @@ def render_chart(
 
 
 def render_sparkline(
-    values: np.ndarray,
+    values,
     width: int,
     *,
     log_scale: bool = False,
@@ -239,10 +250,9 @@ def render_sparkline(
     ``y_range`` shares a scale between several sparklines.
     """
     width = max(int(width), 0)
-    values = np.asarray(values)
-    if width == 0 or values.size == 0:
+    if width == 0 or len(values) == 0:
         return Text(" " * width)
-    envelope = minmax_envelope(values, width)
+    envelope = envelope_of(values, width)
     count = envelope.columns
     high = np.asarray(envelope.hi[:count], dtype=np.float64)
     limits = y_range or value_range([high], log_scale=log_scale) or (0.0, 1.0)

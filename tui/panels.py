@@ -107,22 +107,22 @@ def render_header(facts: HeaderFacts) -> Text:
     return _join([top, bottom])
 
 
-def _loss_series(history: RunHistory, start: int, rows: int) -> list[Series]:
+def _loss_series(history: RunHistory, summary: view.HistorySummary, start: int, rows: int) -> list[Series]:
     keys = [f"loss/{name}" for name in history.schema.loss]
     return [
-        Series(key.split("/", 1)[1], history.steps.values[start:rows, history.schema.index(key)], SERIES_COLORS[i % len(SERIES_COLORS)])
+        Series(key.split("/", 1)[1], summary.column(history, key, start, rows), SERIES_COLORS[i % len(SERIES_COLORS)])
         for i, key in enumerate(keys)
     ]
 
 
-def render_loss(history: RunHistory, rows: int, start: int, width: int, height: int, baseline: float | None,
+def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int, baseline: float | None,
                 markers: Sequence[int]) -> Text:
     """Total loss and its components over the window, the constant baseline dashed, a marker
     where a setting changed; val Dice per epoch on the last line."""
-    series = _loss_series(history, start, rows)
+    series = _loss_series(history, summary, start, rows)
     if not series or rows <= start:
         return Text("waiting for the first step...", style="bright_black")
-    latest_values = [float(s.values[-1]) for s in series]
+    latest_values = [s.values.last() for s in series]
     legend = render_legend(series, latest_values)
     if baseline is not None:
         legend.append(f"  ┄ constant {format_number(baseline)}", style="bright_black")
@@ -141,7 +141,7 @@ def render_loss(history: RunHistory, rows: int, start: int, width: int, height: 
     return _join([legend, chart, dice_line])
 
 
-def render_gradients(history: RunHistory, cache: view.GroupNormCache, rows: int, start: int, width: int,
+def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int,
                      height: int) -> Text:
     """One row per layer group, shallow to deep: name, latest norm, a log-scale sparkline
     (shared scale, so a vanishing layer sits low); then the shallow/deep ratio and how
@@ -150,11 +150,12 @@ def render_gradients(history: RunHistory, cache: view.GroupNormCache, rows: int,
     if not names or rows <= start:
         return Text("no gradient norms yet", style="bright_black")
     groups = view.layer_groups(names, max(height - 1, 1))
-    norms = cache.norms(history, groups, rows)[start:rows]
-    latest = norms[-1]
+    columns = summary.group_columns(history, groups, start, rows)
+    latest = [column.last() for column in columns]
     label_width = min(max(len(label) for label, _ in groups), max(width // 4, 6))
     spark_width = max(width - label_width - 11, 1)
-    scale = value_range([norms], log_scale=True)
+    envelopes = [column.envelope(spark_width) for column in columns]
+    scale = value_range([e.lo for e in envelopes] + [e.hi for e in envelopes], log_scale=True)
     lines = []
     for j, (label, _) in enumerate(groups):
         line = Text(no_wrap=True, overflow="crop")
@@ -162,7 +163,7 @@ def render_gradients(history: RunHistory, cache: view.GroupNormCache, rows: int,
         value = float(latest[j])
         style = "bold red" if not math.isfinite(value) else ("yellow" if value < 1e-4 else "")
         line.append(format_number(value).rjust(9) + " ", style=style)
-        line.append_text(render_sparkline(norms[:, j], spark_width, log_scale=True, y_range=scale))
+        line.append_text(render_sparkline(columns[j], spark_width, log_scale=True, y_range=scale))
         lines.append(line)
     summary = Text(no_wrap=True, overflow="ellipsis")
     ratio = view.shallow_deep_ratio(latest)
@@ -180,19 +181,18 @@ def render_gradients(history: RunHistory, cache: view.GroupNormCache, rows: int,
     return _join(lines[: max(height, 1)])
 
 
-def _stat_rows(history: RunHistory, keys: Sequence[tuple[str, str]], rows: int, start: int, width: int,
-               log_keys: Sequence[str] = ()) -> list[Text]:
+def _stat_rows(history: RunHistory, summary: view.HistorySummary, keys: Sequence[tuple[str, str]], rows: int,
+               start: int, width: int, log_keys: Sequence[str] = ()) -> list[Text]:
     label_width = max(len(label) for _, label in keys)
     spark_width = max(width - label_width - 11, 1)
     lines = []
     for i, (key, label) in enumerate(keys):
-        values = view.channel_values(history, key, rows)
-        if values is None:
+        window = summary.column(history, key, start, rows)
+        if window is None:
             continue
-        window = values[start:rows]
         line = Text(no_wrap=True, overflow="crop")
         line.append(label.ljust(label_width) + " ")
-        value = float(window[-1]) if len(window) else math.nan
+        value = window.last()
         line.append(format_number(value).rjust(9) + " ", style="bold red" if not math.isfinite(value) else "bold")
         line.append_text(render_sparkline(window, spark_width, log_scale=key in log_keys,
                                           color=SERIES_COLORS[(i + 1) % len(SERIES_COLORS)]))
@@ -211,11 +211,11 @@ OUTPUT_ROWS = (
 )
 
 
-def render_outputs(history: RunHistory, rows: int, start: int, width: int, height: int) -> Text:
+def render_outputs(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int) -> Text:
     """Output range before and after the activation, and the fraction outside [0, 1]."""
     if rows <= start:
         return Text("no outputs yet", style="bright_black")
-    lines = _stat_rows(history, OUTPUT_ROWS, rows, start, width)
+    lines = _stat_rows(history, summary, OUTPUT_ROWS, rows, start, width)
     if not lines:
         return Text("this run does not report its outputs", style="bright_black")
     outside = view.channel_values(history, ch.OUT_FRAC_OUTSIDE_01, rows)
@@ -235,18 +235,18 @@ OPTIMIZER_ROWS = (
 )
 
 
-def render_optimizer(history: RunHistory, rows: int, start: int, width: int, height: int,
+def render_optimizer(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int,
                      markers: Sequence[int]) -> Text:
     """Current lr, loss weights, pos_weight and clip with their history; a chart of lr with a
     marker where any setting changed; the latest changes by step."""
     if rows <= start:
         return Text("no settings reported yet", style="bright_black")
-    lines = _stat_rows(history, OPTIMIZER_ROWS, rows, start, width, log_keys=(ch.OPT_LR, ch.OPT_UPDATE_RATIO))
-    lr = view.channel_values(history, ch.OPT_LR, rows)
+    lines = _stat_rows(history, summary, OPTIMIZER_ROWS, rows, start, width, log_keys=(ch.OPT_LR, ch.OPT_UPDATE_RATIO))
+    lr = summary.column(history, ch.OPT_LR, start, rows)
     room = height - len(lines) - 1
     if lr is not None and room >= 3:
         local = [m - start for m in markers if start <= m < rows]
-        lines.append(render_chart([Series("lr", lr[start:rows], "yellow")], width, room - 1, log_scale=True,
+        lines.append(render_chart([Series("lr", lr, "yellow")], width, room - 1, log_scale=True,
                                   markers=local))
     if markers:
         steps = history.steps.step

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..protocol import channels as ch
 from ..protocol.run import RunHistory
+from .summary import BlockEnvelopes, Column
 
 SETTING_CHANNELS = (ch.OPT_LR, ch.OPT_BCE_WEIGHT, ch.OPT_DICE_WEIGHT, ch.OPT_POS_WEIGHT, ch.OPT_CLIP)
 SPEED_WINDOW_ROWS = 200
@@ -162,29 +163,62 @@ class GroupNormCache:
 
     A group's norm is the norm of all its layers' gradients together,
     ``sqrt(sum(norm_i ** 2))`` (NaN/Inf propagate). Recomputing it over a million steps
-    every frame would cost tens of milliseconds, so only new rows are computed.
+    every frame would cost tens of milliseconds, so only new rows are computed, into a
+    buffer that grows by doubling.
     """
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._norms = np.zeros((0, 0), dtype=np.float64)
+        self._rows = 0
+        self.generation = 0  # changes whenever the cache starts over
 
     def norms(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], rows: int) -> np.ndarray:
         """(rows, len(groups)) group norms for the first ``rows`` steps."""
         columns = [[history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx] for _, idx in groups]
         key = (id(history), tuple(tuple(c) for c in columns))
-        if key != self._key or self._norms.shape[0] > rows:
+        if key != self._key or self._rows > rows:
             self._key = key
-            self._norms = np.zeros((0, len(columns)), dtype=np.float64)
-        done = self._norms.shape[0]
+            self._norms = np.zeros((max(rows, 1024), len(columns)), dtype=np.float64)
+            self._rows = 0
+            self.generation += 1
+        done = self._rows
         if rows > done:
+            if rows > self._norms.shape[0]:
+                grown = np.zeros((max(rows, 2 * self._norms.shape[0]), len(columns)), dtype=np.float64)
+                grown[:done] = self._norms[:done]
+                self._norms = grown
             block = history.steps.values[done:rows].astype(np.float64)
-            fresh = np.empty((rows - done, len(columns)), dtype=np.float64)
             with np.errstate(over="ignore", invalid="ignore"):
                 for j, cols in enumerate(columns):
-                    fresh[:, j] = np.sqrt(np.square(block[:, cols]).sum(axis=1))
-            self._norms = np.concatenate([self._norms, fresh]) if done else fresh
+                    self._norms[done:rows, j] = np.sqrt(np.square(block[:, cols]).sum(axis=1))
+            self._rows = rows
         return self._norms[:rows]
+
+
+class HistorySummary:
+    """Block min/max summaries of a history's steps and of its gradient group norms, so the
+    charts of a long run are drawn from summaries instead of every row (see summary.py)."""
+
+    def __init__(self) -> None:
+        self.steps = BlockEnvelopes()
+        self.group_norms = GroupNormCache()
+        self.groups = BlockEnvelopes()
+
+    def column(self, history: RunHistory, key: str, start: int, rows: int) -> Column | None:
+        """Channel ``key`` over rows ``[start, rows)``; None when the run does not stream it."""
+        if not history.schema.has(key):
+            return None
+        values = history.steps.values[:rows]
+        self.steps.update(id(history), values)
+        return Column(self.steps, values, history.schema.index(key), start, rows)
+
+    def group_columns(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], start: int,
+                      rows: int) -> list[Column]:
+        """Each layer group's norm over rows ``[start, rows)``."""
+        norms = self.group_norms.norms(history, groups, rows)
+        self.groups.update((id(history), self.group_norms.generation), norms)
+        return [Column(self.groups, norms, j, start, rows) for j in range(len(groups))]
 
 
 def shallow_deep_ratio(latest_norms: Sequence[float]) -> float:

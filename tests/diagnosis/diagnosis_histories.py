@@ -62,11 +62,12 @@ def segmentation_schema(
     gradstat: tuple[str, ...] = GRADSTAT,
     opt: tuple[str, ...] = OPT,
     out: tuple[str, ...] = OUT,
+    run_id: str = RUN,
 ) -> Schema:
     """A Dice+BCE vessel-segmentation run's schema, as the trainer announces it."""
     base = {"loss": "dice_bce", "output_activation": "none", "train_images": 200, "batch_size": 8}
     return Schema(
-        run_id=RUN,
+        run_id=run_id,
         task="segmentation",
         model=ModelSummary(model, parameters),
         loss=("total", "bce", "dice"),
@@ -152,7 +153,9 @@ class Builder:
     ) -> Builder:
         """Record one finished epoch's summary."""
         step = int(self.history.steps.step[-1]) if len(self.history.steps) else 0
-        self.history.add(EpochSummary(RUN, epoch, step, 1.7e9 + step, dict(train or {}), dict(val or {})))
+        self.history.add(
+            EpochSummary(self.schema.run_id, epoch, step, 1.7e9 + step, dict(train or {}), dict(val or {}))
+        )
         return self
 
     def epochs(self, train_losses: list[float], val_dice: float | list[float] = float("nan")) -> Builder:
@@ -165,7 +168,7 @@ class Builder:
     def dataset(self, **fields: Any) -> Builder:
         """Attach a data set report (healthy binary masks, 10% foreground, unless overridden)."""
         values: dict[str, Any] = {
-            "run_id": RUN,
+            "run_id": self.schema.run_id,
             "source": "synthetic",
             "pairs": 250,
             "unique_mask_values": 2,
@@ -195,12 +198,12 @@ def decaying(
     return curve
 
 
-def healthy_run(steps: int = 1000) -> Builder:
+def healthy_run(steps: int = 1000, run_id: str = RUN) -> Builder:
     """A run going well: loss falling from 0.85 towards 0.3, val Dice rising to 0.80, clean data.
 
     Its Dice term sits near 0.38 at the end, as measured on thin synthetic vessels.
     """
-    b = Builder(segmentation_schema(config={"epochs": 20, "steps_per_epoch": 100}))
+    b = Builder(segmentation_schema(config={"epochs": 20, "steps_per_epoch": 100}, run_id=run_id))
     b.dataset()
     b.steps(
         steps,

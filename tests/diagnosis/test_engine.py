@@ -94,7 +94,21 @@ def test_a_new_run_starts_with_a_clean_slate() -> None:
     engine = Engine(Thresholds(recent_steps=1), hold=1)
     out_of_range_step(b, True)
     assert engine.evaluate(b.history)
-    assert engine.evaluate(healthy_run(300).history) == []
+    assert engine.evaluate(healthy_run(300, run_id="00000000000000d2").history) == []
+
+
+def test_a_fresh_copy_of_the_same_history_keeps_its_verdicts() -> None:
+    # GIVEN a monitor that hands the engine a new copy of the run's history at every refresh
+    b = Builder(heatmap_schema()).steps(50)
+    engine = Engine(Thresholds(recent_steps=1), hold=3)
+    shown = []
+    for _ in range(3):
+        out_of_range_step(b, True)
+        copy = RunHistory(b.schema)
+        copy.add(b.history.steps.chunk(b.schema.run_id, 0, len(b.history.steps)))
+        shown = engine.evaluate(copy)
+    # THEN hysteresis still counts: the verdict appears on the third refresh
+    assert [v.code for v in shown] == ["missing_sigmoid"]
 
 
 def test_engine_speaks_chinese_when_asked() -> None:

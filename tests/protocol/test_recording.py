@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from octa_tui.protocol import codec
-from octa_tui.protocol import recording as recording_module
 from octa_tui.protocol.errors import ProtocolError
 from octa_tui.protocol.messages import (
     DatasetReport,
@@ -151,10 +150,7 @@ def frame_offsets(path: Path) -> list[int]:
 # --- round trip -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("columns", ["allocated", "mapped"])
-def test_every_step_and_record_comes_back_in_the_order_it_was_written(tmp_path, monkeypatch, columns):
-    if columns == "mapped":  # the large-file path: step columns in one populated anonymous mapping
-        monkeypatch.setattr(recording_module, "_POPULATE_BYTES", 0)
+def test_every_step_and_record_comes_back_in_the_order_it_was_written(tmp_path):
     # GIVEN a session of 3000 steps (with NaN and Inf) and one record of every kind between them
     path = tmp_path / "run.octa"
     placed = write_session(path, flush_s=0.05)

@@ -3,7 +3,6 @@ on the terminal is right: no spike lost, NaN marked, scales, baselines, markers,
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from rich.color import Color
@@ -128,3 +127,25 @@ def test_rates_counts_durations_and_eta():
     assert format_duration(192) == "3m12s" and format_duration(7500) == "2h05m"
     assert format_eta(100, 1100, 10.0) == "ETA 1m40s"
     assert format_eta(100, None, 10.0) == "ETA -"
+
+
+def test_block_summaries_keep_every_spike_and_nan_of_a_long_window():
+    from octa_tui.tui.summary import BlockEnvelopes, Column
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, (300_000, 2)).astype(np.float32)
+    values[123_457, 0] = 50.0
+    values[200_001, 0] = -40.0
+    values[250_000, 1] = np.nan
+    summary = BlockEnvelopes()
+    summary.update(1, values)
+    start, stop = 1_000, 299_500
+    column = Column(summary, values, 0, start, stop)
+    envelope = column.envelope(100)
+    assert envelope.hi.max() == 50.0 and envelope.lo.min() == -40.0
+    assert envelope.first[0] == 0 and envelope.count.sum() == stop - start
+    spike_col = int(np.searchsorted(envelope.first, 123_457 - start, side="right")) - 1
+    assert envelope.hi[spike_col] == 50.0
+    other = Column(summary, values, 1, start, stop).envelope(100)
+    nan_col = int(np.searchsorted(other.first, 250_000 - start, side="right")) - 1
+    assert other.nonfinite[nan_col] and other.nonfinite.sum() == 1
