@@ -30,9 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="start a trainer on synthetic data and monitor it")
-    demo.add_argument("--scenario", default="", help="a fault scenario instead of a healthy run (see octa-train)")
     demo.add_argument("--steps", type=int, default=0, help="stop training after N steps (0: no limit)")
-    demo.add_argument("--images", type=int, default=64, help="synthetic images (default %(default)s)")
+    demo.add_argument("--images", type=int, default=256, help="synthetic images (default %(default)s)")
     demo.add_argument("--image-size", type=int, default=64, help="image side in pixels (default %(default)s)")
     demo.add_argument("--base-width", type=int, default=16, help="UNet base width (default %(default)s)")
     demo.add_argument("--device", default="", help="cpu or cuda (default: what the trainer picks)")
@@ -85,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoError, DemoTrainer, demo_trainer_args
     from .sources import LiveSource
 
-    trainer_args = demo_trainer_args(scenario=args.scenario, steps=args.steps, images=args.images,
+    trainer_args = demo_trainer_args(steps=args.steps, images=args.images,
                                      image_size=args.image_size, base_width=args.base_width, device=args.device)
     with DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
         print(f"octa-tui demo: starting a trainer (log: {trainer.log_path}) ...", file=sys.stderr, flush=True)

@@ -30,9 +30,8 @@ class DemoError(RuntimeError):
 
 def demo_trainer_args(
     *,
-    scenario: str = "",
     steps: int = 0,
-    images: int = 64,
+    images: int = 256,
     image_size: int = 64,
     base_width: int = 16,
     epochs: int = 1000,
@@ -42,8 +41,6 @@ def demo_trainer_args(
     """The ``octa-train`` flags of a demo run: synthetic data, loopback, port 0."""
     args = ["--synthetic", str(images), "--image-size", str(image_size), "--base-width", str(base_width),
             "--epochs", str(epochs), "--telemetry", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0", "--quiet"]
-    if scenario:
-        args += ["--scenario", scenario]
     if steps:
         args += ["--max-steps", str(steps)]
     if device:
