@@ -2,15 +2,23 @@
 
 The demo configuration: UNet (base width 16, 0.48M parameters) on 64x64 synthetic vessels,
 batch 8, Adam, Dice+BCE. Plain steps and probed steps (the probe's gradient norms, output
-statistics, one vector published to a real TrainerLink that also records to a file) run
-in alternating blocks, so drift in machine load hits both alike. Reported:
+statistics, one vector published to a real TrainerLink that also records to a file) run in
+alternating blocks, ABBA order, so drift in machine load hits both alike. For each torch
+thread count asked for, the table gives:
 
-- median step time of each, and the overhead in % of the plain step time;
-- the time spent inside the probe's calls per step (a direct, less noisy measure);
-- the publish path: assembling the step vector and ``TrainerLink.publish_step`` (send,
-  keep for late joiners, record), in microseconds per step.
+- plain / probed: the median over blocks of each block's median step time;
+- overhead: the median over block pairs of (probed - plain) block medians, in % of plain;
+- inside: time spent inside the probe's calls per step, measured directly with
+  ``perf_counter`` around them (block mean, so work done every N steps counts; median over
+  blocks), in ms and in % of the plain step. It includes the activation computed only for
+  the probe (``sigmoid(logits)``), shown again in its own column;
+- publish: ``TrainerLink.publish_step`` (send, keep for late joiners, record) per step inside
+  the loop, median.
 
-Usage: python bench/bench_probe.py [--device cpu|cuda] [--blocks 15] [--steps 10] [--threads N]
+Then the publish path alone in a tight loop: laying out the step vector and publish_step.
+
+Usage: python bench/bench_probe.py [--device cpu|cuda] [--blocks 20] [--steps 8] [--threads 1,0]
+(``--threads`` is a comma-separated list; 0 is torch's default thread count.)
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +39,7 @@ from octa_tui.trainer.probe import Probe
 from octa_tui.trainer.synthetic import synthetic_vessels
 
 DEMO = {"base_width": 16, "image_size": 64, "batch_size": 8}
+WARMUP_STEPS = 6
 
 
 def make_batches(device: torch.device, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -45,91 +55,159 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--blocks", type=int, default=15, help="blocks of each kind, alternating")
-    parser.add_argument("--steps", type=int, default=10, help="steps per block")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = UNet(base_width=DEMO["base_width"]).to(device)
-    criterion = DiceBCELoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = make_batches(device)
-    tmp = tempfile.TemporaryDirectory()
-    probe = Probe.start(model, task="segmentation", loss_components=("bce", "dice"), optimizer=optimizer,
-                        criterion=criterion, record=str(Path(tmp.name) / "bench.octa"))
-    in_probe: list[float] = []
+class Timings:
+    """Per-step seconds of one block: the step, time inside the probe, the probe-only activation, publish."""
 
-    def plain_step(images: torch.Tensor, masks: torch.Tensor) -> None:
-        logits = model(images)
-        loss = criterion(logits, masks)
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self) -> None:
+        self.step: list[float] = []
+        self.inside: list[float] = []
+        self.activation: list[float] = []
+        self.publish: list[float] = []
+
+
+class Demo:
+    """The demo model, its optimizer and a probe publishing to a recorded TrainerLink."""
+
+    def __init__(self, device: torch.device, folder: str) -> None:
+        torch.manual_seed(0)
+        self.device = device
+        self.model = UNet(base_width=DEMO["base_width"]).to(device)
+        self.criterion = DiceBCELoss()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.batches = make_batches(device)
+        self.probe = Probe.start(self.model, task="segmentation", loss_components=("bce", "dice"),
+                                 optimizer=self.optimizer, criterion=self.criterion,
+                                 record=str(Path(folder) / "bench.octa"), announce=False)
+        self.timings = Timings()
+        link = self.probe.link
+        publish_step = link.publish_step
+
+        def timed_publish_step(step: int, epoch: int, values: np.ndarray) -> None:
+            start = time.perf_counter()
+            publish_step(step, epoch, values)
+            self.timings.publish.append(time.perf_counter() - start)
+
+        link.publish_step = timed_publish_step
+
+    def plain_step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        logits = self.model(images)
+        loss = self.criterion(logits, masks)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
-        optimizer.step()
+        self.optimizer.step()
 
-    def probed_step(images: torch.Tensor, masks: torch.Tensor) -> None:
-        logits = model(images)
-        loss = criterion(logits, masks)
-        optimizer.zero_grad(set_to_none=True)
+    def probed_step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        probe, timings = self.probe, self.timings
+        logits = self.model(images)
+        loss = self.criterion(logits, masks)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         t0 = time.perf_counter()
         probe.clip_(0.0)  # measures; clipping off (the demo's default)
         t1 = time.perf_counter()
-        optimizer.step()
+        self.optimizer.step()
         t2 = time.perf_counter()
-        probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activated=torch.sigmoid(logits))
-        in_probe.append((t1 - t0) + (time.perf_counter() - t2))
+        activated = torch.sigmoid(logits)  # computed only for the probe: counted as its cost
+        t3 = time.perf_counter()
+        probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activated=activated)
+        timings.inside.append((t1 - t0) + (time.perf_counter() - t2))
+        timings.activation.append(t3 - t2)
 
-    def block(step_fn, steps: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+    def block(self, step_fn: Callable[[torch.Tensor, torch.Tensor], None], steps: int) -> Timings:
+        self.timings = timings = Timings()
+        sync(self.device)
         for i in range(steps):
-            step_fn(*batches[i % len(batches)])
-        sync(device)
-        return (time.perf_counter() - start) / steps
+            start = time.perf_counter()
+            step_fn(*self.batches[i % len(self.batches)])
+            if i == steps - 1:
+                sync(self.device)
+            timings.step.append(time.perf_counter() - start)
+        return timings
 
-    for step_fn in (plain_step, probed_step):  # warm-up: allocator, kernels, pinned buffers
-        block(step_fn, 5)
-    in_probe.clear()
-    plain, probed = [], []
-    for _ in range(args.blocks):
-        plain.append(block(plain_step, args.steps))
-        probed.append(block(probed_step, args.steps))
-    probe.flush()
 
-    # The publish path alone: vector assembly and TrainerLink.publish_step, on realistic values.
-    device_values = np.random.default_rng(0).random(len(probe._device_pos)).astype(np.float32)
-    host_values = np.random.default_rng(1).random(len(probe._host_pos)).astype(np.float32)
-    rounds = 20000
+def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, float]:
+    """Alternate plain and probed blocks (ABBA) at ``threads`` torch threads; the table's figures."""
+    torch.set_num_threads(threads)
+    for step_fn in (demo.plain_step, demo.probed_step):  # warm-up: allocator, kernels, buffers
+        demo.block(step_fn, WARMUP_STEPS)
+    plain: list[Timings] = []
+    probed: list[Timings] = []
+    for b in range(blocks):
+        order = (False, True) if b % 2 == 0 else (True, False)
+        for with_probe in order:
+            if with_probe:
+                probed.append(demo.block(demo.probed_step, steps))
+            else:
+                plain.append(demo.block(demo.plain_step, steps))
+    demo.probe.flush()
+    plain_med = [statistics.median(t.step) for t in plain]
+    probed_med = [statistics.median(t.step) for t in probed]
+    base = statistics.median(plain_med)
+    return {
+        "threads": threads,
+        "plain_ms": base * 1e3,
+        "probed_ms": statistics.median(probed_med) * 1e3,
+        "overhead_pct": statistics.median(p - q for p, q in zip(probed_med, plain_med)) / base * 100,
+        "inside_ms": statistics.median(statistics.fmean(t.inside) for t in probed) * 1e3,
+        "activation_ms": statistics.median(statistics.fmean(t.activation) for t in probed) * 1e3,
+        "publish_us": statistics.median(x for t in probed for x in t.publish) * 1e6,
+    }
+
+
+def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
+    """Microseconds per step for the vector layout + publish_step, and publish_step alone."""
+    rng = np.random.default_rng(0)
+    device_values = torch.from_numpy(rng.random(probe._param_count + probe._scalar_count).astype(np.float32))
+    host = (rng.random(probe._host_count).tolist(), [])
     start = time.perf_counter()
     for i in range(rounds):
-        probe._publish(i, 0, device_values, host_values)
-    publish_us = (time.perf_counter() - start) / rounds * 1e6
+        probe._publish(i, 0, device_values, host)
+    total_us = (time.perf_counter() - start) / rounds * 1e6
     vector = probe.last_values.copy()
     start = time.perf_counter()
     for i in range(rounds):
         probe.link.publish_step(rounds + i, 0, vector)
     link_us = (time.perf_counter() - start) / rounds * 1e6
-    probe.close()
-    tmp.cleanup()
+    return total_us, link_us
 
-    p_plain, p_probe = statistics.median(plain), statistics.median(probed)
-    inside = statistics.median(in_probe)
-    print(f"demo model: UNet base width {DEMO['base_width']} ({count_parameters(model):,} parameters), "
-          f"{DEMO['image_size']}x{DEMO['image_size']}, batch {DEMO['batch_size']}, device {device}, "
-          f"torch threads {torch.get_num_threads()}, {len(probe.layer_names)} gradient layers, "
-          f"step vector {probe.schema.width} floats")
-    print(f"blocks: {args.blocks} x {args.steps} steps each, alternating")
-    print(f"median step time without probe: {p_plain * 1e3:8.2f} ms")
-    print(f"median step time with probe:    {p_probe * 1e3:8.2f} ms")
-    print(f"overhead (difference of medians): {(p_probe - p_plain) / p_plain * 100:+.2f} %")
-    print(f"time inside the probe's calls:  {inside * 1e3:8.3f} ms/step = {inside / p_plain * 100:.2f} % of the step")
-    print(f"publish path (vector + TrainerLink.publish_step, recording on): {publish_us:.2f} us/step, "
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--blocks", type=int, default=20, help="blocks of each kind, alternating ABBA")
+    parser.add_argument("--steps", type=int, default=8, help="steps per block")
+    parser.add_argument("--threads", default="1,0", help="torch CPU thread counts, comma-separated (0: default)")
+    args = parser.parse_args()
+    default_threads = torch.get_num_threads()
+    try:
+        wanted = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads takes comma-separated integers such as 1,0, got {args.threads!r}")
+    thread_counts = list(dict.fromkeys(t if t > 0 else default_threads for t in wanted))
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as folder:
+        demo = Demo(device, folder)
+        rows = [run_config(demo, threads, args.blocks, args.steps) for threads in thread_counts]
+        torch.set_num_threads(default_threads)
+        demo.probe.link.publish_step = type(demo.probe.link).publish_step.__get__(demo.probe.link)
+        total_us, link_us = publish_path(demo.probe)
+        probe = demo.probe
+        probe.close()
+
+    print(f"demo model: UNet base width {DEMO['base_width']} ({count_parameters(demo.model):,} parameters), "
+          f"{DEMO['image_size']}x{DEMO['image_size']}, batch {DEMO['batch_size']}, device {device}; "
+          f"{len(probe.layer_names)} gradient layers, step vector {probe.schema.width} floats; "
+          f"torch default threads {default_threads}")
+    print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order")
+    header = (f"{'threads':>7} | {'plain ms':>8} | {'probed ms':>9} | {'overhead':>8} | "
+              f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publish us':>10}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['threads']:>7} | {r['plain_ms']:8.2f} | {r['probed_ms']:9.2f} | {r['overhead_pct']:+7.2f}% | "
+              f"{r['inside_ms']:9.3f} | {r['inside_ms'] / r['plain_ms'] * 100:6.2f}% | "
+              f"{r['activation_ms'] / r['plain_ms'] * 100:12.2f}% | {r['publish_us']:10.1f}")
+    print(f"publish path alone (tight loop, recording on): {total_us:.2f} us/step, "
           f"of which TrainerLink.publish_step {link_us:.2f} us")
 
 

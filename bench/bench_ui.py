@@ -1,24 +1,39 @@
-"""Monitor UI cost: the redraw of the main screen at 200x50, and following a 1k steps/s stream.
+"""Monitor UI cost: frame cost, following a 1k steps/s stream, and a replay's first frame.
 
 1. Frame cost: the main screen at 200x50 over a seeded run of 1k, 100k and 1M steps. Each
-   frame is what the redraw timer does when new steps arrived: every visible panel's content
+   frame is what the chart redraw does when new steps arrived: every visible panel's content
    is drawn again from the whole history (min/max envelopes), then Textual composes the screen.
 2. Follow: a publisher process streams a synthetic run at 1,000 steps/s through a real
-   TrainerLink; the monitor (headless, 200x50, diagnosis on) follows it through RunFollower.
-   CPU % of one core and RSS of the UI process are sampled every 5 s.
+   TrainerLink; the real ``octa-tui connect`` runs in its own process on a 200x50 pseudo-
+   terminal (diagnosis on, output drained). Every 10 s: CPU % of one core of that process
+   alone (all its threads, from /proc; the publisher is another process), its RSS, and the
+   ingest rate read off its own header (the step it shows). 60 s by default; run 90 s or
+   more to read "memory flat after the first minute" off the RSS column.
+3. Replay first frame: a 1M-step, 152-channel recording (written once to a temporary
+   folder, read from the page cache). In process: ``ReplaySource.open()`` as the CLI calls
+   it, then the app until its first composed frame (median of 3). End to end: ``octa-tui
+   replay FILE`` started on a pseudo-terminal until its header is on screen (interpreter
+   start and imports included).
 
-    python bench/bench_ui.py                   # full: 60 s follow
-    python bench/bench_ui.py --follow-s 15     # quick
+    python bench/bench_ui.py                            # everything, 60 s follow
+    python bench/bench_ui.py --only follow --follow-s 90
+    python bench/bench_ui.py --only replay
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
+import re
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +44,13 @@ from seeded import seeded_chunk, seeded_history  # noqa: E402
 
 from octa_tui.protocol.run import RunHistory  # noqa: E402
 from octa_tui.tui.app import make_app  # noqa: E402
-from octa_tui.tui.sources import LiveSource, MemorySource  # noqa: E402
+from octa_tui.tui.sources import MemorySource, ReplaySource  # noqa: E402
+
+SIZE = (200, 50)
+SAMPLE_S = 10.0
+TARGET_CPU_PCT = 25.0
+TARGET_FIRST_FRAME_S = 0.5
+CLI = [sys.executable, "-m", "octa_tui.tui.cli"]
 
 PUBLISHER = r"""
 import sys, time
@@ -58,19 +79,141 @@ print(step, flush=True)
 """
 
 
-def rss_mb() -> float:
-    """Resident memory of this process (Linux /proc)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+# --- the UI in its own process, on a pseudo-terminal -----------------------------------------
 
 
-def cpu_s() -> float:
-    """User + system CPU seconds of this process so far."""
-    times = os.times()
-    return times.user + times.system
+class TerminalApp:
+    """A command run on a pseudo-terminal of a fixed size, its output drained on a thread.
+
+    The drain keeps the screen's latest header facts (``step N``, ``gaps filled N``), so
+    what the monitor shows can be read without a terminal emulator.
+    """
+
+    STEP = re.compile(rb"step ([0-9,]+)  epoch")
+    GAPS = re.compile(rb"gaps filled ([0-9]+)(?:, ([0-9,]+) steps missing)?")
+
+    def __init__(self, argv: list[str], size: tuple[int, int], watch: bytes = b"") -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     preexec_fn=_controlling_terminal, close_fds=True)
+        os.close(slave)
+        self._master = master
+        self._watch = watch
+        self.watch_seen_at: float | None = None
+        self.step: int | None = None
+        self.first_step_at: float | None = None
+        self.gaps = (0, 0)
+        self.output_bytes = 0
+        self._tail = b""
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self._master, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            self.output_bytes += len(data)
+            text = self._tail + data
+            self._tail = text[-96:]
+            if self._watch and self.watch_seen_at is None and self._watch in text:
+                self.watch_seen_at = time.perf_counter()
+            steps = self.STEP.findall(text)
+            if steps:
+                self.step = int(steps[-1].replace(b",", b""))
+                if self.first_step_at is None and self.step > 0:
+                    self.first_step_at = time.perf_counter()
+            gaps = self.GAPS.findall(text)
+            if gaps:
+                filled, missing = gaps[-1]
+                self.gaps = (int(filled), int(missing.replace(b",", b"")) if missing else 0)
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the process (all its threads) so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the process."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def quit(self, keys: bytes = b"q", timeout_s: float = 15.0) -> int | None:
+        """Press ``keys`` and wait for the process to end (killed if it does not)."""
+        try:
+            os.write(self._master, keys)
+            return self.proc.wait(timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(timeout=timeout_s)
+            return None
+        finally:
+            self._reader.join(timeout=2)
+            os.close(self._master)
+
+
+def _controlling_terminal() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def follow(rate: float, duration_s: float) -> None:
+    """CPU, RSS and ingest of the real monitor process following a ``rate`` steps/s stream."""
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, str(ROOT / "tests" / "tui"), str(rate), str(duration_s + 60)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    ui = None
+    try:
+        telemetry, control = publisher.stdout.readline().split()
+        ui = TerminalApp([*CLI, "connect", telemetry, "--control", control], SIZE)
+        deadline = time.perf_counter() + 30
+        while ui.first_step_at is None:
+            if time.perf_counter() > deadline or ui.proc.poll() is not None:
+                raise SystemExit("the monitor did not show a step within 30 s")
+            time.sleep(0.05)
+        print(f"  connected: first step on screen {ui.first_step_at - ui.started:.2f} s after start")
+        print(f"  {'t (s)':>6} {'CPU % of one core':>18} {'RSS MB':>8} {'steps/s shown':>14} {'step shown':>11}")
+        t_start, c_start, s_start = time.perf_counter(), ui.cpu_s(), ui.step or 0
+        last_t, last_c, last_s = t_start, c_start, s_start
+        rss_start = ui.rss_mb()
+        series = []
+        while last_t - t_start < duration_s - 1e-6:
+            time.sleep(max(0.0, t_start + (len(series) + 1) * SAMPLE_S - time.perf_counter()))
+            now, cpu, step, rss = time.perf_counter(), ui.cpu_s(), ui.step or 0, ui.rss_mb()
+            series.append((now - t_start, 100 * (cpu - last_c) / (now - last_t), rss, (step - last_s) / (now - last_t)))
+            print(f"  {now - t_start:6.0f} {series[-1][1]:18.1f} {rss:8.1f} {series[-1][3]:14.0f} {step:11,}")
+            last_t, last_c, last_s = now, cpu, step
+        elapsed = last_t - t_start
+        overall = 100 * (last_c - c_start) / elapsed
+        verdict = "meets" if overall <= TARGET_CPU_PCT else "MISSES"
+        print(f"  overall: CPU {overall:.1f}% of one core over {elapsed:.0f} s ({verdict} <= {TARGET_CPU_PCT:.0f}%); "
+              f"{(last_s - s_start) / elapsed:,.0f} steps/s shown; RSS {rss_start:.0f} -> {series[-1][2]:.0f} MB")
+        after_minute = [(t, rss) for t, _, rss, _ in series if t >= 60 - 1e-6]
+        if len(after_minute) >= 2:
+            (t0, r0), (t1, r1) = after_minute[0], after_minute[-1]
+            print(f"  RSS after the first minute: {r0:.1f} -> {r1:.1f} MB over {t1 - t0:.0f} s "
+                  f"({(r1 - r0) / (t1 - t0) * 60:+.1f} MB/min)")
+        print(f"  header: gaps filled {ui.gaps[0]}, steps missing {ui.gaps[1]}")
+    finally:
+        if ui is not None:
+            code = ui.quit()
+            print(f"  monitor quit with exit status {code}")
+        publisher.terminate()
+        publisher.wait(timeout=10)
+
+
+# --- frame cost (in process, headless) ---------------------------------------------------------
 
 
 def big_history(steps: int) -> RunHistory:
@@ -80,16 +223,16 @@ def big_history(steps: int) -> RunHistory:
     return history
 
 
-async def frame_cost(steps: int, frames: int, new_per_frame: int = 200) -> tuple[float, float, float]:
-    """Median ms per frame: (panel content, content + Textual composing the screen), and
+async def frame_cost(steps: int, frames: int, new_per_frame: int = 400) -> tuple[float, float, float]:
+    """Median ms per chart frame: (panel content, content + Textual composing the screen), and
     the first frame's ms (which builds the block summaries).
 
-    Before each frame ``new_per_frame`` steps are appended (1k steps/s at 5 Hz), so the
-    panels that show steps really change, as when following a run.
+    Before each frame ``new_per_frame`` steps are appended (1k steps/s at the chart rate), so
+    the panels that show steps really change, as when following a run.
     """
     history = big_history(steps)
-    app = make_app(MemorySource(history), diagnose_factory=None, refresh_hz=0.5)
-    async with app.run_test(size=(200, 50)) as pilot:
+    app = make_app(MemorySource(history), diagnose_factory=None, refresh_hz=0.5, chart_hz=0.5)
+    async with app.run_test(size=SIZE) as pilot:
         while not app.opened:
             await pilot.pause(0.05)
         start = len(history.steps)
@@ -112,54 +255,108 @@ async def frame_cost(steps: int, frames: int, new_per_frame: int = 200) -> tuple
     return statistics.median(draw_ms[1:]), statistics.median(frame_ms[1:]), frame_ms[0]
 
 
-async def follow(rate: float, duration_s: float) -> None:
-    publisher = subprocess.Popen(
-        [sys.executable, "-c", PUBLISHER, str(ROOT / "tests" / "tui"), str(rate), str(duration_s + 15)],
-        stdout=subprocess.PIPE, text=True,
-    )
+# --- replay: open to first frame ---------------------------------------------------------------
+
+
+def write_replay_file(path: Path, steps: int) -> None:
+    """A ``steps``-step recording of the recording benchmark's 152-channel run."""
+    from bench_recording import write_recording
+
+    write_recording(path, steps, keep_all=True)
+
+
+async def replay_first_frame(path: Path, at_end: bool) -> tuple[float, float]:
+    """(seconds in ``ReplaySource.open``, seconds from opening to the first composed frame),
+    as ``octa-tui replay`` does it: load, then start the app on the loaded source."""
+    from textual._compositor import Compositor
+
+    frames: list[float] = []
+    render_update = Compositor.render_update
+
+    def timed(self, *args, **kwargs):
+        result = render_update(self, *args, **kwargs)
+        frames.append(time.perf_counter())
+        return result
+
+    Compositor.render_update = timed
     try:
-        telemetry, control = publisher.stdout.readline().split()
-        source = LiveSource(telemetry, control)
+        t0 = time.perf_counter()
+        source = ReplaySource(str(path), start_at_end=at_end, playing=False)
+        source.open()
+        opened = time.perf_counter()
         app = make_app(source)
-        async with app.run_test(size=(200, 50)) as pilot:
-            while not app.opened:
-                await pilot.pause(0.05)
-            t_start, c_start = time.perf_counter(), cpu_s()
-            last_t, last_c, last_steps = t_start, c_start, len(source.history.steps)
-            print(f"  {'t (s)':>6} {'CPU % of one core':>18} {'RSS MB':>8} {'steps/s in':>11} {'steps held':>11}")
-            samples = []
-            while time.perf_counter() - t_start < duration_s:
-                await pilot.pause(5.0)
-                now, cpu = time.perf_counter(), cpu_s()
-                steps = len(source.history.steps)
-                pct = 100 * (cpu - last_c) / (now - last_t)
-                rate_in = (steps - last_steps) / (now - last_t)
-                samples.append((now - t_start, pct, rss_mb()))
-                print(f"  {now - t_start:6.0f} {pct:18.1f} {rss_mb():8.1f} {rate_in:11.0f} {steps:11,}")
-                last_t, last_c, last_steps = now, cpu, steps
-            overall = 100 * (cpu_s() - c_start) / (time.perf_counter() - t_start)
-            print(f"  overall CPU {overall:.1f}% of one core; RSS {samples[0][2]:.0f} -> {samples[-1][2]:.0f} MB; "
-                  f"gaps filled {source.status().gaps_filled}, steps missing "
-                  f"{int(source.history.steps.seq[-1]) - int(source.history.steps.seq[0]) + 1 - len(source.history.steps)}")
+        async with app.run_test(size=SIZE) as pilot:
+            while not frames:
+                await pilot.pause(0.01)
+            first = frames[0]
+            assert app._widgets["header"]._draw is not None, "the first frame had no header facts"
+            if at_end:
+                assert len(source.history.steps) == source.length
     finally:
-        publisher.terminate()
-        publisher.wait(timeout=10)
+        Compositor.render_update = render_update
+    return opened - t0, first - t0
+
+
+def replay_end_to_end(path: Path, at_end: bool) -> float:
+    """Seconds from starting ``octa-tui replay FILE`` to its header being on screen."""
+    flags = ["--at-end"] if at_end else ["--paused"]
+    ui = TerminalApp([*CLI, "replay", str(path), *flags], SIZE, watch="● replay".encode())
+    try:
+        deadline = time.perf_counter() + 30
+        while ui.watch_seen_at is None:
+            if time.perf_counter() > deadline or ui.proc.poll() is not None:
+                raise SystemExit("octa-tui replay did not show its screen within 30 s")
+            time.sleep(0.005)
+        return ui.watch_seen_at - ui.started
+    finally:
+        ui.quit()
+
+
+def replay(steps: int, runs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="octa-bench-ui-") as tmp:
+        path = Path(tmp) / "replay.octa"
+        t = time.perf_counter()
+        write_replay_file(path, steps)
+        print(f"  wrote a {steps:,}-step, 152-channel recording ({path.stat().st_size / 1e6:,.0f} MB) in "
+              f"{time.perf_counter() - t:.1f} s")
+        print(f"  {'start':<22} {'open s':>8} {'open -> first frame s':>22}  {'runs (s)':<24} {'process start -> screen s':>26}")
+        for at_end, label in ((False, "from the start (default)"), (True, "at the end (--at-end)")):
+            results = [asyncio.run(replay_first_frame(path, at_end)) for _ in range(runs)]
+            firsts = [f for _, f in results]
+            median = statistics.median(firsts)
+            end_to_end = statistics.median(replay_end_to_end(path, at_end) for _ in range(runs))
+            verdict = "meets" if median < TARGET_FIRST_FRAME_S else "MISSES"
+            print(f"  {label:<22} {statistics.median(o for o, _ in results):8.3f} {median:22.3f}  "
+                  f"{', '.join(f'{f:.3f}' for f in firsts):<24} {end_to_end:26.3f}   {verdict} < {TARGET_FIRST_FRAME_S} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("frames", "follow", "replay"), action="append",
+                        help="run only these parts (repeatable; default all)")
     parser.add_argument("--follow-s", type=float, default=60.0, help="seconds to follow the stream (default 60)")
     parser.add_argument("--rate", type=float, default=1000.0, help="steps/s of the synthetic stream")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--replay-steps", type=int, default=1_000_000)
+    parser.add_argument("--replay-runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"frame cost, main screen at 200x50 (median of {args.frames} frames)")
-    print(f"  {'steps':>10} {'panel content ms':>17} {'content + compose ms':>21} {'first frame ms':>15}")
-    for steps in (int(s) for s in args.sizes.split(",")):
-        draw, frame, first = asyncio.run(frame_cost(steps, args.frames))
-        print(f"  {steps:>10,} {draw:17.1f} {frame:21.1f} {first:15.1f}")
-    print(f"\nfollowing a synthetic {args.rate:.0f} steps/s stream for {args.follow_s:.0f} s (UI process, 200x50)")
-    asyncio.run(follow(args.rate, args.follow_s))
+    parts = set(args.only or ("frames", "follow", "replay"))
+    print(f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.2f} (1 min)")
+    if "frames" in parts:
+        print(f"\nframe cost, main screen at 200x50 (median of {args.frames} chart frames)")
+        print(f"  {'steps':>10} {'panel content ms':>17} {'content + compose ms':>21} {'first frame ms':>15}")
+        for steps in (int(s) for s in args.sizes.split(",")):
+            draw, frame, first = asyncio.run(frame_cost(steps, args.frames))
+            print(f"  {steps:>10,} {draw:17.1f} {frame:21.1f} {first:15.1f}")
+    if "follow" in parts:
+        print(f"\nfollowing a synthetic {args.rate:.0f} steps/s stream for {args.follow_s:.0f} s "
+              f"(octa-tui connect on a 200x50 pty; its process only)")
+        follow(args.rate, args.follow_s)
+    if "replay" in parts:
+        print(f"\nreplay: open to first frame, 200x50, median of {args.replay_runs}")
+        replay(args.replay_steps, args.replay_runs)
+    print(f"\nload average {os.getloadavg()[0]:.2f} (1 min) at the end")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,16 @@ OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mea
 TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
 LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
 
+# A step's host-side numbers: the values in host-channel order, (source position, value) for
+# losses given as plain numbers, and the activated outputs whose fraction outside [0, 1] the
+# host settles (CPU runs), or None.
+HostPart = tuple[list[float], list[tuple[int, float]], "list[torch.Tensor] | None"]
+
 EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
 PREVIEW_SIDE = 64
 PENDING_VECTORS = 4  # pinned buffers in flight on CUDA before the oldest is waited for
 SERVICE_INTERVAL_S = 0.02
+MEMORY_INTERVAL_S = 1.0  # peak resident memory is a system call: read once a second
 
 
 class ProbeError(ValueError):
@@ -209,6 +215,7 @@ class Probe:
         self._params, self._layers = find_layers(model, group_depth)
         self.device = self._params[0].device
         self._components = tuple(names)
+        self._component_set = frozenset(names)
         self._weights = tuple(a for a in LOSS_WEIGHT_ATTRIBUTES if criterion is not None and hasattr(criterion, a))
         opt = ("lr", *self._weights, "clip", "update_ratio")
         parameters = sum(p.numel() for p in model.parameters())
@@ -227,19 +234,21 @@ class Probe:
             config=dict(config or {}),
         )
         self._layout_vector()
-        self._grouping: dict[tuple[bool, ...], tuple[list[int], torch.Tensor]] = {}
-        self._nan_out = torch.full((len(OUT_CHANNELS),), math.nan, device=self.device)
+        self._nan = torch.full((), math.nan, device=self.device)
         self._zero = torch.zeros((), device=self.device)
-        self._nan_update = torch.full((1,), math.nan, device=self.device)
-        self._update_ratio = self._nan_update
+        self._update_ratio = self._nan
+        self._no_outputs = [self._nan] * len(OUT_CHANNELS)
+        self._snapshot_buffers: list[torch.Tensor] | None = None  # allocated once, on first use
         self._snapshot: list[torch.Tensor] | None = None
-        self._measured: torch.Tensor | None = None  # layer norms, total, n over bound, max
+        self._norms: list[torch.Tensor] | None = None  # this step's per-parameter norms, 0-d each
         self._plain_grads: bool | None = None  # all norms float32 on self.device: no conversion
         self._grads: list[torch.Tensor] = []
         self._total: torch.Tensor | None = None
+        self._memory = math.nan
+        self._memory_read_at = -math.inf
         self._clip_used = 0.0
         self._pinned: list[torch.Tensor] = []
-        self._pending: deque[tuple[int, Any, int, int, np.ndarray]] = deque()
+        self._pending: deque[tuple[int, Any, int, int, HostPart]] = deque()
         self._weight_cache: dict[str, tuple[int, float]] = {}
         self._timer = time.perf_counter()
         self._last_service = 0.0
@@ -307,22 +316,42 @@ class Probe:
         self.link = link
 
     def _layout_vector(self) -> None:
+        """Where each per-step number goes in the published vector.
+
+        The device side of a step is one stacked float32 tensor: every parameter's gradient
+        norm, then the device scalars (total norm, losses, output statistics, update ratio).
+        The host turns the parameter norms into layer norms, the count over the bound and
+        the largest norm when it publishes, so a step costs the device one stack and one copy.
+        """
         schema = self.schema
-        width = schema.width
-        device_keys = [f"loss/{n}" for n in schema.loss] + [f"grad/{n}" for n in schema.grad]
-        device_keys += ["gradstat/total_norm", "gradstat/n_over_bound", "gradstat/max_param_norm"]
-        device_keys += [f"out/{n}" for n in schema.out]
-        device_keys.append("opt/update_ratio")
+        channels = schema.channels
+        scalar_keys = ["gradstat/total_norm", *(f"loss/{n}" for n in schema.loss)]
+        scalar_keys += [f"out/{n}" for n in schema.out]
+        scalar_keys.append("opt/update_ratio")
         # nonfinite is derived from the total norm on the host when the vector is published.
         host_keys = ["gradstat/nonfinite"] + [f"opt/{n}" for n in schema.opt if n != "update_ratio"]
         host_keys += [f"time/{n}" for n in schema.time]
-        channels = schema.channels
-        self._device_pos = np.array([channels.index(k) for k in device_keys], dtype=np.intp)
-        self._host_pos = np.array([channels.index(k) for k in host_keys], dtype=np.intp)
-        assert len(device_keys) + len(host_keys) == width
-        self._width = width
-        self._total_pos = channels.index("gradstat/total_norm")
-        self._nonfinite_pos = channels.index("gradstat/nonfinite")
+        self._param_count = len(self._params)
+        layer_of_param = [0] * self._param_count
+        for row, layer in enumerate(self._layers):
+            for index in layer.params:
+                layer_of_param[index] = row
+        self._layer_list = layer_of_param
+        # A published vector gathers its values from [device scalars, host values, layer
+        # norms, count over the bound, largest norm]: _gather[channel] is the source index.
+        source_keys = [*scalar_keys, *host_keys, *(f"grad/{n}" for n in schema.grad)]
+        source_keys += ["gradstat/n_over_bound", "gradstat/max_param_norm"]
+        self._gather = [source_keys.index(k) for k in channels]
+        self._nonfinite_source = source_keys.index("gradstat/nonfinite")
+        self._act_min_source = source_keys.index("out/act_min")
+        self._act_max_source = source_keys.index("out/act_max")
+        self._outside_source = source_keys.index("out/frac_outside_01")
+        # Plain-number losses are written over their device slot (NaN) by source index.
+        self._loss_pos = list(range(1, 1 + len(schema.loss)))
+        self._scalar_count = len(scalar_keys)
+        self._host_count = len(host_keys)
+        self._width = schema.width
+        assert sorted(self._gather) == list(range(self._width))
 
     @property
     def run_id(self) -> str:
@@ -341,53 +370,42 @@ class Probe:
 
     # --- per step -------------------------------------------------------------------------
 
-    def _grouping_for(self, present: tuple[bool, ...]) -> tuple[list[int], torch.Tensor]:
-        cached = self._grouping.get(present)
-        if cached is None:
-            kept = [i for i, has in enumerate(present) if has]
-            column = {param: col for col, param in enumerate(kept)}
-            # One row per layer, and a last row of ones: the total norm comes from the same product.
-            matrix = torch.zeros(len(self._layers) + 1, len(kept), dtype=torch.float32)
-            matrix[-1] = 1.0
-            for row, layer in enumerate(self._layers):
-                for param in layer.params:
-                    if param in column:
-                        matrix[row, column[param]] = 1.0
-            cached = (kept, matrix.to(self.device))
-            self._grouping[present] = cached
-        return cached
-
     @torch.no_grad()
     def after_backward(self, *, _before_step: bool = True) -> torch.Tensor:
         """Measure every gradient now (after ``backward``, before ``optimizer.step``).
 
         One ``torch._foreach_norm`` gives each parameter's norm; a layer's norm is the square
-        root of the sum of its parameters' squared norms. Returns the total norm (a device
-        tensor, not read on the host). With a GradScaler, call ``scaler.unscale_`` first.
+        root of the sum of its parameters' squared norms (summed on the host when the step is
+        published). Returns the total norm (a device tensor, not read on the host). With a
+        GradScaler, call ``scaler.unscale_`` first.
         """
         grads = [p.grad for p in self._params]
-        present = tuple(g is not None for g in grads)
-        if not any(present):
-            raise ProbeError("no parameter has a gradient: call after_backward() after loss.backward() "
-                             "and before optimizer.zero_grad()")
-        kept, matrix = self._grouping_for(present)
-        self._grads = [grads[i] for i in kept]
-        norms = torch._foreach_norm(self._grads)
+        missing = [i for i, g in enumerate(grads) if g is None]
+        if missing:
+            if len(missing) == len(grads):
+                raise ProbeError("no parameter has a gradient: call after_backward() after loss.backward() "
+                                 "and before optimizer.zero_grad()")
+            grads = [g for g in grads if g is not None]
+        norms = torch._foreach_norm(grads)
         if self._plain_grads is None:
             self._plain_grads = all(n.device == self.device and n.dtype == torch.float32 for n in norms)
         if not self._plain_grads:
             norms = [n.to(self.device, torch.float32, non_blocking=True) for n in norms]
-        per_param = torch.stack(norms)
-        layers_and_total = torch.mv(matrix, per_param * per_param).sqrt_()
-        over = (per_param > self.explosion_bound).sum(dtype=torch.float32)
-        # Layer norms, total norm, count over the bound, largest parameter norm: device vector order.
-        self._measured = torch.cat([layers_and_total, over.reshape(1), per_param.max().reshape(1)])
-        total = layers_and_total[-1]
-        self._total = total
+        if missing:  # a parameter without a gradient has norm 0; the vector keeps its slot
+            present = iter(norms)
+            absent = set(missing)
+            norms = [self._zero if i in absent else next(present) for i in range(self._param_count)]
+        self._grads = grads
+        self._norms = list(norms)
+        self._total = torch.linalg.vector_norm(torch.stack(self._norms))
         self._clip_used = 0.0
         if _before_step and self.update_every > 0 and self.step % self.update_every == 0:
-            self._snapshot = torch._foreach_mul([p.detach() for p in self._params], 1.0)
-        return total
+            current = [p.detach() for p in self._params]
+            if self._snapshot_buffers is None:
+                self._snapshot_buffers = [torch.empty_like(p) for p in current]
+            torch._foreach_copy_(self._snapshot_buffers, current)
+            self._snapshot = self._snapshot_buffers
+        return self._total
 
     @torch.no_grad()
     def clip_(self, max_norm: float | None) -> torch.Tensor:
@@ -397,7 +415,7 @@ class Probe:
         :meth:`after_backward` (measured here if not yet this step), so it costs one
         ``torch._foreach_mul_``. Returns the total norm before clipping.
         """
-        if self._measured is None:
+        if self._norms is None:
             self.after_backward()
         assert self._total is not None
         max_norm = float(max_norm or 0.0)
@@ -414,35 +432,52 @@ class Probe:
         self.clip = max_norm
         return self._total
 
-    @torch.no_grad()
-    def _output_stats(self, outputs: Any, activated: Any) -> torch.Tensor:
+    def _output_stats(self, outputs: Any, activated: Any) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """raw min/max/mean, activated min/max/mean, fraction outside [0, 1]: seven 0-d tensors.
+
+        Exact over every element (a single outlier must show), from one ``aminmax`` and one
+        ``mean`` per tensor. On the CPU the fraction outside is settled on the host when the
+        step is published (nothing to count when the range is inside [0, 1]): its slot
+        holds NaN and the activated tensors are returned for that check.
+        """
         raw = _tensors(outputs)
         act = _tensors(activated) if activated is not None else raw
         raw_stats = _range_stats(raw)
         act_stats = _range_stats(act) if act is not raw else raw_stats
+        check = None
         if not self.schema.loss_expects_probabilities:
-            outside = self._nan_out[0]
-        elif self.device.type == "cpu" and act_stats[0] >= 0 and act_stats[1] <= 1:
-            # On the CPU the range is already known (no sync to read it): nothing is outside.
-            outside = self._zero
+            outside = self._nan
+        elif self.device.type == "cpu":
+            outside, check = self._nan, act
         else:
-            count = sum(torch.count_nonzero(t - t.clamp(0, 1)) for t in act)
-            outside = count / float(sum(t.numel() for t in act))
-        parts = (*raw_stats, *act_stats, outside)
-        if all(p.dtype == torch.float32 and p.device == self.device for p in parts):
-            return torch.stack(parts)
-        return torch.stack([p.to(self.device, torch.float32) for p in parts])
+            outside = _count_outside(act) / float(sum(t.numel() for t in act))
+        stats = [*raw_stats, *act_stats, outside]
+        return [s if s.device == self.device else s.to(self.device) for s in stats], check
 
-    def _loss_vector(self, loss: Any, components: Mapping[str, Any] | None) -> torch.Tensor:
+    def _loss_scalars(self, loss: Any, components: Mapping[str, Any] | None) -> tuple[list[torch.Tensor], list]:
+        """The loss total and components as 0-d device tensors, and (position, value) for plain numbers.
+
+        A plain number needs no device tensor: its slot holds NaN and the host writes the value.
+        """
         components = components or {}
-        unknown = set(components) - set(self._components)
+        unknown = components.keys() - self._component_set
         if unknown:
             raise ProbeError(
                 f"loss component(s) {sorted(unknown)} were not declared; declared: {list(self._components)} "
                 "(pass loss_components=... when creating the probe)"
             )
         values = [loss, *(components.get(name, math.nan) for name in self._components)]
-        return torch.stack([_scalar(v, self.device) for v in values])
+        scalars: list[torch.Tensor] = []
+        overrides: list[tuple[int, float]] = []
+        for pos, value in zip(self._loss_pos, values):
+            if isinstance(value, torch.Tensor):
+                if value.ndim:
+                    value = value.reshape(())
+                scalars.append(value if value.device == self.device else value.to(self.device))
+            else:
+                scalars.append(self._nan)
+                overrides.append((pos, float(value)))
+        return scalars, overrides
 
     def _setting(self, name: str) -> float:
         value = getattr(self.criterion, name, None)
@@ -478,18 +513,20 @@ class Probe:
         """
         if self._closed:
             raise ProbeError("end_step() after close(); create a new probe for a new run")
-        if self._measured is None:
+        if self._norms is None:
             self.after_backward(_before_step=False)  # the optimizer has stepped: no update size
-        assert self._measured is not None
+        assert self._norms is not None and self._total is not None
         if self._snapshot is not None:
             current = [p.detach() for p in self._params]
             torch._foreach_sub_(self._snapshot, current)
-            delta = torch.stack(torch._foreach_norm(self._snapshot)).square().sum().sqrt()
-            weight = torch.stack(torch._foreach_norm(current)).square().sum().sqrt()
-            self._update_ratio = (delta / weight).reshape(1).to(torch.float32)
+            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._snapshot)))
+            weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(current)))
+            self._update_ratio = (delta / weight).to(self.device, torch.float32)
             self._snapshot = None
-        out = self._output_stats(outputs, activated) if outputs is not None else self._nan_out
-        device_vector = torch.cat([self._loss_vector(loss, components), self._measured, out, self._update_ratio])
+        losses, overrides = self._loss_scalars(loss, components)
+        out, check = self._output_stats(outputs, activated) if outputs is not None else (self._no_outputs, None)
+        # The whole device side of the step in one op: parameter norms, then the scalars.
+        device_vector = torch.stack([*self._norms, self._total, *losses, *out, self._update_ratio])
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -500,22 +537,27 @@ class Probe:
         if lr is None:
             lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
         host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
-        host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb()]
-        self._queue(self.step, self.epoch, device_vector, np.asarray(host, dtype=np.float32))
-        self._measured = None
+        host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
+        self._queue(self.step, self.epoch, device_vector, (host, overrides, check))
+        self._norms = None
         self._grads = []
         self.step += 1
         if self.command_handler is None:
             self.serve()
 
-    def _memory_mb(self) -> float:
+    def _memory_mb(self, now: float) -> float:
+        """CUDA memory allocated (a cheap counter, read every step); on the CPU the process's peak
+        resident memory, a system call, read at most once every MEMORY_INTERVAL_S and repeated."""
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device) / 2**20
-        return process_memory_mb()
+        if now - self._memory_read_at >= MEMORY_INTERVAL_S:
+            self._memory = process_memory_mb()
+            self._memory_read_at = now
+        return self._memory
 
-    def _queue(self, step: int, epoch: int, device_vector: torch.Tensor, host: np.ndarray) -> None:
+    def _queue(self, step: int, epoch: int, device_vector: torch.Tensor, host: HostPart) -> None:
         if self.device.type != "cuda":
-            self._publish(step, epoch, device_vector.numpy(), host)
+            self._publish(step, epoch, device_vector, host)
             return
         if not self._pinned:
             self._pinned = [torch.empty(device_vector.shape, dtype=torch.float32, pin_memory=True)
@@ -534,13 +576,37 @@ class Probe:
         slot, event, step, epoch, host = self._pending.popleft()
         if wait:
             event.synchronize()
-        self._publish(step, epoch, self._pinned[slot].numpy(), host)
+        self._publish(step, epoch, self._pinned[slot], host)
 
-    def _publish(self, step: int, epoch: int, device_values: np.ndarray, host: np.ndarray) -> None:
-        vector = np.empty(self._width, dtype=np.float32)
-        vector[self._device_pos] = device_values
-        vector[self._host_pos] = host
-        vector[self._nonfinite_pos] = 0.0 if math.isfinite(vector[self._total_pos]) else 1.0
+    def _publish(self, step: int, epoch: int, device_values: Any, host: HostPart) -> None:
+        """Lay one step's device and host numbers out in schema order and send the vector.
+
+        About sixty numbers: plain Python over them costs less per step than array calls.
+        Layer norms are sums of squared parameter norms per layer (in float64); a
+        non-finite parameter norm shows in its own layer only.
+        """
+        host_values, overrides, outside_check = host
+        values = device_values.tolist()
+        count = self._param_count
+        bound = self.explosion_bound
+        squares = [0.0] * len(self._layers)
+        over = 0
+        largest = 0.0
+        for layer, norm in zip(self._layer_list, values):
+            squares[layer] += norm * norm
+            if norm > bound:
+                over += 1
+            if norm > largest or norm != norm:  # NaN sticks
+                largest = norm
+        total = values[count]
+        source = [*values[count:], *host_values, *map(math.sqrt, squares), over, largest]
+        source[self._nonfinite_source] = 0.0 if math.isfinite(total) else 1.0
+        for pos, value in overrides:
+            source[pos] = value
+        if outside_check is not None:
+            inside = source[self._act_min_source] >= 0.0 and source[self._act_max_source] <= 1.0
+            source[self._outside_source] = 0.0 if inside else _fraction_outside(outside_check)
+        vector = np.array([source[i] for i in self._gather], dtype=np.float32)
         self.last_values = vector
         self.published += 1
         if self.link is not None:
@@ -673,10 +739,13 @@ def _range_stats(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.stack(lows).min(), torch.stack(highs).max(), total / count]
 
 
-def _scalar(value: Any, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach().reshape(()).to(device, torch.float32)
-    return torch.tensor(float(value), dtype=torch.float32, device=device)
+def _count_outside(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """How many elements are outside [0, 1] (NaN counts as outside), as a device tensor."""
+    return sum(torch.count_nonzero(t - t.clamp(0, 1)) for t in tensors)
+
+
+def _fraction_outside(tensors: list[torch.Tensor]) -> float:
+    return float(_count_outside(tensors)) / sum(t.numel() for t in tensors)
 
 
 def _first_channel(array: np.ndarray) -> np.ndarray:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..protocol.columns import StepColumns
 from ..protocol.errors import ProtocolError
-from ..protocol.messages import Command, Heartbeat, Message, Reply
+from ..protocol.messages import Command, Heartbeat, Message, Reply, StepChunk
 from ..protocol.run import RunHistory
 
 REPLAY_SPEEDS = (1, 4, 16, 64)
@@ -66,6 +67,11 @@ class Source(ABC):
     def request(self, command: Command) -> Reply:
         """Send a command and wait for the trainer's reply (blocking; call it off the UI thread)."""
         raise ProtocolError(f"{self.kind}: there is no trainer to send {command.op!r} to")
+
+    def verify(self) -> list[str] | None:
+        """Checks too slow for :meth:`open`, run on a worker thread once the first frame is up:
+        the problems found (empty: all good), or None when the source has nothing to check."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sockets or files."""
@@ -205,6 +211,9 @@ class ReplaySource(Source):
     recording's own average step rate; events, epochs and previews appear when playback
     passes their step. Seeking forward adds only the rows in between; seeking backwards
     rebuilds the shown history (a new object, so the app redraws from scratch).
+
+    :meth:`open` loads without checksumming the step chunks (most of a large file's load
+    time); :meth:`verify` checks every record's CRC afterwards and reports any damage.
     """
 
     kind = "replay"
@@ -241,7 +250,7 @@ class ReplaySource(Source):
 
         if self._shown is not None:
             return self._shown  # loaded already
-        recording = read_recording(self.path)
+        recording = read_recording(self.path, verify=False)
         self._full = recording.history
         warnings = list(recording.warnings)
         if recording.truncated_bytes:
@@ -259,9 +268,28 @@ class ReplaySource(Source):
         self._sync()
         return self._shown
 
+    def verify(self) -> list[str]:
+        """Check every record's CRC (the quick load skipped the step chunks'); the problems
+        not already reported at open. Also added to :meth:`status` warnings."""
+        from ..protocol.recording import verify_recording
+
+        found = verify_recording(self.path)
+        with self._lock:
+            fresh = [
+                f"checksum check: {warning}; the replay was loaded before this check and still shows "
+                "the steps after that point, which may be wrong"
+                for warning in found
+                if warning not in self._warnings
+            ]
+            self._warnings = self._warnings + tuple(fresh)
+        return fresh
+
     def _fresh(self) -> RunHistory:
         assert self._full is not None
         shown = RunHistory(self._full.schema)
+        # Room for the whole recording up front: untouched rows cost no memory, and playback
+        # never stops to grow the columns.
+        shown.steps = StepColumns(self._full.schema.width, capacity=len(self._full.steps))
         shown.dataset = self._full.dataset
         self._rows = 0
         self._cursors = [0, 0, 0]
@@ -280,7 +308,10 @@ class ReplaySource(Source):
             return False
         if target < self._rows:
             shown = self._shown = self._fresh()
-        shown.steps.extend(full.steps.chunk(full.run_id, self._rows, target))
+        steps, a = full.steps, self._rows
+        # Views of the loaded columns: extend() copies them once (chunk() would copy twice).
+        shown.steps.extend(StepChunk(full.run_id, steps.seq[a:target], steps.step[a:target],
+                                     steps.epoch[a:target], steps.time[a:target], steps.values[a:target]))
         self._rows = target
         step_now = int(full.steps.step[target - 1]) if target else -1
         for slot, records in enumerate((full.epochs, full.events, full.previews)):

@@ -1,95 +1,149 @@
 """Per-block min/max of a growing matrix, so a chart of a million steps costs microseconds.
 
-Redrawing every panel from a million raw rows five times a second would spend most of a
+Redrawing every panel from a million raw rows a few times a second would spend most of a
 core in ``min``/``max``. :class:`BlockEnvelopes` keeps, for every complete block of
-``BLOCK_ROWS`` rows, each channel's min, max and whether it held NaN/Inf - computed once,
-with :func:`octa_tui.protocol.decimate.minmax_envelope`, as rows arrive. A chart's envelope
-over a long window is then the envelope of those block summaries (the min of the blocks'
+``BLOCK_ROWS`` rows, each channel's min, max and whether it held NaN/Inf, and a coarser
+level that summarises ``LEVEL_FACTOR`` of those blocks at a time. Both are appended to as
+rows arrive (each row is reduced once, with
+:func:`octa_tui.protocol.decimate.minmax_envelope`), never recomputed. A chart's envelope
+over a long window is then the envelope of the block summaries (the min of the blocks'
 minima, the max of their maxima), with the partial blocks at both ends reduced directly:
 still every row's extreme, so no spike is lost. Column boundaries fall on block edges,
-which shifts them by less than one block. Short windows are reduced row by row.
+which shifts them by less than one block; a level is used only when every chart column
+spans at least two of its blocks. Short windows are reduced row by row.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..protocol.decimate import Envelope, minmax_envelope
+from ..protocol.decimate import Envelope, column_bounds, minmax_envelope
 
-BLOCK_ROWS = 1024
-DIRECT_ROWS = 1 << 16  # windows up to this long are reduced directly from the rows
+BLOCK_ROWS = 64
+LEVEL_FACTOR = 64  # a coarser level's block is this many blocks of the level below
+LEVELS = 2  # block sizes BLOCK_ROWS and BLOCK_ROWS * LEVEL_FACTOR
+MIN_BLOCKS_PER_COLUMN = 2  # a level is used only when each column spans this many blocks
+
+
+class _Level:
+    """Min, max and a non-finite flag per block of ``block_rows`` rows, in buffers that grow
+    by doubling (no reallocation per update)."""
+
+    def __init__(self, block_rows: int, width: int, dtype: np.dtype) -> None:
+        self.block_rows = block_rows
+        self.blocks = 0
+        self.lo = np.empty((16, width), dtype=dtype)
+        self.hi = np.empty((16, width), dtype=dtype)
+        self.bad = np.empty((16, width), dtype=bool)
+
+    def append(self, lo: np.ndarray, hi: np.ndarray, bad: np.ndarray) -> None:
+        """Add the summaries of the next ``len(lo)`` blocks."""
+        a, b = self.blocks, self.blocks + lo.shape[0]
+        if b > self.lo.shape[0]:
+            capacity = max(b, 2 * self.lo.shape[0])
+            for name in ("lo", "hi", "bad"):
+                old = getattr(self, name)
+                grown = np.empty((capacity, old.shape[1]), dtype=old.dtype)
+                grown[:a] = old[:a]
+                setattr(self, name, grown)
+        self.lo[a:b] = lo
+        self.hi[a:b] = hi
+        self.bad[a:b] = bad
+        self.blocks = b
 
 
 class BlockEnvelopes:
     """Block min/max of every column of one growing ``(n, k)`` matrix (append-only)."""
 
-    def __init__(self, block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(self, block_rows: int = BLOCK_ROWS, levels: int = LEVELS, level_factor: int = LEVEL_FACTOR) -> None:
+        if block_rows < 1 or levels < 1 or level_factor < 2:
+            raise ValueError("block_rows and levels must be >= 1 and level_factor >= 2")
         self.block_rows = block_rows
+        self.level_count = levels
+        self.level_factor = level_factor
         self._owner: object = None
-        self._lo = np.zeros((0, 0))
-        self._hi = np.zeros((0, 0))
-        self._bad = np.zeros((0, 0), dtype=bool)
-        self._blocks = 0
+        self._levels: list[_Level] = []
 
     def update(self, owner: object, values: np.ndarray) -> None:
         """Summarise the complete blocks of ``values`` not yet seen; ``owner`` is a small
         token naming the matrix (a new one, or fewer rows than before, starts over)."""
         b = self.block_rows
         complete = values.shape[0] // b
-        if owner != self._owner or complete < self._blocks or self._lo.shape[1:] != values.shape[1:]:
+        width = values.shape[1]
+        levels = self._levels
+        if (owner != self._owner or not levels or complete < levels[0].blocks or levels[0].lo.shape[1] != width
+                or levels[0].lo.dtype != _summary_dtype(values)):
             self._owner = owner
-            self._lo = np.empty((0, values.shape[1]), dtype=np.float64)
-            self._hi = np.empty((0, values.shape[1]), dtype=np.float64)
-            self._bad = np.empty((0, values.shape[1]), dtype=bool)
-            self._blocks = 0
-        if complete <= self._blocks:
-            return
-        fresh = minmax_envelope(values[self._blocks * b : complete * b], complete - self._blocks)
-        self._lo = np.concatenate([self._lo[: self._blocks], fresh.lo])
-        self._hi = np.concatenate([self._hi[: self._blocks], fresh.hi])
-        self._bad = np.concatenate([self._bad[: self._blocks], fresh.nonfinite])
-        self._blocks = complete
+            dtype = _summary_dtype(values)
+            self._levels = levels = [
+                _Level(b * self.level_factor**i, width, dtype) for i in range(self.level_count)
+            ]
+        fine = levels[0]
+        if complete > fine.blocks:
+            fresh = minmax_envelope(values[fine.blocks * b : complete * b], complete - fine.blocks)
+            fine.append(fresh.lo, fresh.hi, fresh.nonfinite)
+        for below, level in zip(levels, levels[1:]):
+            ready = below.blocks // self.level_factor
+            if ready <= level.blocks:
+                break
+            f = self.level_factor
+            a, z = level.blocks * f, ready * f
+            shape = (ready - level.blocks, f, width)
+            # Block minima are NaN only where a block held no finite value: fmin/fmax skip them.
+            level.append(
+                np.fmin.reduce(below.lo[a:z].reshape(shape), axis=1),
+                np.fmax.reduce(below.hi[a:z].reshape(shape), axis=1),
+                below.bad[a:z].reshape(shape).any(axis=1),
+            )
 
     def envelope(self, values: np.ndarray, column: int, start: int, stop: int, columns: int) -> Envelope:
         """The envelope of ``values[start:stop, column]`` in ``columns`` chart columns."""
-        n = stop - start
-        if n <= DIRECT_ROWS or self._blocks == 0:
-            return minmax_envelope(values[start:stop, column], columns)
-        b = self.block_rows
-        first_block = -(-start // b)
-        last_block = min(stop // b, self._blocks)
-        if last_block - first_block < 2 * columns:
-            return minmax_envelope(values[start:stop, column], columns)
-        parts_lo, parts_hi, parts_bad, parts_first = [], [], [], []
-        head_stop = first_block * b
-        if head_stop > start:
-            head = minmax_envelope(values[start:head_stop, column], 1)
-            parts_lo.append(head.lo)
-            parts_hi.append(head.hi)
-            parts_bad.append(head.nonfinite)
-            parts_first.append(np.array([start]))
-        parts_lo.append(self._lo[first_block:last_block, column])
-        parts_hi.append(self._hi[first_block:last_block, column])
-        parts_bad.append(self._bad[first_block:last_block, column])
-        parts_first.append(np.arange(first_block, last_block) * b)
-        tail_start = last_block * b
-        if tail_start < stop:
-            tail = minmax_envelope(values[tail_start:stop, column], 1)
-            parts_lo.append(tail.lo)
-            parts_hi.append(tail.hi)
-            parts_bad.append(tail.nonfinite)
-            parts_first.append(np.array([tail_start]))
-        unit_lo = np.concatenate(parts_lo)
-        unit_hi = np.concatenate(parts_hi)
-        unit_bad = np.concatenate(parts_bad).astype(np.float64)
-        unit_first = np.concatenate(parts_first) - start
-        low = minmax_envelope(unit_lo, columns)
-        high = minmax_envelope(unit_hi, columns)
-        bad = minmax_envelope(unit_bad, columns)
-        first = unit_first[low.first]
-        count = np.diff(np.append(first, n))
-        return Envelope(lo=low.lo, hi=high.hi, nonfinite=(bad.hi > 0) | low.nonfinite | high.nonfinite,
-                        first=first, count=count)
+        for level in reversed(self._levels):
+            b = level.block_rows
+            first_block = -(-start // b)
+            last_block = min(stop // b, level.blocks)
+            if last_block - first_block >= MIN_BLOCKS_PER_COLUMN * columns:
+                return _from_blocks(level, values, column, start, stop, columns, first_block, last_block)
+        return minmax_envelope(values[start:stop, column], columns)
+
+
+def _summary_dtype(values: np.ndarray) -> np.dtype:
+    return values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
+
+
+def _from_blocks(level: _Level, values: np.ndarray, column: int, start: int, stop: int, columns: int,
+                 first_block: int, last_block: int) -> Envelope:
+    """The envelope from whole blocks ``[first_block, last_block)`` of ``level`` plus the
+    rows before and after them, each of those two parts one unit."""
+    b = level.block_rows
+    head_stop, tail_start = first_block * b, last_block * b
+    parts_lo = [level.lo[first_block:last_block, column]]
+    parts_hi = [level.hi[first_block:last_block, column]]
+    parts_bad = [level.bad[first_block:last_block, column]]
+    unit_first = np.arange(first_block, last_block, dtype=np.int64) * b - start
+    if head_stop > start:
+        head = minmax_envelope(values[start:head_stop, column], 1)
+        parts_lo.insert(0, head.lo)
+        parts_hi.insert(0, head.hi)
+        parts_bad.insert(0, head.nonfinite)
+        unit_first = np.concatenate(([0], unit_first))
+    if tail_start < stop:
+        tail = minmax_envelope(values[tail_start:stop, column], 1)
+        parts_lo.append(tail.lo)
+        parts_hi.append(tail.hi)
+        parts_bad.append(tail.nonfinite)
+        unit_first = np.append(unit_first, tail_start - start)
+    unit_lo = np.concatenate(parts_lo)
+    unit_hi = np.concatenate(parts_hi)
+    unit_bad = np.concatenate(parts_bad)
+    starts, _ = column_bounds(unit_lo.shape[0], columns)
+    # A unit's lo/hi are NaN only when it held no finite value (then it is flagged bad).
+    lo = np.fmin.reduceat(unit_lo, starts)
+    hi = np.fmax.reduceat(unit_hi, starts)
+    bad = np.logical_or.reduceat(unit_bad, starts)
+    first = unit_first[starts]
+    count = np.diff(np.append(first, stop - start))
+    return Envelope(lo=lo, hi=hi, nonfinite=bad, first=first, count=count)
 
 
 class Column:

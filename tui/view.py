@@ -21,6 +21,7 @@ from .summary import BlockEnvelopes, Column
 
 SETTING_CHANNELS = (ch.OPT_LR, ch.OPT_BCE_WEIGHT, ch.OPT_DICE_WEIGHT, ch.OPT_POS_WEIGHT, ch.OPT_CLIP)
 SPEED_WINDOW_ROWS = 200
+NORM_SLICE_ROWS = 1 << 16
 
 
 def channel_values(history: RunHistory, key: str, rows: int | None = None) -> np.ndarray | None:
@@ -188,10 +189,15 @@ class GroupNormCache:
                 grown = np.zeros((max(rows, 2 * self._norms.shape[0]), len(columns)), dtype=np.float64)
                 grown[:done] = self._norms[:done]
                 self._norms = grown
-            block = history.steps.values[done:rows].astype(np.float64)
+            values = history.steps.values
             with np.errstate(over="ignore", invalid="ignore"):
-                for j, cols in enumerate(columns):
-                    self._norms[done:rows, j] = np.sqrt(np.square(block[:, cols]).sum(axis=1))
+                # In slices, so a long history (a replay opened at its end) needs no temporary
+                # copy of every row in float64.
+                for a in range(done, rows, NORM_SLICE_ROWS):
+                    z = min(a + NORM_SLICE_ROWS, rows)
+                    for j, cols in enumerate(columns):
+                        squares = np.square(values[a:z, cols], dtype=np.float64)
+                        self._norms[a:z, j] = np.sqrt(squares.sum(axis=1))
             self._rows = rows
         return self._norms[:rows]
 
