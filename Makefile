@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml setup.py
 	# The pinned CPU torch first: a bare range would pull several GB of CUDA packages.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Optional: the coverage-guided fuzzer for the control server; its test skips without it.
+	$(PY) -m pip install --quiet atheris 2>/dev/null || echo "atheris did not install; its fuzz test will be skipped"
 	touch $(STAMP)
 
 lint: setup

@@ -13,7 +13,9 @@ thread count asked for, the table gives:
   blocks), in ms and in % of the plain step. It includes the activation computed only for
   the probe (``sigmoid(logits)``), shown again in its own column;
 - publish: ``TrainerLink.publish_step`` (send, keep for late joiners, record) per step inside
-  the loop, median.
+  the loop, median;
+- Adam: ``optimizer.step`` in plain and in probed steps, median (the probe's pass over the
+  gradients leaves them in cache for the optimizer, so part of its cost is not extra).
 
 Then the publish path alone in a tight loop: laying out the step vector and publish_step.
 
@@ -63,6 +65,7 @@ class Timings:
         self.inside: list[float] = []
         self.activation: list[float] = []
         self.publish: list[float] = []
+        self.optimizer: list[float] = []
 
 
 class Demo:
@@ -94,7 +97,9 @@ class Demo:
         loss = self.criterion(logits, masks)
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
+        start = time.perf_counter()
         self.optimizer.step()
+        self.timings.optimizer.append(time.perf_counter() - start)
 
     def probed_step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
         probe, timings = self.probe, self.timings
@@ -112,6 +117,7 @@ class Demo:
         probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activated=activated)
         timings.inside.append((t1 - t0) + (time.perf_counter() - t2))
         timings.activation.append(t3 - t2)
+        timings.optimizer.append(t2 - t1)
 
     def block(self, step_fn: Callable[[torch.Tensor, torch.Tensor], None], steps: int) -> Timings:
         self.timings = timings = Timings()
@@ -151,6 +157,8 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
         "inside_ms": statistics.median(statistics.fmean(t.inside) for t in probed) * 1e3,
         "activation_ms": statistics.median(statistics.fmean(t.activation) for t in probed) * 1e3,
         "publish_us": statistics.median(x for t in probed for x in t.publish) * 1e6,
+        "adam_plain_ms": statistics.median(x for t in plain for x in t.optimizer) * 1e3,
+        "adam_probed_ms": statistics.median(x for t in probed for x in t.optimizer) * 1e3,
     }
 
 
@@ -158,7 +166,8 @@ def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
     """Microseconds per step for the vector layout + publish_step, and publish_step alone."""
     rng = np.random.default_rng(0)
     device_values = torch.from_numpy(rng.random(probe._param_count + probe._scalar_count).astype(np.float32))
-    host = (rng.random(probe._host_count).tolist(), [])
+    count = DEMO["batch_size"] * DEMO["image_size"] ** 2
+    host = (rng.random(probe._host_count).tolist(), [], (count, count, None))
     start = time.perf_counter()
     for i in range(rounds):
         probe._publish(i, 0, device_values, host)
@@ -200,13 +209,15 @@ def main() -> None:
           f"torch default threads {default_threads}")
     print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order")
     header = (f"{'threads':>7} | {'plain ms':>8} | {'probed ms':>9} | {'overhead':>8} | "
-              f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publish us':>10}")
+              f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publish us':>10} | "
+              f"{'Adam ms plain / probed':>22}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['threads']:>7} | {r['plain_ms']:8.2f} | {r['probed_ms']:9.2f} | {r['overhead_pct']:+7.2f}% | "
               f"{r['inside_ms']:9.3f} | {r['inside_ms'] / r['plain_ms'] * 100:6.2f}% | "
-              f"{r['activation_ms'] / r['plain_ms'] * 100:12.2f}% | {r['publish_us']:10.1f}")
+              f"{r['activation_ms'] / r['plain_ms'] * 100:12.2f}% | {r['publish_us']:10.1f} | "
+              f"{r['adam_plain_ms']:6.2f} / {r['adam_probed_ms']:6.2f}")
     print(f"publish path alone (tight loop, recording on): {total_us:.2f} us/step, "
           f"of which TrainerLink.publish_step {link_us:.2f} us")
 

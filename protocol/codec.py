@@ -5,7 +5,7 @@ protocol major and minor, a kind code, three reserved bytes. A step is one frame
 head, a fixed binary header (run token, seq, step, epoch, time) and the float32 values,
 little-endian. A record is the head, a msgpack body, and raw buffers for any arrays.
 
-Never pickle. Every size is bounded before it is trusted. Anything malformed raises
+No object serialisation, ever: only msgpack and raw arrays. Every size is bounded before it is trusted. Anything malformed raises
 :class:`ProtocolError` with a message that names the problem; a newer minor version is
 read and its unknown fields are ignored; another major version is refused.
 """

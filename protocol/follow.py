@@ -24,6 +24,7 @@ from typing import Any
 
 from .commands import validate_command
 from .errors import ProtocolError
+from .keys import ClientCurve
 from .messages import (
     Command,
     DatasetReport,
@@ -111,7 +112,9 @@ class RunFollower:
     ``timeout_s`` bounds every control request (history, gap fills, commands). ``clock``
     is a monotonic clock for liveness. The follower learns the trainer's heartbeat
     interval from its replies and pings it at that rate, so the trainer can count its
-    monitors.
+    monitors. ``curve`` (a :class:`~octa_tui.protocol.keys.ClientCurve`) connects to a
+    trainer that uses CurveZMQ keys; a refused key raises
+    :class:`~octa_tui.protocol.transport.KeyRefused` from :meth:`connect`.
     """
 
     def __init__(
@@ -122,10 +125,13 @@ class RunFollower:
         *,
         context: Any = None,
         insecure: bool = False,
+        curve: ClientCurve | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.telemetry_endpoint = parse_endpoint(telemetry_endpoint, insecure=insecure)
-        self.control_endpoint = parse_endpoint(control_endpoint, insecure=insecure)
+        remote_ok = insecure or curve is not None
+        self.telemetry_endpoint = parse_endpoint(telemetry_endpoint, insecure=remote_ok)
+        self.control_endpoint = parse_endpoint(control_endpoint, insecure=remote_ok)
+        self._curve = curve
         self.timeout_s = float(timeout_s)
         self._context = context
         self._insecure = insecure
@@ -157,9 +163,11 @@ class RunFollower:
         if self._sub is None:
             # Subscribe before asking for history, so nothing published after the
             # snapshot is missed; overlap is removed by sequence number.
-            self._sub = TelemetrySubscriber(self.telemetry_endpoint, self._context, insecure=self._insecure)
+            self._sub = TelemetrySubscriber(
+                self.telemetry_endpoint, self._context, insecure=self._insecure, curve=self._curve
+            )
             self._client = ControlClient(
-                self.control_endpoint, self.timeout_s, self._context, insecure=self._insecure
+                self.control_endpoint, self.timeout_s, self._context, insecure=self._insecure, curve=self._curve
             )
         try:
             self._sync(_Batch())

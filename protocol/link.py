@@ -21,6 +21,7 @@ import numpy as np
 from .codec import encode_step
 from .commands import validate_command
 from .errors import ProtocolError
+from .keys import KeyGate, ServerCurve
 from .messages import Command, DatasetReport, EpochSummary, Event, Heartbeat, Message, Preview, Reply, Schema
 from .run import RunHistory
 from .transport import CLOSE_LINGER_MS, ControlServer, TelemetryPublisher
@@ -80,6 +81,12 @@ class TrainerLink:
     ``recording`` (optional) receives every step and record; the link closes it on
     :meth:`close`. If it fails, training goes on and a warning event says so.
     ``clock`` gives the wall time stamped on steps and heartbeats.
+
+    ``curve`` (a :class:`~octa_tui.protocol.keys.ServerCurve`) encrypts both sockets and
+    admits only the monitors whose keys it lists (on a context of the link's own, with its
+    own ZAP handler); it is what makes a non-loopback endpoint acceptable. ``insecure``
+    accepts one without keys. ``security`` says which: ``"curve"``, ``"insecure"`` or
+    ``"local"``.
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class TrainerLink:
         *,
         context: Any = None,
         insecure: bool = False,
+        curve: ServerCurve | None = None,
     ) -> None:
         if not heartbeat_s > 0:
             raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s!r}")
@@ -101,11 +109,25 @@ class TrainerLink:
         self._clock = clock
         self._token = bytes.fromhex(schema.run_id)
         self._width = schema.width
-        self._publisher = TelemetryPublisher(telemetry, context, insecure=insecure)
+        self.security = "curve" if curve is not None else "insecure" if insecure else "local"
+        self._own_context = None
+        self._gate: KeyGate | None = None
+        if curve is not None:
+            import zmq
+
+            # One ZAP handler per context: a context of our own keeps it this link's.
+            context = self._own_context = zmq.Context()
+            self._gate = KeyGate(context, curve)
         try:
-            self._server = ControlServer(control, context, insecure=insecure)
+            self._publisher = TelemetryPublisher(telemetry, context, insecure=insecure, curve=curve)
+        except BaseException:
+            self._close_gate()
+            raise
+        try:
+            self._server = ControlServer(control, context, insecure=insecure, curve=curve)
         except BaseException:
             self._publisher.close()
+            self._close_gate()
             raise
         self.telemetry_endpoint = self._publisher.endpoint
         self.control_endpoint = self._server.endpoint
@@ -120,6 +142,19 @@ class TrainerLink:
         self._publisher.send(schema)
 
     # --- properties -----------------------------------------------------------------------
+
+    @property
+    def refused(self) -> list[str]:
+        """Public keys of the monitors refused so far (with ``curve``)."""
+        return list(self._gate.refused) if self._gate is not None else []
+
+    def _close_gate(self) -> None:
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
+        if self._own_context is not None:
+            self._own_context.term()
+            self._own_context = None
 
     @property
     def run_id(self) -> str:
@@ -245,6 +280,7 @@ class TrainerLink:
             "last_seq": self.last_seq,
             "monitors": self.monitors,
             "heartbeat_s": self.heartbeat_s,
+            "security": self.security,
         }
 
     def _send_history(self, identity: bytes, command: Command) -> None:
@@ -326,6 +362,7 @@ class TrainerLink:
             self._server.close()
             # A short, bounded linger lets the final heartbeat reach monitors that are reading.
             self._publisher.close(linger_ms=CLOSE_LINGER_MS)
+            self._close_gate()
 
     def __enter__(self) -> TrainerLink:
         return self

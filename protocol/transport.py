@@ -10,8 +10,9 @@ waiting at step boundaries. The monitor side never hangs: every receive has a ti
 request that gets no answer ends in :class:`ControlTimeout` with a message a person can
 act on, and a malformed message is counted and skipped rather than crashing the monitor.
 
-Endpoints are loopback TCP or ``ipc://`` paths (created 0600). Anything else is refused
-with the SSH tunnel that reaches a remote trainer safely.
+Endpoints are loopback TCP or ``ipc://`` paths (created 0600). Any other address is refused
+with the SSH tunnel that reaches a remote trainer safely, unless the sockets use CurveZMQ
+keys (``curve=``, see :mod:`octa_tui.protocol.keys`) or the caller says ``insecure``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import zmq
 
 from .codec import decode, encode
 from .errors import ProtocolError
+from .keys import ClientCurve, ServerCurve, secure_client_socket, secure_server_socket
 from .messages import Command, Message, Reply, StepChunk
 from .version import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
@@ -53,6 +55,16 @@ class ControlTimeout(ProtocolError):
     """The trainer did not answer a control request in time (it is gone, frozen or busy)."""
 
 
+class KeyRefused(ControlTimeout):
+    """The CurveZMQ handshake with the trainer failed: a key is wrong or not authorised."""
+
+
+# Socket-monitor events that end a CurveZMQ handshake.
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
 def _seconds(value: float) -> str:
     return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
@@ -64,7 +76,8 @@ def _tunnel_hint(text: str, host: str, port: str) -> str:
         f"refusing endpoint {text!r}: without encryption only loopback (tcp://127.0.0.1:PORT, "
         "tcp://localhost:PORT, tcp://[::1]:PORT) and ipc://PATH are allowed. Keep the trainer on "
         f"127.0.0.1 and tunnel over SSH: `ssh -L {port}:127.0.0.1:{port} {remote}`, then connect to "
-        f"tcp://127.0.0.1:{port} (or pass --insecure to accept an unencrypted remote endpoint)"
+        f"tcp://127.0.0.1:{port}; or bind it with CurveZMQ keys (`octa-tui keys generate DIR --name "
+        "trainer`, then --keys DIR); or pass --insecure to accept an unencrypted remote endpoint"
     )
 
 
@@ -184,11 +197,14 @@ class TelemetryPublisher:
         *,
         insecure: bool = False,
         sndhwm: int = PUB_SNDHWM,
+        curve: ServerCurve | None = None,
     ) -> None:
-        wanted = parse_endpoint(endpoint, insecure=insecure)
+        wanted = parse_endpoint(endpoint, insecure=insecure or curve is not None)
         self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+        if curve is not None:
+            secure_server_socket(self._socket, curve)
         try:
             self.endpoint = _bind(self._socket, wanted)
         except BaseException:
@@ -240,11 +256,14 @@ class TelemetrySubscriber:
         *,
         insecure: bool = False,
         rcvhwm: int = SUB_RCVHWM,
+        curve: ClientCurve | None = None,
     ) -> None:
-        self.endpoint = parse_endpoint(endpoint, insecure=insecure)
+        self.endpoint = parse_endpoint(endpoint, insecure=insecure or curve is not None)
         self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if curve is not None:
+            secure_client_socket(self._socket, curve)
         self._socket.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             _connect(self._socket, self.endpoint)
@@ -332,10 +351,19 @@ class Request:
 class ControlServer:
     """The trainer's control socket: polled at step boundaries, never waits."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None, *, insecure: bool = False) -> None:
-        wanted = parse_endpoint(endpoint, insecure=insecure)
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        insecure: bool = False,
+        curve: ServerCurve | None = None,
+    ) -> None:
+        wanted = parse_endpoint(endpoint, insecure=insecure or curve is not None)
         self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            secure_server_socket(self._socket, curve)
         self._socket.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         # Report sends to peers that are gone or full instead of dropping them silently.
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -400,6 +428,11 @@ class ControlClient:
     busy, may still be applied when it gets to it; its ``command_applied`` event says so.)
     Replies are also matched by ``request_id``.
     ``last_heard`` is the monotonic time anything last arrived from the trainer.
+
+    With ``curve`` the socket is a CurveZMQ client. ZeroMQ fails a handshake silently, so
+    a socket monitor watches for it: a refused or failed handshake raises
+    :class:`KeyRefused` at once, and a timeout with no handshake at all says the keys
+    are the likely cause.
     """
 
     def __init__(
@@ -409,10 +442,14 @@ class ControlClient:
         context: zmq.Context | None = None,
         *,
         insecure: bool = False,
+        curve: ClientCurve | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-        self.endpoint = parse_endpoint(endpoint, insecure=insecure)
+        self.endpoint = parse_endpoint(endpoint, insecure=insecure or curve is not None)
+        self._curve = curve
+        self._monitor: zmq.Socket | None = None
+        self._handshake_ok = False
         self.timeout_s = float(timeout_s)
         self._context = context or zmq.Context.instance()
         self._prefix = secrets.token_hex(4)
@@ -425,22 +462,63 @@ class ControlClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)  # a history answer must arrive whole
         try:
+            if self._curve is not None:
+                secure_client_socket(sock, self._curve)
+                self._monitor = sock.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             _connect(sock, self.endpoint)
         except BaseException:
+            self._close_monitor(sock)
             sock.close(linger=0)
             raise
         return sock
 
+    def _close_monitor(self, sock: zmq.Socket) -> None:
+        if self._monitor is not None:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
+            self._monitor = None
+
     def reset(self) -> None:
         """Drop the socket with anything queued on it and connect a fresh one."""
+        self._close_monitor(self._socket)
         self._socket.close(linger=0)
         self._socket = self._open()
 
+    def _handshake_failure(self) -> KeyRefused | None:
+        """Read the socket monitor: the error to raise if a CurveZMQ handshake failed."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        failed = 0
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshake_ok = True
+            elif event & HANDSHAKE_FAILED:
+                failed |= event
+        if failed & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return KeyRefused(
+                f"the trainer at {self.endpoint} refused this monitor's key: copy this monitor's public key "
+                "(monitor.key) into the trainer's KEYS/authorized/ folder and restart the trainer"
+            )
+        if failed:
+            return KeyRefused(
+                f"the encrypted handshake with the trainer at {self.endpoint} failed: check that KEYS/trainer.key "
+                "is the trainer's public key and that the trainer was started with --keys"
+            )
+        return None
+
     def _timeout(self, what: str = "") -> ControlTimeout:
+        refused = self._handshake_failure()
+        hint = "is it running? `octa-tui` lists running trainers"
+        if self._curve is not None and not self._handshake_ok:
+            hint = ("no encrypted handshake completed: is the trainer running with --keys, and is KEYS/trainer.key "
+                    "its public key?")
         self.reset()
-        return ControlTimeout(
-            f"no reply from the trainer at {self.endpoint} within {_seconds(self.timeout_s)} s{what}; "
-            "is it running? `octa-tui` lists running trainers"
+        return refused or ControlTimeout(
+            f"no reply from the trainer at {self.endpoint} within {_seconds(self.timeout_s)} s{what}; {hint}"
         )
 
     def send(self, command: Command) -> str:
@@ -459,6 +537,9 @@ class ControlClient:
         return request_id
 
     def _recv(self, timeout_s: float) -> Message | None:
+        if self._monitor is not None and not self._handshake_ok:
+            if not self._wait_handshake(timeout_s):
+                return None
         if not self._socket.poll(max(0, int(timeout_s * 1000))):
             return None
         frames = self._socket.recv_multipart(zmq.NOBLOCK)
@@ -470,6 +551,25 @@ class ControlClient:
             raise ProtocolError(
                 refusal or f"the trainer at {self.endpoint} sent a reply this monitor cannot read: {exc}"
             ) from exc
+
+    def _wait_handshake(self, timeout_s: float) -> bool:
+        """Wait for a reply or a handshake event; raise KeyRefused on a failed handshake."""
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            ready = dict(poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
+            if self._socket in ready:
+                return True
+            if not ready:
+                return False
+            refused = self._handshake_failure()
+            if refused is not None:
+                self.reset()
+                raise refused
+            if self._handshake_ok or time.monotonic() >= deadline:
+                return True
 
     def collect(self) -> list[Reply]:
         """Replies already waiting (answers to :meth:`send`), without waiting."""
@@ -533,4 +633,5 @@ class ControlClient:
     def close(self) -> None:
         """Close the socket (nothing waits, nothing queued is sent)."""
         if not self._socket.closed:
+            self._close_monitor(self._socket)
             self._socket.close(linger=0)

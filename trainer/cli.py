@@ -20,13 +20,13 @@ from typing import Any, NoReturn
 
 from octa_tui.protocol.errors import ProtocolError
 
-from .config import DEVICES, MODELS_BY_TASK, OUTPUT_ACTIVATIONS, TASKS, ConfigError, TrainConfig
+from .config import DEVICES, MODELS_BY_TASK, OPTIMIZERS, OUTPUT_ACTIVATIONS, TASKS, ConfigError, TrainConfig
 
 EXIT_USAGE = 2
 # Settings of this session rather than of the run: a resumed run takes these from the
 # command line and everything else (model, data, loss) from its checkpoint.
 SESSION_KEYS = ("epochs", "max_steps", "device", "amp", "telemetry", "control", "record", "checkpoint_dir",
-                "resume", "preview_every", "runs_dir")
+                "resume", "preview_every", "runs_dir", "keys", "insecure")
 
 
 class UsageError(Exception):
@@ -61,19 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--synthetic", metavar="N", type=int, help="N synthetic images (vessels, or heatmaps)")
     data.add_argument("--soft-masks", action="store_true", help="synthetic masks with many grey levels (seed fault 1a)")
     data.add_argument("--low-foreground", action="store_true", help="synthetic masks with ~1%% foreground (fault 1b)")
+    data.add_argument("--contrast", type=float, default=d.contrast,
+                      help="synthetic vessel brightness over the background (1: normal; lower is harder)")
+    data.add_argument("--binarize-masks", action="store_true",
+                      help="threshold masks at 127 before training (the fix for soft masks, seed 000 1a)")
     data.add_argument("--skip-bad-files", action="store_true", help="leave unreadable/unpaired files out (reported)")
     data.add_argument("--image-size", type=int, default=d.image_size, help="square size images are resized to")
     data.add_argument("--no-normalize", action="store_true", help="feed raw 0-255 pixel values")
+    p.add_argument("--scenario", metavar="NAME", default="",
+                   help="train a built-in fault scenario (data, model, loss, optimizer); "
+                        "`octa-train --scenario list` names them")
     model = p.add_argument_group("model and loss")
     model.add_argument("--task", choices=TASKS, default=d.task)
     model.add_argument("--model", choices=models, default=None, help="default: unet (segmentation), craft (heatmap)")
     model.add_argument("--base-width", type=int, default=d.base_width)
+    model.add_argument("--no-batch-norm", action="store_true",
+                       help="UNet / CRAFT-like model without BatchNorm (seed 002's unnormalised net)")
     model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=d.output_activation,
                        help="heatmap model's final activation; none reproduces seed 002's bug")
     model.add_argument("--bce-weight", type=float, default=d.bce_weight)
     model.add_argument("--dice-weight", type=float, default=d.dice_weight)
     model.add_argument("--pos-weight", type=_pos_weight, default=None, help="BCE weight of foreground pixels, or auto")
     opt = p.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="sgd uses momentum 0.9")
     opt.add_argument("--batch-size", type=int, default=d.batch_size)
     opt.add_argument("--epochs", type=int, default=d.epochs)
     opt.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
@@ -90,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--record", metavar="PATH", help="session recording (.octa); default: in the run folder")
     out.add_argument("--telemetry", default=d.telemetry, help="endpoint to publish on (default %(default)s)")
     out.add_argument("--control", default=d.control, help="endpoint for commands (default %(default)s)")
+    out.add_argument("--bind", metavar="tcp://HOST:PORT", default=None,
+                     help="telemetry on PORT and control on PORT+1 of HOST; a non-loopback HOST needs --keys "
+                          "(or --insecure)")
+    out.add_argument("--keys", metavar="DIR", default=None,
+                     help="CurveZMQ keys: DIR/trainer.key_secret and DIR/authorized/*.key (the monitors allowed); "
+                          "make them with `octa-tui keys generate DIR --name trainer`")
+    out.add_argument("--insecure", action="store_true",
+                     help="accept a non-loopback endpoint without keys (anyone who can reach it can steer training)")
     out.add_argument("--preview-every", type=int, default=d.preview_every, metavar="N",
                      help="send a prediction preview every N steps (0: never)")
     out.add_argument("--quiet", action="store_true", help="print only the endpoints and the final line")
@@ -101,14 +119,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = args.model or ("craft" if args.task == "heatmap" else "unet")
     config = TrainConfig(
         data_dir=args.data, synthetic=args.synthetic or 0, soft_masks=args.soft_masks,
-        low_foreground=args.low_foreground, skip_bad=args.skip_bad_files, image_size=args.image_size,
-        normalize=not args.no_normalize, task=args.task, model=model, base_width=args.base_width,
+        low_foreground=args.low_foreground, contrast=args.contrast, binarize_masks=args.binarize_masks,
+        skip_bad=args.skip_bad_files, image_size=args.image_size,
+        normalize=not args.no_normalize, task=args.task, model=model, base_width=args.base_width, batch_norm=not args.no_batch_norm,
         output_activation=args.output_activation, bce_weight=args.bce_weight, dice_weight=args.dice_weight,
-        pos_weight=args.pos_weight, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+        pos_weight=args.pos_weight, optimizer=args.optimizer, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         lr=args.lr, step_size=args.step_size, gamma=args.gamma, clip=args.clip, amp=args.amp, seed=args.seed,
         device=args.device, checkpoint_dir=args.checkpoint_dir, record=args.record, resume=args.resume,
         preview_every=args.preview_every, telemetry=args.telemetry, control=args.control,
+        keys=args.keys, insecure=args.insecure,
     )
+    if args.bind:
+        config = replace(config, **_bind_endpoints(args))
+    if args.scenario:
+        config = _scenario_config(args, config)
     if config.data_dir is not None and not os.path.isdir(config.data_dir):
         raise UsageError(f"--data {config.data_dir}: no such folder (it should hold images/ and masks/)")
     if config.resume:
@@ -119,14 +143,66 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
         config = replace(saved, **{k: getattr(config, k) for k in SESSION_KEYS})
-    for key in ("telemetry", "control"):
-        from octa_tui.protocol.transport import parse_endpoint
+    _check_link_security(config)
+    return config.check()
 
+
+def _bind_endpoints(args: argparse.Namespace) -> dict[str, str]:
+    """``--bind tcp://HOST:PORT``: telemetry on PORT, control on PORT+1 (port 0: both free)."""
+    from octa_tui.protocol.transport import parse_endpoint
+
+    defaults = TrainConfig()
+    if args.telemetry != defaults.telemetry or args.control != defaults.control:
+        raise UsageError("give either --bind or --telemetry/--control, not both")
+    try:
+        endpoint = parse_endpoint(args.bind, insecure=True)
+    except ProtocolError as exc:
+        raise UsageError(f"--bind: {exc}") from None
+    if not endpoint.startswith("tcp://"):
+        raise UsageError(f"--bind takes tcp://HOST:PORT, got {args.bind!r}; use --telemetry/--control for ipc://")
+    host, port = endpoint.rsplit(":", 1)
+    if int(port) >= 65535:
+        raise UsageError(f"--bind port {port}: the control socket needs PORT+1, so use a port below 65535")
+    control_port = int(port) + 1 if int(port) else 0
+    return {"telemetry": endpoint, "control": f"{host}:{control_port}"}
+
+
+def _check_link_security(config: TrainConfig) -> None:
+    """Loopback and ipc need nothing; any other address needs --keys (loaded now) or --insecure."""
+    from octa_tui.protocol.transport import parse_endpoint
+
+    if config.keys and config.insecure:
+        raise UsageError("--keys and --insecure contradict each other; keep --keys")
+    for key in ("telemetry", "control"):
         try:
-            parse_endpoint(getattr(config, key))
+            parse_endpoint(getattr(config, key), insecure=bool(config.keys or config.insecure))
         except ProtocolError as exc:
             raise UsageError(f"--{key}: {exc}") from None
-    return config.check()
+    if config.keys:
+        from octa_tui.protocol.keys import ServerCurve
+
+        try:
+            ServerCurve.from_dir(config.keys)
+        except ProtocolError as exc:
+            raise UsageError(f"--keys: {exc}") from None
+
+
+def _scenario_config(args: argparse.Namespace, given: TrainConfig) -> TrainConfig:
+    """A fault scenario's configuration; this session's settings (steps, endpoints, seed, ...)
+    and ``--binarize-masks`` (the soft-masks fix) still come from the command line."""
+    from .scenarios import ScenarioError, scenario_config
+
+    if args.resume or args.data:
+        raise UsageError("--scenario builds its own synthetic data and model; leave out --data and --resume")
+    keep = {k: getattr(given, k) for k in (*SESSION_KEYS, "seed") if k != "epochs"}
+    if args.epochs != TrainConfig().epochs:
+        keep["epochs"] = args.epochs
+    if args.binarize_masks:
+        keep["binarize_masks"] = True
+    try:
+        return scenario_config(args.scenario, **keep)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _print_start(trainer: Any, out: Any) -> None:
@@ -139,6 +215,11 @@ def _print_start(trainer: Any, out: Any) -> None:
     print(f"  control    {link.control_endpoint}", file=out)
     print(f"  recording  {trainer.record_path}", file=out)
     print(f"  checkpoints {trainer.folder}", file=out)
+    if trainer.config.keys:
+        print(f"  security   CurveZMQ: only monitors with a key in {trainer.config.keys}/authorized/ may connect",
+              file=out)
+    elif trainer.config.insecure:
+        print("  security   --insecure: unencrypted, anyone who reaches these ports can steer training", file=out)
     print("  attach with `octa-tui` on this machine (it lists running trainers)", file=out, flush=True)
 
 

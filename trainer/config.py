@@ -18,6 +18,7 @@ MODELS_BY_TASK = {
 }
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "sgd")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,8 @@ class TrainConfig:
     synthetic: int = 0
     soft_masks: bool = False
     low_foreground: bool = False
+    contrast: float = 1.0
+    binarize_masks: bool = False
     skip_bad: bool = False
     image_size: int = 64
     normalize: bool = True
@@ -47,11 +50,13 @@ class TrainConfig:
     task: str = "segmentation"
     model: str = "unet"
     base_width: int = 16
+    batch_norm: bool = True  # BatchNorm in the UNet and the CRAFT-like model (off: seed 002's plain net)
     output_activation: str = "sigmoid"
     bce_weight: float = 0.3
     dice_weight: float = 0.7
     pos_weight: float | str | None = None
     # optimisation
+    optimizer: str = "adam"  # adam, or sgd (momentum 0.9)
     batch_size: int = 8
     epochs: int = 10
     max_steps: int = 0
@@ -70,6 +75,8 @@ class TrainConfig:
     preview_every: int = 50
     telemetry: str | None = "tcp://127.0.0.1:0"
     control: str | None = "tcp://127.0.0.1:0"
+    keys: str | None = None  # CurveZMQ key folder (trainer.key_secret, authorized/): see protocol/keys.py
+    insecure: bool = False  # accept a non-loopback endpoint without keys
     scenario: str = ""
 
     @classmethod
@@ -92,6 +99,8 @@ class TrainConfig:
             raise ConfigError("--task heatmap trains on synthetic heatmaps only; use --synthetic N")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ConfigError(f"--output-activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}")
         divisor = 4 if self.model == "craft" else 8
@@ -111,6 +120,11 @@ class TrainConfig:
         _in_range("--bce-weight", self.bce_weight, 0.0, 1.0)
         _in_range("--dice-weight", self.dice_weight, 0.0, 1.0)
         _in_range("--val-fraction", self.val_fraction, 0.0, 0.9, open_low=True)
+        _in_range("--contrast", self.contrast, 0.0, 2.0, open_low=True)
+        if self.contrast != 1.0 and (self.data_dir is not None or self.task == "heatmap"):
+            raise ConfigError("--contrast applies to synthetic vessels only (--synthetic N, --task segmentation)")
+        if self.binarize_masks and self.task == "heatmap":
+            raise ConfigError("--binarize-masks applies to segmentation masks; heatmap targets are continuous")
         if self.bce_weight + self.dice_weight <= 0:
             raise ConfigError("--bce-weight and --dice-weight cannot both be 0; the loss would be zero")
         if isinstance(self.pos_weight, str):

@@ -125,10 +125,20 @@ def pick_device(name: str) -> torch.device:
 def build_model(config: TrainConfig) -> nn.Module:
     """The model ``config.model`` names, at ``config.base_width``."""
     if config.model == "craft":
-        return MODELS["craft"](base_width=config.base_width, output_activation=config.output_activation)
+        return MODELS["craft"](base_width=config.base_width, output_activation=config.output_activation,
+                               batch_norm=config.batch_norm)
     if config.model == "plain_sigmoid":
         return MODELS["plain_sigmoid"](width=config.base_width)
+    if config.model == "unet":
+        return MODELS["unet"](base_width=config.base_width, batch_norm=config.batch_norm)
     return MODELS[config.model](base_width=config.base_width)
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam (the seeds' optimizer), or SGD with momentum 0.9 for ``--optimizer sgd``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
 def run_folder(config: TrainConfig, run_id: str) -> Path:
@@ -138,6 +148,30 @@ def run_folder(config: TrainConfig, run_id: str) -> Path:
     if config.resume:
         return ckpt.resolve_checkpoint(config.resume).parent
     return Path(config.runs_dir) / f"{config.task}-{run_id}"
+
+
+def start_remote_probe(model: nn.Module, config: TrainConfig, record: str, probe_args: dict[str, Any]) -> Probe:
+    """``Probe.start`` for a link bound beyond loopback: CurveZMQ keys (``--keys``) or ``--insecure``.
+
+    The schema's config says which (``link``: ``curve`` or ``insecure``), so a monitor can warn.
+    """
+    from octa_tui.protocol.keys import ServerCurve
+    from octa_tui.protocol.link import TrainerLink
+    from octa_tui.protocol.recording import RecordingWriter
+
+    curve = ServerCurve.from_dir(config.keys) if config.keys else None
+    args = dict(probe_args, config={**probe_args.get("config", {}), "link": "curve" if curve else "insecure"})
+    probe = Probe(model, **args)
+    recording = RecordingWriter(record, probe.schema)
+    try:
+        link = TrainerLink(probe.schema, telemetry=config.telemetry, control=config.control, recording=recording,
+                           insecure=config.insecure, curve=curve)
+    except BaseException:
+        recording.close()
+        raise
+    probe.attach(link)
+    probe._announce(record)
+    return probe
 
 
 class Trainer:
@@ -202,7 +236,7 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         pos_weight = self.data.pos_weight if config.pos_weight == "auto" else config.pos_weight
         self.criterion = make_loss(config.loss_name, config.bce_weight, config.dice_weight, pos_weight)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = make_optimizer(config, self.model)
         self.schedule = LrSchedule((config.lr,), config.step_size, config.gamma)
         if self._amp_dtype() == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
@@ -226,8 +260,11 @@ class Trainer:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             self.record_path = config.record or str(self.folder / f"{stamp}.octa")
             Path(self.record_path).parent.mkdir(parents=True, exist_ok=True)
-            self.probe = Probe.start(self.model, telemetry=config.telemetry, control=config.control,
-                                     record=self.record_path, **probe_args)
+            if config.keys or config.insecure:
+                self.probe = start_remote_probe(self.model, config, self.record_path, probe_args)
+            else:
+                self.probe = Probe.start(self.model, telemetry=config.telemetry, control=config.control,
+                                         record=self.record_path, **probe_args)
             self.result.recording = self.record_path
         self._set_up = True
         self.controller = Controller(self.probe, self.optimizer, self.schedule, self.criterion,

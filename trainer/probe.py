@@ -20,10 +20,14 @@ the throughput. The built-in trainer uses it exactly as a user's own loop does::
     probe.close()
 
 Cost: all gradient norms come from one ``torch._foreach_norm`` over every gradient, and
-clipping reuses them. Every per-step number is gathered into one device tensor and copied
-once; on CUDA the copy goes to pinned host memory without blocking and is read when its
-event has completed (normally one step later), so the probe adds no host-device
-synchronisation per step.
+clipping reuses them. The device side of a step is one ``torch.stack`` of 0-d tensors (the
+per-parameter norms, the total norm, the losses, one ``aminmax`` and one ``sum`` per output
+tensor) copied once; on CUDA the copy goes to pinned host memory without blocking and is
+read when its event has completed (normally one step later), so the probe adds no
+host-device synchronisation per step. The host then sums the per-parameter norms into layer
+norms (plain Python over a few dozen numbers: cheaper per step than array calls), divides
+the sums into means and lays the vector out in schema order. ``bench/bench_probe.py``
+measures the cost on the demo model.
 """
 
 from __future__ import annotations
@@ -54,10 +58,13 @@ OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mea
 TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
 LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
 
+# What the host needs to finish the output statistics: the raw and activated element counts
+# (means are sums divided on the host) and, on the CPU, the activated tensors whose fraction
+# outside [0, 1] the host settles; None when the step had no outputs.
+OutputsPart = tuple[int, int, list[torch.Tensor] | None] | None
 # A step's host-side numbers: the values in host-channel order, (source position, value) for
-# losses given as plain numbers, and the activated outputs whose fraction outside [0, 1] the
-# host settles (CPU runs), or None.
-HostPart = tuple[list[float], list[tuple[int, float]], "list[torch.Tensor] | None"]
+# losses given as plain numbers, and the outputs' part.
+HostPart = tuple[list[float], list[tuple[int, float]], OutputsPart]
 
 EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
 PREVIEW_SIDE = 64
@@ -165,8 +172,9 @@ class Probe:
     ``gradstat``, ``out``, ``opt`` (lr, the criterion's bce/dice/pos weights when it has
     them, clip, update_ratio) and ``time``; see :mod:`octa_tui.protocol.channels`.
     ``update_ratio`` (|delta w| / |w| of one optimizer step) is measured every
-    ``update_every`` steps and repeated in between; ``memory_mb`` is CUDA memory allocated,
-    or the process's peak resident memory on the CPU.
+    ``update_every`` steps and repeated in between (it keeps one copy of the parameters for
+    that); ``memory_mb`` is CUDA memory allocated (every step), or the process's peak
+    resident memory on the CPU (a system call: read at most once a second, repeated between).
 
     ``end_step`` also heartbeats the link and answers commands (every 20 ms at most). A loop
     that spends long between steps (validation) should call :meth:`serve` there too; a
@@ -238,8 +246,8 @@ class Probe:
         self._zero = torch.zeros((), device=self.device)
         self._update_ratio = self._nan
         self._no_outputs = [self._nan] * len(OUT_CHANNELS)
-        self._snapshot_buffers: list[torch.Tensor] | None = None  # allocated once, on first use
-        self._snapshot: list[torch.Tensor] | None = None
+        self._update_meter = UpdateMeter(self._params)
+        self._snapshot_taken = False
         self._norms: list[torch.Tensor] | None = None  # this step's per-parameter norms, 0-d each
         self._plain_grads: bool | None = None  # all norms float32 on self.device: no conversion
         self._grads: list[torch.Tensor] = []
@@ -344,6 +352,8 @@ class Probe:
         self._gather = [source_keys.index(k) for k in channels]
         self._nonfinite_source = source_keys.index("gradstat/nonfinite")
         self._act_min_source = source_keys.index("out/act_min")
+        self._raw_mean_source = source_keys.index("out/raw_mean")
+        self._act_mean_source = source_keys.index("out/act_mean")
         self._act_max_source = source_keys.index("out/act_max")
         self._outside_source = source_keys.index("out/frac_outside_01")
         # Plain-number losses are written over their device slot (NaN) by source index.
@@ -371,7 +381,7 @@ class Probe:
     # --- per step -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def after_backward(self, *, _before_step: bool = True) -> torch.Tensor:
+    def after_backward(self) -> torch.Tensor:
         """Measure every gradient now (after ``backward``, before ``optimizer.step``).
 
         One ``torch._foreach_norm`` gives each parameter's norm; a layer's norm is the square
@@ -379,6 +389,10 @@ class Probe:
         published). Returns the total norm (a device tensor, not read on the host). With a
         GradScaler, call ``scaler.unscale_`` first.
         """
+        return self._measure(before_step=True)
+
+    def _measure(self, before_step: bool) -> torch.Tensor:
+        """after_backward's work, for callers already under ``torch.no_grad``."""
         grads = [p.grad for p in self._params]
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
@@ -399,12 +413,9 @@ class Probe:
         self._norms = list(norms)
         self._total = torch.linalg.vector_norm(torch.stack(self._norms))
         self._clip_used = 0.0
-        if _before_step and self.update_every > 0 and self.step % self.update_every == 0:
-            current = [p.detach() for p in self._params]
-            if self._snapshot_buffers is None:
-                self._snapshot_buffers = [torch.empty_like(p) for p in current]
-            torch._foreach_copy_(self._snapshot_buffers, current)
-            self._snapshot = self._snapshot_buffers
+        if before_step and self.update_every > 0 and self.step % self.update_every == 0:
+            self._update_meter.before_step()
+            self._snapshot_taken = True
         return self._total
 
     @torch.no_grad()
@@ -416,7 +427,7 @@ class Probe:
         ``torch._foreach_mul_``. Returns the total norm before clipping.
         """
         if self._norms is None:
-            self.after_backward()
+            self._measure(before_step=True)
         assert self._total is not None
         max_norm = float(max_norm or 0.0)
         if not math.isfinite(max_norm) or max_norm < 0:
@@ -432,32 +443,33 @@ class Probe:
         self.clip = max_norm
         return self._total
 
-    def _output_stats(self, outputs: Any, activated: Any) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """raw min/max/mean, activated min/max/mean, fraction outside [0, 1]: seven 0-d tensors.
+    def _output_stats(self, outputs: Any, activated: Any) -> tuple[list[torch.Tensor], OutputsPart]:
+        """raw min/max/sum, activated min/max/sum and the fraction outside [0, 1] (seven tensors),
+        and what the host needs to finish them: element counts (a mean is a sum divided on the
+        host) and, on the CPU, the activated tensors.
 
         Exact over every element (a single outlier must show), from one ``aminmax`` and one
-        ``mean`` per tensor. On the CPU the fraction outside is settled on the host when the
-        step is published (nothing to count when the range is inside [0, 1]): its slot
-        holds NaN and the activated tensors are returned for that check.
+        ``sum`` per tensor. On the CPU the fraction outside is settled on the host when the
+        step is published (nothing to count when the range is inside [0, 1]).
         """
         raw = _tensors(outputs)
         act = _tensors(activated) if activated is not None else raw
-        raw_stats = _range_stats(raw)
-        act_stats = _range_stats(act) if act is not raw else raw_stats
+        raw_stats, raw_count = _range_stats(raw)
+        act_stats, act_count = _range_stats(act) if act is not raw else (raw_stats, raw_count)
         check = None
         if not self.schema.loss_expects_probabilities:
             outside = self._nan
         elif self.device.type == "cpu":
             outside, check = self._nan, act
         else:
-            outside = _count_outside(act) / float(sum(t.numel() for t in act))
-        stats = [*raw_stats, *act_stats, outside]
-        return [s if s.device == self.device else s.to(self.device) for s in stats], check
+            outside = _count_outside(act) / float(act_count)
+        return [*raw_stats, *act_stats, outside], (raw_count, act_count, check)
 
     def _loss_scalars(self, loss: Any, components: Mapping[str, Any] | None) -> tuple[list[torch.Tensor], list]:
-        """The loss total and components as 0-d device tensors, and (position, value) for plain numbers.
+        """The loss total and components as tensors, and (position, value) for plain numbers.
 
         A plain number needs no device tensor: its slot holds NaN and the host writes the value.
+        Tensors are taken as they are (device and shape are settled by :meth:`_stack`).
         """
         components = components or {}
         unknown = components.keys() - self._component_set
@@ -467,16 +479,8 @@ class Probe:
                 "(pass loss_components=... when creating the probe)"
             )
         values = [loss, *(components.get(name, math.nan) for name in self._components)]
-        scalars: list[torch.Tensor] = []
-        overrides: list[tuple[int, float]] = []
-        for pos, value in zip(self._loss_pos, values):
-            if isinstance(value, torch.Tensor):
-                if value.ndim:
-                    value = value.reshape(())
-                scalars.append(value if value.device == self.device else value.to(self.device))
-            else:
-                scalars.append(self._nan)
-                overrides.append((pos, float(value)))
+        scalars = [v if isinstance(v, torch.Tensor) else self._nan for v in values]
+        overrides = [(pos, float(v)) for pos, v in zip(self._loss_pos, values) if not isinstance(v, torch.Tensor)]
         return scalars, overrides
 
     def _setting(self, name: str) -> float:
@@ -514,19 +518,14 @@ class Probe:
         if self._closed:
             raise ProbeError("end_step() after close(); create a new probe for a new run")
         if self._norms is None:
-            self.after_backward(_before_step=False)  # the optimizer has stepped: no update size
+            self._measure(before_step=False)  # the optimizer has stepped: no update size
         assert self._norms is not None and self._total is not None
-        if self._snapshot is not None:
-            current = [p.detach() for p in self._params]
-            torch._foreach_sub_(self._snapshot, current)
-            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._snapshot)))
-            weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(current)))
-            self._update_ratio = (delta / weight).to(self.device, torch.float32)
-            self._snapshot = None
+        if self._snapshot_taken:
+            self._update_ratio = self._update_meter.ratio()
+            self._snapshot_taken = False
         losses, overrides = self._loss_scalars(loss, components)
-        out, check = self._output_stats(outputs, activated) if outputs is not None else (self._no_outputs, None)
-        # The whole device side of the step in one op: parameter norms, then the scalars.
-        device_vector = torch.stack([*self._norms, self._total, *losses, *out, self._update_ratio])
+        out, outputs_part = self._output_stats(outputs, activated) if outputs is not None else (self._no_outputs, None)
+        device_vector = self._stack([*self._norms, self._total, *losses, *out, self._update_ratio])
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -538,12 +537,23 @@ class Probe:
             lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
         host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
         host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
-        self._queue(self.step, self.epoch, device_vector, (host, overrides, check))
+        self._queue(self.step, self.epoch, device_vector, (host, overrides, outputs_part))
         self._norms = None
         self._grads = []
         self.step += 1
         if self.command_handler is None:
             self.serve()
+
+    def _stack(self, parts: list[Any]) -> torch.Tensor:
+        """The whole device side of a step in one op: parameter norms, then the scalars.
+
+        Parts are normally 0-d float32 tensors on the probe's device; any other (a loss of
+        shape (1,), on another device, in another dtype) is converted on a second try.
+        """
+        try:
+            return torch.stack(parts)
+        except RuntimeError:
+            return torch.stack([p.detach().reshape(()).to(self.device, torch.float32) for p in parts])
 
     def _memory_mb(self, now: float) -> float:
         """CUDA memory allocated (a cheap counter, read every step); on the CPU the process's peak
@@ -585,7 +595,7 @@ class Probe:
         Layer norms are sums of squared parameter norms per layer (in float64); a
         non-finite parameter norm shows in its own layer only.
         """
-        host_values, overrides, outside_check = host
+        host_values, overrides, outputs_part = host
         values = device_values.tolist()
         count = self._param_count
         bound = self.explosion_bound
@@ -603,9 +613,13 @@ class Probe:
         source[self._nonfinite_source] = 0.0 if math.isfinite(total) else 1.0
         for pos, value in overrides:
             source[pos] = value
-        if outside_check is not None:
-            inside = source[self._act_min_source] >= 0.0 and source[self._act_max_source] <= 1.0
-            source[self._outside_source] = 0.0 if inside else _fraction_outside(outside_check)
+        if outputs_part is not None:
+            raw_count, act_count, outside_check = outputs_part
+            source[self._raw_mean_source] /= raw_count
+            source[self._act_mean_source] /= act_count
+            if outside_check is not None:
+                inside = source[self._act_min_source] >= 0.0 and source[self._act_max_source] <= 1.0
+                source[self._outside_source] = 0.0 if inside else _fraction_outside(outside_check)
         vector = np.array([source[i] for i in self._gather], dtype=np.float32)
         self.last_values = vector
         self.published += 1
@@ -718,6 +732,55 @@ class Probe:
         self.close("finished" if exc_type is None else "failed")
 
 
+class UpdateMeter:
+    """|delta w| / |w| of one optimizer step: copy the weights before it, compare after it.
+
+    The copy lives in one flat buffer allocated on first use (one more copy of the
+    parameters, kept), so the difference's norm is a single reduction. Parameters of mixed
+    dtypes or devices get one buffer each instead.
+    """
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self._params = params
+        self._flat: torch.Tensor | None = None
+        self._copies: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        """Remember the weights as they are now."""
+        params = self._params
+        if not self._copies:
+            first = params[0]
+            if all(p.dtype == first.dtype and p.device == first.device for p in params):
+                self._flat = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+                self._copies = [c.view_as(p) for c, p in zip(self._flat.split([p.numel() for p in params]), params)]
+            else:
+                self._copies = [torch.empty_like(p) for p in params]
+        torch._foreach_copy_(self._copies, params)
+
+    @torch.no_grad()
+    def ratio(self) -> torch.Tensor:
+        """|w_now - w_before| / |w_now| as a 0-d float32 tensor (on the first parameter's device)."""
+        params = self._params
+        torch._foreach_sub_(self._copies, params)
+        if self._flat is not None:
+            delta = torch.linalg.vector_norm(self._flat)
+        else:
+            delta = _total_norm(self._copies, params[0].device)
+        weight = _total_norm(params, params[0].device)
+        return (delta / weight).to(torch.float32)
+
+
+def _total_norm(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """sqrt of the sum of squared norms of ``tensors``, from one ``_foreach_norm``, on ``device``."""
+    norms = torch._foreach_norm(tensors)
+    try:
+        stacked = torch.stack(norms)
+    except RuntimeError:  # tensors on several devices
+        stacked = torch.stack([n.to(device, torch.float32) for n in norms])
+    return torch.linalg.vector_norm(stacked)
+
+
 def _tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value.detach()]
@@ -728,15 +791,14 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     raise ProbeError(f"outputs must be a tensor or a sequence of tensors, got {type(value).__name__}")
 
 
-def _range_stats(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """min, max, mean over all elements of the tensors, on their device."""
+def _range_stats(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
+    """min, max and sum over all elements of the tensors (on their device), and the element count."""
     if len(tensors) == 1:
         low, high = torch.aminmax(tensors[0])
-        return [low, high, tensors[0].mean(dtype=torch.float32)]
+        return [low, high, tensors[0].sum(dtype=torch.float32)], tensors[0].numel()
     lows, highs = zip(*(torch.aminmax(t) for t in tensors))
     total = sum(t.sum(dtype=torch.float32) for t in tensors)
-    count = float(sum(t.numel() for t in tensors))
-    return [torch.stack(lows).min(), torch.stack(highs).max(), total / count]
+    return [torch.stack(lows).min(), torch.stack(highs).max(), total], sum(t.numel() for t in tensors)
 
 
 def _count_outside(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -92,29 +92,33 @@ def load_data(config: TrainConfig, pin_memory: bool = False) -> RunData:
         source = f"synthetic heatmaps x{config.synthetic}"
     elif config.data_dir is not None:
         dataset = FolderDataset(config.data_dir, size=config.image_size, normalize=config.normalize,
-                                skip_bad=config.skip_bad)
+                                skip_bad=config.skip_bad, binarize=config.binarize_masks)
         source = str(config.data_dir)
     else:
         foreground = "low" if config.low_foreground else "normal"
         images, masks = synthetic_vessels(config.synthetic, size=config.image_size, seed=config.seed,
-                                          soft_masks=config.soft_masks, foreground=foreground)
-        dataset = ArrayDataset(images, masks, normalize=config.normalize)
+                                          soft_masks=config.soft_masks, foreground=foreground,
+                                          contrast=config.contrast)
+        dataset = ArrayDataset(images, masks, normalize=config.normalize, binarize=config.binarize_masks)
         source = f"synthetic vessels x{config.synthetic}" + (" (soft masks)" if config.soft_masks else "") + (
-            " (low foreground)" if config.low_foreground else "")
+            " (low foreground)" if config.low_foreground else "") + (
+            f" (contrast {config.contrast:g})" if config.contrast != 1.0 else "") + (
+            " (binarized)" if config.binarize_masks else "")
     train, val = split_train_val(dataset, config.val_fraction, config.seed)
     data = RunData(source=source, train=train, val=val, pin_memory=pin_memory)
-    data.report = _report_builder(dataset, data)
+    data.report = _report_builder(dataset, data, binarized=config.binarize_masks)
     return data
 
 
-def _report_builder(dataset: ArrayDataset, data: RunData) -> Callable[[str], DatasetReport]:
-    """The dataset report of the whole data set (masks as stored, before any binarisation)."""
+def _report_builder(dataset: ArrayDataset, data: RunData, binarized: bool = False) -> Callable[[str], DatasetReport]:
+    """The dataset report of the whole data set: the masks as stored, or, when the run binarises
+    them (``--binarize-masks``), the masks the model trains on."""
     from .dataset_report import report_from_arrays
 
     def build(run_id: str) -> DatasetReport:
         return report_from_arrays(
             dataset.images,
-            getattr(dataset, "raw_masks", dataset.targets),
+            dataset.targets if binarized else getattr(dataset, "raw_masks", dataset.targets),
             source=data.source,
             run_id=run_id,
             problems=getattr(dataset, "problems", ()),

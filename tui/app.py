@@ -2,8 +2,9 @@
 
 A worker thread opens the source, polls it into the run history and posts one
 :class:`HistoryChanged` per batch; every second it also runs the diagnosis engine there and
-posts the verdicts. The UI thread never waits on a socket: it redraws on a timer, only the
-panels whose data changed, and sends commands from short-lived worker threads.
+posts the verdicts. The UI thread never waits on a socket: it redraws on timers (the header
+at ``refresh_hz``, the charts at ``chart_hz``), only the panels whose data changed, and sends
+commands from short-lived worker threads.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from .widgets import Panel, VerdictList
 WINDOWS = (None, 10_000, 1_000, 100)
 VERDICT_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 0.05
-# After a poll that brought something, the worker lets the next batch gather this long: a
-# 1k steps/s stream is then drained 20 times a second, not once per message (each drain and
-# each wake-up of the UI loop costs more than decoding the steps it carries).
+# A poll that brought something is followed by the next one no sooner than this: a 1k
+# steps/s stream is then drained 20 times a second, not once per message (each drain and each
+# wake-up of the UI loop costs more than decoding the steps it carries).
 INGEST_BATCH_S = 0.05
 CHART_HZ = 2.5  # the panels of charts redraw at this rate; the header at ``refresh_hz``
 
@@ -306,6 +307,7 @@ class MonitorApp(App[int]):
         failures = 0
         try:
             while not self._stop.is_set():
+                polled_at = time.monotonic()
                 try:
                     changed = self.source.poll(POLL_TIMEOUT_S)
                     failures = 0
@@ -318,7 +320,8 @@ class MonitorApp(App[int]):
                 if changed:
                     dirty = True
                     self.post_message(HistoryChanged())
-                    self._stop.wait(INGEST_BATCH_S)  # let the next batch gather
+                    # Let the next batch gather (a poll that took that long goes straight on).
+                    self._stop.wait(max(0.0, polled_at + INGEST_BATCH_S - time.monotonic()))
                 history = self.source.history
                 if history is None or self.diagnose_factory is None:
                     continue

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="", help="cpu or cuda (default: what the trainer picks)")
     demo.add_argument("--run-dir", default=None, help="where the trainer writes its log, checkpoints, recording")
     demo.add_argument("--refresh-hz", type=float, default=5.0, help=argparse.SUPPRESS)
+    demo.add_argument("--scenario", default="", metavar="NAME",
+                      help="train a fault scenario instead of a healthy run (`octa-tui scenarios --list` names them)")
+
+    scenarios = sub.add_parser("scenarios", help="run every fault scenario small and check the verdicts",
+                               add_help=False)
+    scenarios.add_argument("rest", nargs=argparse.REMAINDER)
 
     lister = sub.add_parser("list", help="list the trainers running on this machine and attach to one")
     lister.add_argument("--json", action="store_true", help="print the list as JSON and exit")
@@ -45,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("target", help="telemetry endpoint (tcp://127.0.0.1:PORT, ipc://PATH) or run id")
     connect.add_argument("--control", default=None, help="control endpoint (default: from the run file)")
     connect.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the trainer")
+    connect.add_argument("--keys", metavar="DIR", default=None,
+                         help="CurveZMQ keys for a trainer bound with --keys: DIR/monitor.key_secret and "
+                              "DIR/trainer.key (the trainer's public key)")
+    connect.add_argument("--insecure", action="store_true",
+                         help="connect to a non-loopback endpoint without keys")
+
+    keys = sub.add_parser("keys", help="CurveZMQ keys for trainers bound beyond loopback")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    generate = keys_sub.add_parser("generate", help="write a key pair (NAME.key public, NAME.key_secret 0600)")
+    generate.add_argument("dir", nargs="?", default="~/.config/octa-tui/keys", help="folder (default %(default)s)")
+    generate.add_argument("--name", default="monitor", help="monitor (default) or trainer")
 
     replay = sub.add_parser("replay", help="replay a recorded session (*.octa)")
     replay.add_argument("file")
@@ -58,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a recording (csv, jsonl, tensorboard)")
     export.add_argument("rest", nargs=argparse.REMAINDER)
     attach = sub.add_parser("attach", help="monitor a trainer on another machine over SSH")
-    attach.add_argument("rest", nargs=argparse.REMAINDER)
+    attach.add_argument("host", metavar="[user@]host", help="where the trainer runs (as for ssh)")
+    attach.add_argument("--port", type=int, default=None, help="ssh port (default: ssh's)")
+    attach.add_argument("--identity", metavar="FILE", default=None, help="ssh private key (ssh -i)")
+    attach.add_argument("-o", dest="ssh_option", metavar="OPTION", action="append", default=[],
+                        help="an ssh -o option, e.g. -o StrictHostKeyChecking=accept-new (repeatable)")
+    attach.add_argument("--remote-octa-tui", metavar="CMD", default="octa-tui",
+                        help="how to run octa-tui on the host, e.g. ~/venv/bin/octa-tui (default %(default)s)")
+    attach.add_argument("--keys", metavar="DIR", default=None, help="CurveZMQ keys, for a trainer bound with --keys")
+    attach.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the trainer")
     return parser
 
 
@@ -85,7 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .sources import LiveSource
 
     trainer_args = demo_trainer_args(steps=args.steps, images=args.images,
-                                     image_size=args.image_size, base_width=args.base_width, device=args.device)
+                                     image_size=args.image_size, base_width=args.base_width, device=args.device,
+                                     extra=["--scenario", args.scenario] if args.scenario else ())
     with DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
         print(f"octa-tui demo: starting a trainer (log: {trainer.log_path}) ...", file=sys.stderr, flush=True)
         try:
@@ -127,12 +153,39 @@ def cmd_list(args: argparse.Namespace) -> int:
     return _connect(chosen.telemetry, chosen.control)
 
 
-def _connect(telemetry: str, control: str, timeout_s: float = 5.0) -> int:
+def _connect(telemetry: str, control: str, timeout_s: float = 5.0, keys: str | None = None,
+             insecure: bool = False) -> int:
+    from ..protocol.errors import ProtocolError
+    from ..protocol.keys import ClientCurve
     from .sources import LiveSource
 
-    source = LiveSource(telemetry, control, timeout_s=timeout_s)
+    try:
+        curve = ClientCurve.from_dir(keys) if keys else None
+    except ProtocolError as err:
+        raise CliError(f"--keys: {err}") from None
+    source = LiveSource(telemetry, control, timeout_s=timeout_s, curve=curve, insecure=insecure)
     _open(source)
     return _run_app(source)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``octa-tui keys generate [DIR] [--name NAME]``: a CurveZMQ key pair, and what to do with it."""
+    from ..protocol.errors import ProtocolError
+    from ..protocol.keys import generate_keys
+
+    try:
+        public, secret = generate_keys(args.dir, args.name)
+    except ProtocolError as err:
+        raise CliError(str(err)) from None
+    print(f"public key  {public}\nsecret key  {secret}  (0600: keep it on this machine)")
+    folder = public.parent
+    if args.name == "trainer":
+        print(f"copy each monitor's monitor.key into {folder}/authorized/, give {public} to the monitors, "
+              f"then: octa-train --bind tcp://0.0.0.0:PORT --keys {folder} ...")
+    else:
+        print(f"copy {public} into the trainer's KEYS/authorized/ folder and its trainer.key into {folder}/, "
+              f"then: octa-tui connect tcp://HOST:PORT --control tcp://HOST:PORT+1 --keys {folder}")
+    return 0
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -141,7 +194,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     if RUN_ID.match(target) or target.isdigit():
         for info in _running():
             if target in (info.run_id, str(info.pid)):
-                return _connect(info.telemetry, control or info.control, args.timeout)
+                return _connect(info.telemetry, control or info.control, args.timeout, args.keys, args.insecure)
         raise CliError(f"no running trainer has run id or pid {target}; `octa-tui list` shows the running ones")
     if control is None:
         for info in _running():
@@ -151,7 +204,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         else:
             raise CliError(f"no run file names {target}; give the control endpoint too: "
                            f"octa-tui connect {target} --control tcp://127.0.0.1:PORT")
-    return _connect(target, control, args.timeout)
+    return _connect(target, control, args.timeout, args.keys, args.insecure)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -174,6 +227,43 @@ def cmd_diagnose_dataset(args: argparse.Namespace) -> int:
     return int(diagnose_dataset_main(args.rest))
 
 
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    """Run the fault scenarios (in a trainer process: the monitor does not load torch)."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "octa_tui.trainer.scenario_check", *args.rest])
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Find the trainers on a host over ssh, tunnel to the chosen one, monitor it, close the tunnel."""
+    import tempfile
+
+    from .attach import (
+        AttachError,
+        SshTarget,
+        Tunnel,
+        choose_trainer,
+        describe,
+        parse_destination,
+        plan_forward,
+        quote_remote,
+        remote_trainers,
+    )
+
+    try:
+        target = SshTarget(parse_destination(args.host), args.port, args.identity, tuple(args.ssh_option),
+                           quote_remote(args.remote_octa_tui))
+        info = choose_trainer(remote_trainers(target), where=args.host)
+        with tempfile.TemporaryDirectory(prefix="octa-attach-") as local_dir:  # 0700: local sockets stay ours
+            forwards = [plan_forward(info.telemetry, local_dir, "telemetry"),
+                        plan_forward(info.control, local_dir, "control")]
+            print(f"octa-tui: {describe(info, args.host)} through ssh", file=sys.stderr, flush=True)
+            with Tunnel(target, forwards):
+                return _connect(forwards[0].local, forwards[1].local, args.timeout, args.keys)
+    except AttachError as err:
+        raise CliError(str(err)) from None
+
+
 def cmd_not_yet(args: argparse.Namespace) -> int:
     """Subcommands that are planned but not built."""
     print(f"octa-tui {args.command}: not yet available", file=sys.stderr)
@@ -186,8 +276,10 @@ COMMANDS = {
     "connect": cmd_connect,
     "replay": cmd_replay,
     "diagnose-dataset": cmd_diagnose_dataset,
+    "scenarios": cmd_scenarios,
     "export": cmd_not_yet,
-    "attach": cmd_not_yet,
+    "attach": cmd_attach,
+    "keys": cmd_keys,
 }
 
 

@@ -48,6 +48,8 @@ class HeaderFacts:
     detail: str = ""
     trainer_state: str = ""
     dropped_ui: int = 0
+    insecure: bool = False  # the trainer listens beyond loopback without keys (octa-train --insecure)
+    recording_failed: str = ""  # the trainer's recording stopped (disk full, unwritable); live data goes on
 
 
 def header_facts(history: RunHistory | None, status) -> HeaderFacts:
@@ -75,7 +77,17 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
         missing=view.missing_steps(history),
         detail=status.detail,
         trainer_state=status.trainer_state,
+        insecure=schema.config.get("link") == "insecure",
+        recording_failed=_recording_failure(history),
     )
+
+
+def _recording_failure(history: RunHistory) -> str:
+    """The trainer's "recording stopped" warning, if it sent one (see protocol.link)."""
+    for event in reversed(history.events):
+        if event.kind == "warning" and event.data.get("source") == "recording":
+            return event.message
+    return ""
 
 
 def render_header(facts: HeaderFacts) -> Text:
@@ -86,6 +98,10 @@ def render_header(facts: HeaderFacts) -> Text:
     top.append(f"{facts.task}  ")
     top.append(f"{facts.model} {format_count(facts.parameters)} params  ", style="cyan")
     top.append(f"on {facts.device}")
+    if facts.insecure:
+        top.append("  --insecure: unencrypted, anyone who reaches it can steer ", style="bold white on red")
+    if facts.recording_failed:
+        top.append("  recording failed ", style="bold black on yellow")
     bottom = Text(no_wrap=True, overflow="ellipsis")
     state = facts.state
     if facts.trainer_state in ("paused", "finished") and state == "live":

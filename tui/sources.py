@@ -11,21 +11,25 @@ row count first always sees complete rows) and the :meth:`Source.status`.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..protocol.columns import StepColumns
 from ..protocol.errors import ProtocolError
-from ..protocol.messages import Command, Heartbeat, Message, Reply, StepChunk
+from ..protocol.messages import Command, Heartbeat, Message, Reply, Schema, StepChunk
 from ..protocol.run import RunHistory
 
 REPLAY_SPEEDS = (1, 4, 16, 64)
 REPLAY_FALLBACK_RATE = 100.0  # steps/s of "1x" when a recording's clock says nothing useful
+# A recording at least this large opens on its first step chunk and loads the rest behind.
+QUICK_OPEN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,13 @@ class LiveSource(Source):
     kind = "live"
     can_control = True
 
-    def __init__(self, telemetry: str, control: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, telemetry: str, control: str, *, timeout_s: float = 5.0, curve=None,
+                 insecure: bool = False) -> None:
         self.telemetry = telemetry
         self.control = control
         self.timeout_s = timeout_s
+        self.curve = curve  # a protocol.keys.ClientCurve for a trainer bound with --keys
+        self.insecure = insecure
         self._lock = threading.Lock()
         self._follower = None
         self._state = "connecting"
@@ -107,7 +114,8 @@ class LiveSource(Source):
         with self._lock:
             if self._follower is not None and self._follower.history is not None:
                 return self._follower.history  # opened already (the CLI opens before the UI starts)
-            self._follower = RunFollower(self.telemetry, self.control, timeout_s=self.timeout_s)
+            self._follower = RunFollower(self.telemetry, self.control, timeout_s=self.timeout_s,
+                                         curve=self.curve, insecure=self.insecure)
             try:
                 history = self._follower.connect()
             except BaseException:
@@ -212,15 +220,26 @@ class ReplaySource(Source):
     passes their step. Seeking forward adds only the rows in between; seeking backwards
     rebuilds the shown history (a new object, so the app redraws from scratch).
 
-    :meth:`open` loads without checksumming the step chunks (most of a large file's load
-    time); :meth:`verify` checks every record's CRC afterwards and reports any damage.
+    Opening a large recording to play it from the start reads only up to its first step
+    chunk, so the first frame does not wait for hundreds of megabytes; the rest loads (every
+    record CRC-checked) on a thread of its own, started by :meth:`verify` (which the app calls
+    once the first frame is up) or as soon as playback or a seek needs more. Until it is in,
+    playback and seeking reach as far as is loaded and the status says "loading". Smaller
+    recordings, and a replay opened at its end, are loaded whole without checksumming the step
+    chunks. Either way :meth:`verify` reports what the checksums found.
     """
 
     kind = "replay"
 
     def __init__(self, path: str, *, speed: int = 1, playing: bool = True, start_at_end: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, quick_open_bytes: int = QUICK_OPEN_BYTES) -> None:
         self.path = path
+        self.quick_open_bytes = quick_open_bytes
+        self._loaded = threading.Event()  # set once ``_full`` holds the whole recording
+        self._progressive = False
+        self._loader: threading.Thread | None = None
+        self._load_warnings: list[str] = []
+        self._load_error: BaseException | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._full: RunHistory | None = None
@@ -250,21 +269,30 @@ class ReplaySource(Source):
 
         if self._shown is not None:
             return self._shown  # loaded already
-        recording = read_recording(self.path, verify=False)
-        self._full = recording.history
-        warnings = list(recording.warnings)
-        if recording.truncated_bytes:
-            warnings.append(f"the recording's last {recording.truncated_bytes} bytes were torn and left out")
-        self._warnings = tuple(warnings)
+        head = None
+        if not self._start_at_end and os.path.getsize(self.path) >= self.quick_open_bytes:
+            head = self._read_head()
+        if head is None:
+            recording = read_recording(self.path, verify=False)
+            self._full = recording.history
+            warnings = list(recording.warnings)
+            if recording.truncated_bytes:
+                warnings.append(f"the recording's last {recording.truncated_bytes} bytes were torn and left out")
+            self._warnings = tuple(warnings)
+            self._loaded.set()
+        else:
+            self._full = head
+            self._progressive = True  # the rest loads once the first frame is up, or is needed
+        self._rate = _step_rate(self._full) or self._rate
         n = len(self._full.steps)
-        if n >= 2:
-            span = float(self._full.steps.time[n - 1] - self._full.steps.time[0])
-            if math.isfinite(span) and span > 0:
-                self._rate = (n - 1) / span
-        self._shown = self._fresh()
         if self._start_at_end:
-            self._target = float(n)
-            self._playing = False
+            # All of it is shown: share the loaded history rather than copy every row (a
+            # later seek backwards starts a fresh one, so the loaded one is never changed).
+            full = self._full
+            self._shown, self._rows, self._target, self._playing = full, n, float(n), False
+            self._cursors = [len(full.epochs), len(full.events), len(full.previews)]
+            return self._shown
+        self._shown = self._fresh()
         self._sync()
         return self._shown
 
@@ -273,16 +301,69 @@ class ReplaySource(Source):
         not already reported at open. Also added to :meth:`status` warnings."""
         from ..protocol.recording import verify_recording
 
-        found = verify_recording(self.path)
+        if self._progressive:  # the load behind the first frame checks as it reads
+            self._start_loading()
+            self._loaded.wait()
+            if self._load_error is not None:
+                raise self._load_error
+            found, said_of = self._load_warnings, str
+        else:
+            found = verify_recording(self.path)
+
+            def said_of(warning: str) -> str:
+                return (f"checksum check: {warning}; the replay was loaded before this check and still shows "
+                        "the steps after that point, which may be wrong")
+
         with self._lock:
-            fresh = [
-                f"checksum check: {warning}; the replay was loaded before this check and still shows "
-                "the steps after that point, which may be wrong"
-                for warning in found
-                if warning not in self._warnings
-            ]
-            self._warnings = self._warnings + tuple(fresh)
+            known = self._warnings  # a torn tail was reported at open already
+            fresh = [said for warning in found if warning not in known and (said := said_of(warning)) not in known]
+            self._warnings = known + tuple(fresh)
         return fresh
+
+    def _read_head(self) -> RunHistory | None:
+        """The recording up to and including its first step chunk (CRC-checked), or None when
+        it does not start plainly (no schema first, damage early): then the whole is read."""
+        from ..protocol.recording import iter_recording
+
+        warnings: list[str] = []
+        head: RunHistory | None = None
+        with closing(iter_recording(self.path, warnings)) as records:
+            for msg in records:
+                if head is None:
+                    if not isinstance(msg, Schema):
+                        return None
+                    head = RunHistory(msg)
+                    continue
+                head.add(msg)
+                if isinstance(msg, StepChunk):
+                    break
+        return None if warnings else head
+
+    def _start_loading(self) -> None:
+        with self._lock:
+            if self._loader is None:
+                self._loader = threading.Thread(target=self._load_rest, name="octa-replay-load", daemon=True)
+                self._loader.start()
+
+    def _load_rest(self) -> None:
+        """The whole recording, CRC-checked, replacing the head once read (on its own thread)."""
+        from ..protocol.recording import read_recording
+
+        try:
+            recording = read_recording(self.path)
+            full = recording.history
+            self._load_warnings = list(recording.warnings)
+            self._rate = _step_rate(full) or self._rate
+            self._full = full  # the head is a prefix of it, so positions and cursors stay valid
+        except BaseException as err:  # noqa: BLE001 - kept for verify() to raise where it is shown
+            self._load_error = err
+        finally:
+            self._loaded.set()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the whole recording is loaded (a large one loads behind the first frame)."""
+        return self._loaded.is_set()
 
     def _fresh(self) -> RunHistory:
         assert self._full is not None
@@ -297,12 +378,13 @@ class ReplaySource(Source):
 
     def _sync(self) -> bool:
         """Bring the shown history to the target row; True when it changed."""
+        loaded = self._loaded.is_set()  # before reading _full: once set, _full is the whole
         full, shown = self._full, self._shown
         assert full is not None and shown is not None
         n = len(full.steps)
         with self._lock:
             target = int(min(max(self._target, 0.0), n))
-            if self._playing and target >= n:
+            if self._playing and target >= n and loaded:
                 self._playing = False
         if target == self._rows:
             return False
@@ -326,6 +408,8 @@ class ReplaySource(Source):
             if self._playing and self._last_tick is not None:
                 self._target += (now - self._last_tick) * self._rate * self._speed
             self._last_tick = now
+        if self._progressive and not self._loaded.is_set() and self._target > self.length:
+            self._start_loading()  # playback or a seek wants more than the head
         changed = self._sync()
         if not changed:
             time.sleep(timeout_s)
@@ -333,12 +417,15 @@ class ReplaySource(Source):
 
     def status(self) -> SourceStatus:
         n = len(self._full.steps) if self._full is not None else 0
-        fraction = self._rows / n if n else 1.0
         mark = "▶" if self._playing else "⏸"
-        end = " (end)" if n and self._rows >= n else ""
+        if not self._loaded.is_set():
+            where = "loading the recording..."
+        else:
+            fraction = self._rows / n if n else 1.0
+            where = f"{fraction:6.1%}" + (" (end)" if n and self._rows >= n else "")
         return SourceStatus(
             state="replay",
-            detail=f"{mark} {self._speed}x {fraction:6.1%}{end}",
+            detail=f"{mark} {self._speed}x {where}",
             warnings=self._warnings,
         )
 
@@ -366,12 +453,12 @@ class ReplaySource(Source):
     @property
     def at_end(self) -> bool:
         """Whether the whole recording is shown."""
-        return self._full is not None and self._rows >= self.length
+        return self._full is not None and self._loaded.is_set() and self._rows >= self.length
 
     def toggle_play(self) -> None:
         """Play or pause; playing at the end starts again from the beginning."""
         with self._lock:
-            if not self._playing and self._full is not None and self._target >= self.length:
+            if not self._playing and self._loaded.is_set() and self._target >= self.length:
                 self._target = 0.0
             self._playing = not self._playing
             self._last_tick = None
@@ -403,3 +490,12 @@ class ReplaySource(Source):
             if event.step > step_now:
                 return int(np.searchsorted(steps, event.step, side="right"))
         return None
+
+
+def _step_rate(history: RunHistory) -> float | None:
+    """A recording's own pace in steps per second (None when its clock says nothing useful)."""
+    n = len(history.steps)
+    if n < 2:
+        return None
+    span = float(history.steps.time[n - 1] - history.steps.time[0])
+    return (n - 1) / span if math.isfinite(span) and span > 0 else None

@@ -21,7 +21,7 @@ from .summary import BlockEnvelopes, Column
 
 SETTING_CHANNELS = (ch.OPT_LR, ch.OPT_BCE_WEIGHT, ch.OPT_DICE_WEIGHT, ch.OPT_POS_WEIGHT, ch.OPT_CLIP)
 SPEED_WINDOW_ROWS = 200
-NORM_SLICE_ROWS = 1 << 16
+NORM_SLICE_ROWS = 1 << 14
 
 
 def channel_values(history: RunHistory, key: str, rows: int | None = None) -> np.ndarray | None:
@@ -190,14 +190,19 @@ class GroupNormCache:
                 grown[:done] = self._norms[:done]
                 self._norms = grown
             values = history.steps.values
+            order = np.array([c for cols in columns for c in cols], dtype=np.intp)
+            starts = np.cumsum([0] + [len(cols) for cols in columns[:-1]])
+            # Layers of a group are neighbouring channels, so usually one slice covers all.
+            span = slice(int(order[0]), int(order[0]) + len(order))
+            contiguous = bool(np.array_equal(order, np.arange(span.start, span.stop)))
             with np.errstate(over="ignore", invalid="ignore"):
-                # In slices, so a long history (a replay opened at its end) needs no temporary
-                # copy of every row in float64.
+                # In slices of rows, so a long history (a replay opened at its end) needs no
+                # float64 copy of every row at once.
                 for a in range(done, rows, NORM_SLICE_ROWS):
                     z = min(a + NORM_SLICE_ROWS, rows)
-                    for j, cols in enumerate(columns):
-                        squares = np.square(values[a:z, cols], dtype=np.float64)
-                        self._norms[a:z, j] = np.sqrt(squares.sum(axis=1))
+                    grads = values[a:z, span] if contiguous else values[a:z, order]
+                    squares = np.square(grads, dtype=np.float64)
+                    self._norms[a:z] = np.sqrt(np.add.reduceat(squares, starts, axis=1))
             self._rows = rows
         return self._norms[:rows]
 

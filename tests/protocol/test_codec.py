@@ -238,7 +238,7 @@ def test_the_wire_never_uses_pickle() -> None:
     import inspect
 
     source = inspect.getsource(codec)
-    assert "pickle" not in source.replace("Never pickle", "")
+    assert "pickle" not in source
 
 
 GOOD_FRAMES = [codec.encode(m) for m in every_message()]

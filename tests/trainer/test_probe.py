@@ -308,3 +308,116 @@ def test_probe_adds_no_host_device_synchronisation_per_step_on_cuda():
     probe.flush()
     assert probe.published == 6
     assert _value(probe, "loss/bce") == pytest.approx(bce.item(), rel=1e-5)
+
+
+class _TiedAndFrozen(nn.Module):
+    """An encoder and a decoder sharing one weight, with a frozen layer between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 6))
+        self.frozen = nn.Linear(6, 6)
+        self.frozen.requires_grad_(False)
+        self.decoder = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6, bias=False))
+        self.decoder[1].weight = self.encoder[1].weight  # tied: counted once, with its first owner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.frozen(self.encoder(x)).tanh())
+
+
+def _reference_layers(model: nn.Module, depth: int | None) -> dict[str, float]:
+    """Per layer, computed independently of the probe: modules in registration order, each
+    trainable parameter once (with its first owner), grouped by the first ``depth`` name parts."""
+    seen: set[int] = set()
+    squares: dict[str, float] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            key = name if depth is None else ".".join(name.split(".")[:depth])
+            squares[key] = squares.get(key, 0.0) + torch.linalg.vector_norm(p.grad.double()).item() ** 2
+    return {key: math.sqrt(value) for key, value in squares.items()}
+
+
+@pytest.mark.parametrize("depth", [None, 1])
+def test_layer_norms_match_a_per_module_reference_with_tied_and_frozen_parameters(depth):
+    # GIVEN a model with a weight shared by two modules and a frozen layer, after a backward pass
+    torch.manual_seed(0)
+    model = _TiedAndFrozen()
+    probe = Probe(model, group_depth=depth)
+    model(torch.rand(5, 4)).pow(2).sum().backward()
+    expected = _reference_layers(model, depth)
+    # WHEN measured
+    probe.end_step(loss=1.0)
+    # THEN the layers, their order and their norms are the reference's: the shared weight counts
+    # once (with the encoder), the frozen layer has no channel
+    assert list(probe.layer_names) == list(expected)
+    assert "frozen" not in probe.layer_names and "decoder.1" not in probe.layer_names
+    for name, norm in expected.items():
+        assert _value(probe, f"grad/{name}") == pytest.approx(norm, rel=1e-6)
+    total = math.sqrt(sum(n * n for n in expected.values()))
+    assert _value(probe, "gradstat/total_norm") == pytest.approx(total, rel=1e-6)
+
+
+def test_a_non_finite_gradient_shows_in_its_own_layer_only():
+    # GIVEN two layers, one of whose gradients has an infinite entry and another a NaN
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 3))
+    probe = Probe(model)
+    model(torch.rand(2, 3)).sum().backward()
+    model[1].weight.grad[0, 0] = math.inf
+    model[2].bias.grad[0] = math.nan
+    expected_first = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model[0].parameters()])).item()
+    # WHEN measured
+    probe.end_step(loss=1.0)
+    # THEN the healthy layer keeps its finite norm, the broken ones show inf and NaN, and the step is flagged
+    assert _value(probe, "grad/0") == pytest.approx(expected_first, rel=1e-6)
+    assert _value(probe, "grad/1") == math.inf
+    assert math.isnan(_value(probe, "grad/2"))
+    assert _value(probe, "gradstat/nonfinite") == 1.0
+    assert math.isnan(_value(probe, "gradstat/max_param_norm"))
+    assert _value(probe, "gradstat/n_over_bound") == 1.0  # inf is over the bound, NaN is not
+
+
+def test_losses_as_plain_numbers_and_odd_tensors_are_reported_as_given():
+    # GIVEN a loop that passes its total as a shape-(1,) tensor, one component as a float64
+    # tensor and another as a plain float
+    model = nn.Linear(2, 1)
+    probe = Probe(model, loss_components=("a", "b"))
+    model(torch.rand(3, 2)).sum().backward()
+    # WHEN the step ends
+    probe.end_step(loss=torch.tensor([0.75]), components={"a": torch.tensor(0.5, dtype=torch.float64), "b": 0.25})
+    # THEN each value is where the schema says
+    assert _value(probe, "loss/total") == 0.75
+    assert _value(probe, "loss/a") == 0.5
+    assert _value(probe, "loss/b") == 0.25
+
+
+def test_update_ratio_with_parameters_of_mixed_dtypes():
+    # GIVEN parameters in float32 and float64 (no single flat copy is possible) and an SGD step
+    torch.manual_seed(0)
+    model = nn.ParameterDict({"w32": nn.Parameter(torch.rand(4)), "w64": nn.Parameter(torch.rand(3, dtype=torch.float64))})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    probe = Probe(model, optimizer=optimizer, update_every=1)
+    (model["w32"].pow(2).sum() + model["w64"].pow(3).sum()).backward()
+    before = [p.detach().clone().double() for p in model.values()]
+    # WHEN measured around the step
+    probe.clip_(0)
+    optimizer.step()
+    probe.end_step(loss=1.0)
+    # THEN |delta w| / |w| is what the parameters show
+    delta = math.sqrt(sum(((p.double() - b) ** 2).sum().item() for p, b in zip(model.values(), before)))
+    weight = math.sqrt(sum((p.double() ** 2).sum().item() for p in model.values()))
+    assert _value(probe, "opt/update_ratio") == pytest.approx(delta / weight, rel=1e-5)
+
+
+def test_fraction_outside_counts_nan_outputs_as_outside():
+    # GIVEN activated outputs with one NaN and one value above 1 among 8
+    model = nn.Linear(2, 1)
+    probe = Probe(model, loss_expects_probabilities=True)
+    model(torch.rand(1, 2)).sum().backward()
+    activated = torch.tensor([0.1, 0.2, 0.3, math.nan, 0.5, 1.5, 0.7, 0.8])
+    # WHEN the step reports them
+    probe.end_step(loss=1.0, outputs=activated)
+    # THEN two of eight are outside [0, 1]
+    assert _value(probe, "out/frac_outside_01") == pytest.approx(2 / 8)

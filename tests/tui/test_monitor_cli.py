@@ -49,7 +49,7 @@ def test_list_with_no_trainers(tmp_path):
     assert alone.returncode == 1 and "no trainer is running" in alone.stderr
 
 
-def test_export_and_attach_are_announced_as_not_yet_available():
-    for command in ("export", "attach"):
+def test_export_is_announced_as_not_yet_available():
+    for command in ("export",):
         result = octa_tui(command, "x")
         assert result.returncode == 2 and "not yet available" in result.stderr

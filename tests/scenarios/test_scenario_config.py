@@ -1,0 +1,52 @@
+"""GIVEN the scenario names WHEN `octa-train --scenario NAME` builds its configuration THEN each
+is a valid run with its fault in place, session flags still apply, and a wrong name is one clear
+error naming the choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from octa_tui.trainer.cli import build_parser, config_from_args, main
+from octa_tui.trainer.scenarios import SCENARIOS, ScenarioError, scenario_config, scenario_names
+
+
+def _config(*argv: str):
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_every_scenario_builds_a_valid_configuration_with_its_fault(name: str) -> None:
+    config = scenario_config(name)
+    assert config.scenario == name
+    for key, value in SCENARIOS[name].changes.items():
+        assert getattr(config, key) == value
+
+
+def test_the_flag_keeps_session_settings_and_applies_the_fault() -> None:
+    config = _config("--scenario", "tiny-lr", "--max-steps", "7", "--seed", "3", "--telemetry", "tcp://127.0.0.1:0")
+    assert (config.lr, config.max_steps, config.seed, config.scenario) == (1e-6, 7, 3, "tiny-lr")
+    assert config.synthetic > 0  # the scenario brings its own data
+
+
+def test_binarize_masks_is_the_soft_masks_restart_fix() -> None:
+    config = _config("--scenario", "soft-masks", "--binarize-masks")
+    assert config.soft_masks and config.binarize_masks
+
+
+def test_an_unknown_scenario_is_one_error_listing_the_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenario", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is unknown" in err and "low-foreground" in err and "plateau" in err
+    with pytest.raises(ScenarioError):
+        scenario_config("nope")
+
+
+def test_scenario_with_a_data_folder_is_refused(tmp_path) -> None:
+    assert main(["--scenario", "healthy", "--data", str(tmp_path)]) == 2
+
+
+def test_new_flags_are_checked() -> None:
+    assert _config("--synthetic", "8", "--contrast", "0.35").contrast == 0.35
+    assert main(["--synthetic", "8", "--contrast", "3"]) == 2
+    assert main(["--task", "heatmap", "--synthetic", "8", "--binarize-masks"]) == 2
+    assert _config("--synthetic", "8", "--optimizer", "sgd", "--no-batch-norm").optimizer == "sgd"

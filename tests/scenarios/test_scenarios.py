@@ -1,0 +1,63 @@
+"""GIVEN each fault scenario trained for real (small, CPU, one thread) and recorded WHEN the
+diagnosis engine reads the recording as it grows, as a monitor would THEN it shows the expected
+verdict within the scenario's step budget; a live fix sent through the control channel beats
+the same run without it and its trial says so (tiny-lr, low-foreground), or the trial agrees
+with that twin comparison (exploding, plateau, dice-heavy); a restart fix makes the verdict go away.
+
+The healthy run (no warning on three seeds) is tests/integration/test_real_runs_diagnosis.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from octa_tui.diagnosis.trial import HELPED
+from octa_tui.trainer.scenario_check import check_scenario, format_table
+from octa_tui.trainer.scenarios import SCENARIOS
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+LIVE_FIXES = ("tiny-lr", "low-foreground")
+TWIN_AGREEMENT = (
+    pytest.param("dice-heavy", marks=pytest.mark.xfail(strict=True, reason=(
+        "not reproduced yet: on the synthetic vessels the BCE term stays above 0.3 whenever the Dice term "
+        "is high and val Dice is poor, so the rule's conjunction never holds"))),
+    "plateau",
+    "exploding",
+)
+RESTART_FIXES = tuple(n for n, s in SCENARIOS.items() if s.restart_fix is not None)
+
+
+@pytest.fixture(autouse=True)
+def _run_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path / "run-files"))
+
+
+@pytest.mark.parametrize("name", LIVE_FIXES)
+def test_a_live_fix_helps_clears_the_verdict_and_its_trial_says_helped(tmp_path: Path, name: str) -> None:
+    scenario = SCENARIOS[name]
+    result = check_scenario(name, tmp_path)
+    assert result.step is not None and result.step <= scenario.budget, format_table([result])
+    assert result.trial is not None and result.trial.step == scenario.fix_at
+    assert result.trial.outcome == HELPED, format_table([result])
+    assert result.passed, format_table([result])  # includes: better than the twin by the margin, verdict cleared
+
+
+@pytest.mark.parametrize("name", TWIN_AGREEMENT)
+def test_a_trial_agrees_with_the_twin_comparison(tmp_path: Path, name: str) -> None:
+    scenario = SCENARIOS[name]
+    result = check_scenario(name, tmp_path)
+    assert result.step is not None and result.step <= scenario.budget, format_table([result])
+    assert result.trial is not None and result.trial.outcome in ("helped", "no effect", "hurt")
+    assert result.passed, format_table([result])
+
+
+@pytest.mark.parametrize("name", RESTART_FIXES)
+def test_a_fault_is_named_and_its_restart_fix_removes_the_verdict(tmp_path: Path, name: str) -> None:
+    scenario = SCENARIOS[name]
+    result = check_scenario(name, tmp_path)
+    assert result.found.startswith(scenario.expected), format_table([result])
+    assert result.step is not None and result.step <= scenario.budget
+    assert result.effect == "verdict gone", format_table([result])

@@ -1,0 +1,170 @@
+"""Fault scenarios: real training configurations that each carry one known fault from the seeds.
+
+Each :class:`Scenario` is a set of :class:`TrainConfig` changes (data, model, loss,
+optimizer) on top of the demo run, the verdict the diagnosis engine should give, what the
+user sees and what fixes it: a live command (sent through the control channel, judged as a
+fix trial) or a restart with other settings. ``octa-train --scenario NAME`` and
+``octa-tui demo --scenario NAME`` train them; :mod:`.scenario_check` runs them small and
+checks the engine's verdict, the fix and its trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .config import ConfigError, TrainConfig
+
+
+class ScenarioError(ConfigError):
+    """An unknown scenario name; the message lists the known ones."""
+
+
+@dataclass(frozen=True)
+class LiveFix:
+    """A fix sent while the run goes on: the verdict's own commands (``from_verdict``) or
+    ``commands`` (op, args) given here where the verdict offers none or too timid a one."""
+
+    from_verdict: bool = True
+    commands: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    describe: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One fault: how to build it, what the engine should say, and what fixes it."""
+
+    name: str
+    fault: str  # the fault, and the seed section it comes from
+    expected: str  # the verdict code the engine should give ("" for the healthy run)
+    sees: str  # what the user sees in the monitor
+    fix: str  # the key or the restart that fixes it
+    changes: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig changes: the fault
+    live_fix: LiveFix | None = None
+    restart_fix: Mapping[str, Any] | None = None  # TrainConfig changes that fix it on restart
+    # The small check (tests, `octa-tui scenarios`): sizes, steps, and when the engine must speak.
+    check: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig changes for the check run
+    steps: int = 200  # steps of the check run
+    budget: int = 200  # the expected verdict must be shown by this step
+    fix_at: int = 0  # the step at which the live fix is sent (0: no live fix)
+
+
+SMALL = {"synthetic": 64, "image_size": 32, "base_width": 8}
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "healthy", "none: the demo run", "",
+            "loss falling, val Dice rising, no warning after warm-up", "-",
+            check=SMALL, steps=300, budget=300,
+        ),
+        Scenario(
+            "soft-masks", "masks saved with many grey levels (seed 000 1a)", "masks_not_binary",
+            "'masks are not binary' with the grey levels found, from the dataset report at start",
+            "restart with --binarize-masks",
+            changes={"soft_masks": True}, restart_fix={"binarize_masks": True},
+            check=SMALL, steps=30, budget=30,
+        ),
+        Scenario(
+            "low-foreground", "~1% foreground, faint vessels, BCE-only loss (seed 000 1b)", "class_imbalance",
+            "'class imbalance' with the foreground ratio and a pos_weight; val Dice near 0",
+            "the verdict's key: set_pos_weight background/foreground",
+            changes={"low_foreground": True, "contrast": 0.35, "bce_weight": 1.0, "dice_weight": 0.0},
+            live_fix=LiveFix(), check=SMALL, steps=300, budget=30, fix_at=100,
+        ),
+        Scenario(
+            "tiny-lr", "Adam lr 1e-6, far too small (seed 000 case 2)", "lr_too_small",
+            "'learning rate too small': loss barely moving at a high level, tiny update ratio",
+            "set_lr: the verdict offers x5; this fault needs x1000 (1e-3), the key pressed repeatedly",
+            changes={"lr": 1e-6},
+            live_fix=LiveFix(False, (("set_lr", {"lr": 1e-3}),), "set_lr 1e-3"),
+            check=SMALL, steps=300, budget=225, fix_at=225,
+        ),
+        Scenario(
+            "dice-heavy", "loss weights BCE 0.1 / Dice 0.9 on faint vessels, lr decayed early (matrix row 1)",
+            "loss_weights_unbalanced",
+            "'loss weights unbalanced (hypothesis)': Dice term high, BCE low, flat loss, poor val Dice",
+            "the verdict's key: set_loss_weights 0.5/0.5, as a trial",
+            changes={"bce_weight": 0.1, "dice_weight": 0.9, "contrast": 0.35, "step_size": 1, "gamma": 0.3},
+            live_fix=LiveFix(),
+            check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
+        ),
+        Scenario(
+            "oversized-model", "UNet_Transformer (14M parameters) on 40 images (seed 000 case 4)",
+            "model_too_large",
+            "'model too large for the data': parameters vs images, and the train/val gap once it opens",
+            "restart with --model unet",
+            changes={"model": "unet_transformer", "base_width": 64, "synthetic": 40, "batch_size": 4},
+            restart_fix={"model": "unet", "base_width": 16},
+            check={"image_size": 16}, steps=16, budget=16,
+        ),
+        Scenario(
+            "missing-sigmoid", "CRAFT-like heatmaps with MSE and no final sigmoid (seed 002)", "missing_sigmoid",
+            "'outputs outside [0, 1]': raw output range and the fraction outside",
+            "restart with --output-activation sigmoid",
+            changes={"task": "heatmap", "model": "craft", "output_activation": "none"},
+            restart_fix={"output_activation": "sigmoid"},
+            check=SMALL, steps=60, budget=60,
+        ),
+        Scenario(
+            "exploding", "seed 002's conditions: no normalisation layers, raw 0-255 inputs, MSE, no sigmoid; "
+            "SGD (momentum 0.9) at lr 0.008", "gradient_explosion",
+            "'gradient explosion' (critical): parameters with gradient norm > 10, the maximum; in this "
+            "small net it is a burst in the first ~10 steps that leaves the loss at a constant-like level",
+            "the verdict's key: set_clip 1.0 and set_lr /10 together (judged as a trial)",
+            changes={"task": "heatmap", "model": "craft", "output_activation": "none", "normalize": False,
+                     "batch_norm": False, "optimizer": "sgd", "lr": 0.008},
+            live_fix=LiveFix(), check={**SMALL, "base_width": 16}, steps=110, budget=20, fix_at=20,
+        ),
+        Scenario(
+            "vanishing", "a 12-layer plain CNN with sigmoid activations", "vanishing_gradients",
+            "'vanishing gradients': the shallow/deep gradient ratio, layers below 1e-4",
+            "restart with --model unet (the architecture is the fault)",
+            changes={"model": "plain_sigmoid"}, restart_fix={"model": "unet"},
+            check=SMALL, steps=60, budget=60,
+        ),
+        Scenario(
+            "nan", "seed 002's conditions trained with SGD (momentum 0.9) at lr 0.02: diverges to NaN",
+            "nonfinite",
+            "'non-finite loss' (critical) within a few steps of the first NaN",
+            "the verdict's key pauses; the last good checkpoint is kept; restart with a lower lr",
+            changes={"task": "heatmap", "model": "craft", "output_activation": "none", "normalize": False,
+                     "batch_norm": False, "optimizer": "sgd", "lr": 0.02},
+            restart_fix={"optimizer": "adam", "lr": 1e-4, "clip": 1.0},
+            check={**SMALL, "base_width": 16}, steps=40, budget=20,
+        ),
+        Scenario(
+            "plateau", "a run whose lr decayed to nothing early (StepLR every epoch, gamma 0.3)", "plateau",
+            "'plateau': the last 5 epoch losses flat (variance and improvement below the seed's limits)",
+            "lower the lr or stop (the trial shows a lower lr changes nothing)",
+            changes={"step_size": 1, "gamma": 0.3},
+            live_fix=LiveFix(False, (("set_lr", {"lr": 1e-9}),), "set_lr 1e-9 (lower)"),
+            check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
+        ),
+    )
+}
+
+
+def scenario_names() -> tuple[str, ...]:
+    """The scenario names, in the order the README and the report list them."""
+    return tuple(SCENARIOS)
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``; ScenarioError listing the names otherwise."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ScenarioError(f"--scenario {name!r} is unknown; choose one of {', '.join(SCENARIOS)}") from None
+
+
+def scenario_config(name: str, small: bool = False, **overrides: Any) -> TrainConfig:
+    """The demo run with the scenario's fault; ``small`` applies its check sizes (tests, report);
+    ``overrides`` (session settings: steps, endpoints, seed, a restart fix) come last."""
+    scenario = get_scenario(name)
+    config = TrainConfig.demo(**scenario.changes)
+    if small:
+        config = replace(config, **scenario.check)
+    return replace(config, scenario=name, **overrides).check()
