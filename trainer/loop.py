@@ -150,30 +150,6 @@ def run_folder(config: TrainConfig, run_id: str) -> Path:
     return Path(config.runs_dir) / f"{config.task}-{run_id}"
 
 
-def start_remote_probe(model: nn.Module, config: TrainConfig, record: str, probe_args: dict[str, Any]) -> Probe:
-    """``Probe.start`` for a link bound beyond loopback: CurveZMQ keys (``--keys``) or ``--insecure``.
-
-    The schema's config says which (``link``: ``curve`` or ``insecure``), so a monitor can warn.
-    """
-    from octa_tui.protocol.keys import ServerCurve
-    from octa_tui.protocol.link import TrainerLink
-    from octa_tui.protocol.recording import RecordingWriter
-
-    curve = ServerCurve.from_dir(config.keys) if config.keys else None
-    args = dict(probe_args, config={**probe_args.get("config", {}), "link": "curve" if curve else "insecure"})
-    probe = Probe(model, **args)
-    recording = RecordingWriter(record, probe.schema)
-    try:
-        link = TrainerLink(probe.schema, telemetry=config.telemetry, control=config.control, recording=recording,
-                           insecure=config.insecure, curve=curve)
-    except BaseException:
-        recording.close()
-        raise
-    probe.attach(link)
-    probe._announce(record)
-    return probe
-
-
 class Trainer:
     """One training run of :class:`TrainConfig`, observable and steerable while it runs.
 
@@ -260,11 +236,17 @@ class Trainer:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             self.record_path = config.record or str(self.folder / f"{stamp}.octa")
             Path(self.record_path).parent.mkdir(parents=True, exist_ok=True)
+            link_options: dict[str, Any] = {}
             if config.keys or config.insecure:
-                self.probe = start_remote_probe(self.model, config, self.record_path, probe_args)
-            else:
-                self.probe = Probe.start(self.model, telemetry=config.telemetry, control=config.control,
-                                         record=self.record_path, **probe_args)
+                # Beyond loopback: CurveZMQ keys or the explicit opt-out, said in the schema so
+                # a monitor can warn.
+                from octa_tui.protocol.keys import ServerCurve
+
+                curve = ServerCurve.from_dir(config.keys) if config.keys else None
+                link_options = {"insecure": config.insecure, "curve": curve}
+                probe_args["config"] = {**probe_args.get("config", {}), "link": "curve" if curve else "insecure"}
+            self.probe = Probe.start(self.model, telemetry=config.telemetry, control=config.control,
+                                     record=self.record_path, link_options=link_options, **probe_args)
             self.result.recording = self.record_path
         self._set_up = True
         self.controller = Controller(self.probe, self.optimizer, self.schedule, self.criterion,

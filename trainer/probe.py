@@ -276,6 +276,7 @@ class Probe:
         control: str = "tcp://127.0.0.1:0",
         record: str | None = None,
         announce: bool = True,
+        link_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Probe:
         """Build a probe and its link in one call: binds the endpoints, records to ``record``.
@@ -283,7 +284,9 @@ class Probe:
         ``kwargs`` are :class:`Probe`'s. The endpoints actually bound are
         ``probe.link.telemetry_endpoint`` and ``probe.link.control_endpoint``. With
         ``announce`` a run file tells ``octa-tui`` on this machine where to attach; it is
-        removed by :meth:`close`.
+        removed by :meth:`close`. ``link_options`` go to the
+        :class:`~octa_tui.protocol.link.TrainerLink` (``curve=`` keys or ``insecure=True``
+        for an address beyond loopback).
         """
         from octa_tui.protocol.link import TrainerLink
 
@@ -294,7 +297,8 @@ class Probe:
 
             recording = RecordingWriter(record, probe.schema)
         try:
-            link = TrainerLink(probe.schema, telemetry=telemetry, control=control, recording=recording)
+            link = TrainerLink(probe.schema, telemetry=telemetry, control=control, recording=recording,
+                               **dict(link_options or {}))
         except BaseException:
             if recording is not None:
                 recording.close()
