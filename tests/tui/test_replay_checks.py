@@ -14,7 +14,7 @@ from seeded import seeded_history
 
 from octa_tui.protocol.recording import FILE_HEADER, FRAME_HEADER, RecordingWriter, read_recording
 from octa_tui.tui.app import make_app
-from octa_tui.tui.sources import ReplaySource
+from octa_tui.tui.sources import QUICK_OPEN_BYTES, ReplaySource
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,35 +69,47 @@ def test_a_clean_recording_passes_its_check(tmp_path):
     assert source.verify() == [] and source.status().warnings == ()
 
 
-def _replay_event_log(path, wanted: str) -> str:
+def event_log_text(app) -> str:
+    """The event log panel as shown, its wrapped lines joined again."""
+    region = app.query_one("#events").content_region
+    rows = screen_text(app).splitlines()[region.y : region.y + region.height]
+    return " ".join("".join(row[region.x : region.x + region.width] for row in rows).split())
+
+
+def _replay_event_log(path, wanted: str, quick_open_bytes: int) -> str:
     async def scenario() -> str:
-        source = ReplaySource(str(path), playing=False)
+        source = ReplaySource(str(path), playing=False, quick_open_bytes=quick_open_bytes)
         source.open()  # as the CLI does, before the screen opens
         app = make_app(source, diagnose_factory=None)
         async with app.run_test(size=(200, 50)) as pilot:
             deadline = time.monotonic() + 20
-            while wanted not in screen_text(app):
+            while wanted not in event_log_text(app):
                 assert time.monotonic() < deadline, f"the event log never said {wanted!r}:\n{screen_text(app)}"
                 await pilot.pause(0.1)
-            return screen_text(app)
+            return event_log_text(app)
 
     return asyncio.run(scenario())
 
 
-def test_the_event_log_warns_about_a_damaged_recording(tmp_path):
+LOADS = pytest.mark.parametrize("quick_open_bytes", [QUICK_OPEN_BYTES, 0], ids=["loaded whole", "loaded behind"])
+
+
+@LOADS
+def test_the_event_log_warns_about_a_damaged_recording(tmp_path, quick_open_bytes):
     # GIVEN a damaged recording WHEN the monitor replays it THEN the event log says so
     path = tmp_path / "session.octa"
     write_recording(path)
-    damage_a_middle_chunk(path)
-    text = _replay_event_log(path, "fails its CRC check")
-    assert "checksum check" in text and "every record's checksum holds" not in text
+    bad = damage_a_middle_chunk(path)
+    text = _replay_event_log(path, f"offset {bad}", quick_open_bytes)
+    assert "corrupt record" in text and "every record's checksum holds" not in text
 
 
-def test_the_event_log_says_a_clean_recording_was_checked(tmp_path):
+@LOADS
+def test_the_event_log_says_a_clean_recording_was_checked(tmp_path, quick_open_bytes):
     path = tmp_path / "session.octa"
     write_recording(path)
-    text = _replay_event_log(path, "every record's checksum holds")
-    assert "CRC" not in text
+    text = _replay_event_log(path, "every record's checksum holds", quick_open_bytes)
+    assert "corrupt" not in text
 
 
 def test_a_replay_opened_at_its_end_shows_everything_and_still_plays_from_the_start(tmp_path):
