@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-normalize", action="store_true", help="feed raw 0-255 pixel values")
     p.add_argument("--scenario", metavar="NAME", default="",
                    help="train a built-in fault scenario (data, model, loss, optimizer); "
-                        "`octa-train --scenario list` names them")
+                        "`octa-tui scenarios --list` describes them")
     model = p.add_argument_group("model and loss")
     model.add_argument("--task", choices=TASKS, default=d.task)
     model.add_argument("--model", choices=models, default=None, help="default: unet (segmentation), craft (heatmap)")

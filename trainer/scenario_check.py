@@ -301,7 +301,8 @@ def _check_live_fix(scenario: Scenario, config: TrainConfig, folder: Path, seed:
     dice = ""
     if metric != VAL_DICE and math.isfinite(result.twin["val_dice_fixed"]):
         dice = f", final val Dice {result.twin['val_dice_unfixed']:.2f}->{result.twin['val_dice_fixed']:.2f}"
-    result.effect = f"{metric} {without:.3g}->{with_fix:.3g} ({change}){dice}; twin: {twin}"
+    shown = ".2f" if metric == VAL_DICE else ".3g"
+    result.effect = f"{metric} {without:{shown}}->{with_fix:{shown}} ({change}){dice}; twin: {twin}"
     if scenario.name in MUST_HELP:
         # A fix the monitor offers for a fault it named: it must help, and the verdict must clear.
         if trial.outcome != HELPED:

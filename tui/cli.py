@@ -40,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="", metavar="NAME",
                       help="train a fault scenario instead of a healthy run (`octa-tui scenarios --list` names them)")
 
-    scenarios = sub.add_parser("scenarios", help="run every fault scenario small and check the verdicts",
-                               add_help=False)
-    scenarios.add_argument("rest", nargs=argparse.REMAINDER)
+    scenarios = sub.add_parser("scenarios", help="run every fault scenario small and check the verdicts")
+    scenarios.add_argument("names", nargs="*", help="scenarios to run (default: all)")
+    scenarios.add_argument("--list", action="store_true", help="list the scenarios (fault, verdict, fix) and exit")
+    scenarios.add_argument("--seed", type=int, default=0)
+    scenarios.add_argument("--keep", metavar="DIR", help="keep the recordings in DIR")
 
     lister = sub.add_parser("list", help="list the trainers running on this machine and attach to one")
     lister.add_argument("--json", action="store_true", help="print the list as JSON and exit")
@@ -231,7 +233,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     """Run the fault scenarios (in a trainer process: the monitor does not load torch)."""
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "octa_tui.trainer.scenario_check", *args.rest])
+    flags = ["--seed", str(args.seed)] + (["--list"] if args.list else []) + (["--keep", args.keep] if args.keep else [])
+    return subprocess.call([sys.executable, "-m", "octa_tui.trainer.scenario_check", *flags, *args.names])
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

@@ -28,3 +28,18 @@ def test_an_unknown_scenario_is_refused_with_the_names(capfd: pytest.CaptureFixt
     assert main(["scenarios", "nope"]) != 0
     err = capfd.readouterr().err
     assert "'nope' is unknown" in err and "tiny-lr" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_demo_starts_a_scenario_trainer_that_says_where_to_attach(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from octa_tui.tui.demo import DemoTrainer, demo_trainer_args
+
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path / "run-files"))
+    args = demo_trainer_args(steps=5, extra=["--scenario", "tiny-lr", "--device", "cpu"])
+    with DemoTrainer(args, run_dir=str(tmp_path)) as trainer:
+        trainer.start()
+        assert trainer.telemetry.startswith("tcp://127.0.0.1:") and trainer.control.startswith("tcp://")
+    log = (tmp_path / "trainer.log").read_text()
+    assert "UNet" in log and "error" not in log.lower()

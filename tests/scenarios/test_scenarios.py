@@ -61,3 +61,19 @@ def test_a_fault_is_named_and_its_restart_fix_removes_the_verdict(tmp_path: Path
     assert result.found.startswith(scenario.expected), format_table([result])
     assert result.step is not None and result.step <= scenario.budget
     assert result.effect == "verdict gone", format_table([result])
+
+
+def test_a_change_that_changes_nothing_is_judged_no_effect_on_a_real_run(tmp_path: Path) -> None:
+    """GIVEN a healthy run WHEN the lr is 'changed' to the value it already has, through the
+    control channel THEN the trial does not credit (or blame) the change: no effect."""
+    from octa_tui.diagnosis.trial import NO_EFFECT, trials
+    from octa_tui.protocol.commands import make_command
+    from octa_tui.trainer.scenario_check import SendAtStep, train_recorded
+    from octa_tui.trainer.scenarios import scenario_config
+
+    config = scenario_config("healthy", small=True, max_steps=230, epochs=10_000)
+    sender = SendAtStep(150, [make_command("set_lr", lr=config.lr)])
+    history = train_recorded(config, tmp_path, "same-lr", reporter=sender)
+    found = trials(history)
+    assert [t.step for t in found] == [150]
+    assert found[0].outcome == NO_EFFECT, found[0].summary
