@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Footer
 
+from ..diagnosis.trial import trials as fix_trials
 from ..protocol.messages import Command, Reply
 from . import panels, view
 from .control import (
@@ -119,6 +120,7 @@ class _Diagnosis:
     matrix: Any
     history_id: int
     error: str = ""
+    trials: list = field(default_factory=list)  # fix trials: each change and what followed it
 
 
 class VerdictsComputed(Message):
@@ -332,7 +334,7 @@ class MonitorApp(App[int]):
                     last_diagnosis, dirty = now, False
                     try:
                         verdicts, matrix = diagnose(history)
-                        result = _Diagnosis(list(verdicts), matrix, id(history))
+                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history))
                     except Exception as err:  # noqa: BLE001
                         result = _Diagnosis([], None, id(history), error=_one_line(err))
                     self.post_message(VerdictsComputed(result))
@@ -495,13 +497,14 @@ class MonitorApp(App[int]):
         if not self.panel_visible("events"):
             return
         events = list(history.events) if history is not None else []
-        key = (id(history), len(events), self._events_version)
+        trial_list = self.diagnosis.trials if self.diagnosis is not None else []
+        key = (id(history), len(events), self._events_version, tuple(t.summary for t in trial_list))
         lines = None
 
         def draw(w: int, h: int) -> Text:
             nonlocal lines
             if lines is None:
-                lines = panels.event_lines(events, self.commands.entries, self.notes)
+                lines = panels.event_lines(events, self.commands.entries, self.notes, trial_list)
             return panels.render_events(lines, w, h)
 
         self._widgets["events"].show(key, draw)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -342,16 +343,31 @@ EVENT_STYLES = {
 }
 
 
-def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes: Sequence[tuple[float, str, str]]
-                ) -> list[tuple[float, Text]]:
-    """The event log's lines in time order: the run's events, this monitor's commands with
-    their outcome, and the monitor's own notes (time, text, style)."""
+TRIAL_STYLES = {"helped": "bold green", "no effect": "yellow", "hurt": "bold red"}
+
+
+def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes: Sequence[tuple[float, str, str]],
+                trials: Sequence[Any] = ()) -> list[tuple[float, Text]]:
+    """The event log's lines in time order: the run's events, each applied change's fix trial
+    right after it (helped / no effect / hurt, or pending; ``u`` undoes), this monitor's
+    commands with their outcome, and the monitor's own notes (time, text, style)."""
     lines: list[tuple[float, Text]] = []
+    applied_at: dict[int, float] = {}
     for event in events:
         line = Text()
         line.append(f"step {event.step:>6,} ", style="bright_black")
         line.append(event.message or event.kind, style=EVENT_STYLES.get(event.kind, ""))
         lines.append((event.time, line))
+        if event.kind == "command_applied":
+            applied_at[event.step] = max(applied_at.get(event.step, event.time), event.time)
+    for trial in trials:
+        line = Text()
+        line.append(f"step {trial.step:>6,} ", style="bright_black")
+        line.append("  " + trial.summary, style=TRIAL_STYLES.get(trial.outcome, "bright_black"))
+        if trial.outcome == "hurt":
+            line.append("  (u undoes)", style="bright_black")
+        # Just after the change it judges, so it reads as that change's outcome.
+        lines.append((applied_at.get(trial.step, math.inf) + 1e-6, line))
     for entry in commands:
         line = Text()
         line.append(time.strftime("%H:%M:%S ", time.localtime(entry.sent_at)), style="bright_black")
