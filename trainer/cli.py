@@ -215,6 +215,9 @@ def _print_start(trainer: Any, out: Any) -> None:
     print(f"  control    {link.control_endpoint}", file=out)
     print(f"  recording  {trainer.record_path}", file=out)
     print(f"  checkpoints {trainer.folder}", file=out)
+    if trainer.dist is not None:
+        print(f"  ranks      {trainer.dist.world_size} ({trainer.probe.schema.config.get('backend', '')}); "
+              "this is rank 0, the one monitors attach to", file=out)
     if trainer.config.keys:
         print(f"  security   CurveZMQ: only monitors with a key in {trainer.config.keys}/authorized/ may connect",
               file=out)
@@ -227,14 +230,17 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
     """Train ``config`` with the console display and the run file; returns the exit status."""
     from .checkpoint import CheckpointError
     from .console import PlainReporter, RichReporter
+    from .distributed import DistributedError, RankLost
     from .folder import DataError
     from .loop import Trainer
 
     reporter = RichReporter(quiet=quiet) if sys.stdout.isatty() and not quiet else PlainReporter(quiet=quiet)
     try:
         trainer = Trainer(config, reporter=reporter)
-    except ValueError as exc:
+    except (ValueError, DistributedError) as exc:
         raise UsageError(str(exc)) from None
+    if not trainer.is_main:  # under torchrun, rank 0 prints for the run
+        trainer.reporter = None
     previous = _install_stop_handlers(trainer)
     state = "failed"
     try:
@@ -242,13 +248,18 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
             trainer.setup()
         except (DataError, CheckpointError, ConfigError, ProtocolError, OSError) as exc:
             raise UsageError(str(exc)) from None
-        _print_start(trainer, sys.stdout)
-        trainer.train()
+        if trainer.is_main:
+            _print_start(trainer, sys.stdout)
+        try:
+            trainer.train()
+        except RankLost as exc:
+            print(f"octa-train: error: {exc}", file=sys.stderr, flush=True)
+            return 1
         state = trainer.result.state
     finally:
         trainer.cleanup(state)  # closes the probe, which removes the run file
         _restore_handlers(previous)
-    if trainer.result.recording:
+    if trainer.result.recording and trainer.is_main:
         print(f"octa-train: recording {trainer.result.recording}", flush=True)
     return 0
 

@@ -25,6 +25,18 @@ from octa_tui.protocol.messages import new_run_id
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .control import Controller, LrSchedule
+from .distributed import (
+    DistEnv,
+    DistributedController,
+    RankLog,
+    RankLost,
+    RankTimes,
+    collective,
+    join_group,
+    leave_group,
+    mean_losses,
+    stragglers,
+)
 from .losses import make_loss
 from .models import MODELS, describe_model
 from .probe import Probe
@@ -113,12 +125,17 @@ class OutputTap:
             self._handle.remove()
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; asking for CUDA without it is an error."""
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; asking for CUDA without it is an error.
+
+    Under torchrun (``local_rank`` given) a CUDA device is the local rank's GPU.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name == "cuda" and local_rank is not None:
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -155,12 +172,18 @@ class Trainer:
 
     ``reporter`` receives progress for a console; ``stop()`` (e.g. from a signal handler)
     ends the run cleanly at the next step boundary.
+
+    Under torchrun (see :mod:`.distributed`) the model trains wrapped in
+    DistributedDataParallel on this rank's share of the data; rank 0 alone has the link, the
+    run file, the recording and the checkpoints, and commands and stops take effect at the
+    same step on every rank.
     """
 
     def __init__(self, config: TrainConfig, reporter: Reporter | None = None) -> None:
         self.config = config.check()
         self.reporter = reporter
-        self.device = pick_device(config.device)
+        self.dist = DistEnv.from_environ()
+        self.device = pick_device(config.device, self.dist.local_rank if self.dist else None)
         self.run_id = ""
         self.folder: Path | None = None
         self.record_path: str | None = None
@@ -180,6 +203,9 @@ class Trainer:
         self._scaler: Any = None
         self._stop_signal = False
         self._set_up = False
+        self._ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+        self._times: RankTimes | None = None
+        self._rank_log: RankLog | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -194,10 +220,19 @@ class Trainer:
             self.cleanup(state)
         return self.result
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process talks to monitors and writes files (always, outside torchrun)."""
+        return self.dist is None or self.dist.is_main
+
     def stop(self) -> None:
-        """Ask the run to stop at the next step boundary (safe from a signal handler, and while paused)."""
+        """Ask the run to stop at the next step boundary (safe from a signal handler, and while paused).
+
+        Under torchrun the request travels with the next command sync, so every rank stops
+        at the same step.
+        """
         self._stop_signal = True
-        if self.controller is not None:
+        if self.controller is not None and self.dist is None:
             self.controller.stop_requested = True
 
     def setup(self) -> None:
@@ -208,8 +243,17 @@ class Trainer:
         state = self._resume_state
         self.run_id = state["run_id"] if state else new_run_id()
         torch.manual_seed(config.seed)
+        backend = join_group(self.dist, self.device) if self.dist else ""
         self.data = load_data(config, pin_memory=self.device.type == "cuda")
         self.model = build_model(config).to(self.device)
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.data.rank, self.data.world_size = self.dist.rank, self.dist.world_size
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+            self._times = RankTimes(self.dist, self.device)
+            self._rank_log = RankLog.from_environ(self.dist.rank)
         pos_weight = self.data.pos_weight if config.pos_weight == "auto" else config.pos_weight
         self.criterion = make_loss(config.loss_name, config.bce_weight, config.dice_weight, pos_weight)
         self.optimizer = make_optimizer(config, self.model)
@@ -223,14 +267,14 @@ class Trainer:
             optimizer=self.optimizer,
             criterion=self.criterion,
             loss_expects_probabilities=bool(getattr(self.criterion, "loss_expects_probabilities", True)),
-            config=self._schema_config(),
+            config=self._schema_config(backend),
             model_name=type(self.model).__name__,
             run_id=self.run_id,
             start_step=int(state["step"]) if state else 0,
             start_epoch=int(state["epoch"]) if state else 0,
             preview_every=config.preview_every,
         )
-        if config.telemetry is None or config.control is None:
+        if config.telemetry is None or config.control is None or not self.is_main:
             self.probe = Probe(self.model, **probe_args)
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -249,14 +293,20 @@ class Trainer:
                                      record=self.record_path, link_options=link_options, **probe_args)
             self.result.recording = self.record_path
         self._set_up = True
-        self.controller = Controller(self.probe, self.optimizer, self.schedule, self.criterion,
-                                     save_checkpoint=self.save_last, clip=config.clip)
+        control_args: dict[str, Any] = dict(save_checkpoint=self.save_last if self.is_main else None,
+                                            clip=config.clip)
+        if self.dist is not None:
+            self.controller = DistributedController(self.probe, self.optimizer, self.schedule, self.criterion,
+                                                    env=self.dist, local_stop=lambda: self._stop_signal,
+                                                    **control_args)
+        else:
+            self.controller = Controller(self.probe, self.optimizer, self.schedule, self.criterion, **control_args)
         if state:
             self._restore(state)
         self._tap = OutputTap(self.model, bool(getattr(self.criterion, "input_is_logits", False)))
         self._means = EpochMeans(self.probe)
         self.probe.on_values.append(self._means)
-        if self.data.report is not None:
+        if self.data.report is not None and self.is_main:
             self.probe.publish(self.data.report(self.run_id))
         action = f"resumed at step {self.probe.step}, epoch {self.probe.epoch}" if state else "started"
         self.probe.event("run_started", f"{config.task} run {action}: {describe_model(self.model).splitlines()[0]}",
@@ -264,10 +314,11 @@ class Trainer:
         if self.reporter is not None:
             self.reporter.started(self)
 
-    def _schema_config(self) -> dict[str, Any]:
+    def _schema_config(self, backend: str = "") -> dict[str, Any]:
         config, data = self.config, self.data
         assert data is not None
-        return {
+        ranks = {"world_size": self.dist.world_size, "backend": backend} if self.dist else {}
+        return {**ranks,
             "train_images": data.train_size,
             "val_images": data.val_size,
             "batch_size": config.batch_size,
@@ -305,16 +356,24 @@ class Trainer:
         assert self._set_up and self.probe is not None and self.data is not None
         config, probe = self.config, self.probe
         self.result.state = "finished"
-        while probe.epoch < config.epochs:
-            finished_epoch = self._train_epoch()
-            if not finished_epoch:
-                self.result.state = "stopped" if self._stopping() else "finished"
-                break
-            self._end_epoch()
-        self.result.steps = probe.step
+        try:
+            while probe.epoch < config.epochs:
+                finished_epoch = self._train_epoch()
+                if not finished_epoch:
+                    self.result.state = "stopped" if self._stopping() else "finished"
+                    break
+                self._end_epoch()
+        except RankLost as exc:
+            self.result.state = "failed"
+            probe.event("warning", str(exc), source="distributed")
+            raise
+        finally:
+            self.result.steps = probe.step
         return self.result
 
     def _stopping(self) -> bool:
+        if self.dist is not None:  # only the stop every rank agreed on at the last command sync
+            return self.controller is not None and self.controller.stop_requested
         return self._stop_signal or (self.controller is not None and self.controller.stop_requested)
 
     def _out_of_steps(self) -> bool:
@@ -334,21 +393,50 @@ class Trainer:
             self.controller.poll()
             if self._stopping() or self._out_of_steps():
                 return False
-            self._train_step(images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
+            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            if self.dist is None:
+                self._train_step(images, targets)
+            else:
+                with collective("training step"):  # DDP exchanges buffers and gradients in it
+                    self._train_step(images, targets)
             self.batch_in_epoch += 1
+            if self.dist is not None:
+                self._after_distributed_step()
             if self.reporter is not None:
                 self.reporter.step(self)
         self.batch_in_epoch = 0
         return True
+
+    def _after_distributed_step(self) -> None:
+        """Answer the commands of the step just run; every so often gather the ranks' step times."""
+        assert isinstance(self.controller, DistributedController) and self.probe is not None
+        self.controller.release()
+        step = self.probe.step
+        if self._rank_log is not None and self.optimizer is not None:
+            self._rank_log.write(step - 1, float(self.optimizer.param_groups[0]["lr"]))
+        if self._times is None or not self._times.due(step):
+            return
+        times = self._times.gather()
+        if not self.is_main:
+            return
+        text = ", ".join(f"rank {r} {t * 1000:.1f} ms" for r, t in enumerate(times))
+        self.probe.event("rank_times", f"step time per rank: {text}", step_s=times)
+        for rank in stragglers(times):
+            self.probe.event("warning", f"rank {rank} is a straggler: {times[rank] * 1000:.1f} ms per step, over "
+                             "1.5x the ranks' median; every rank waits for it at each gradient exchange",
+                             source="distributed", rank=rank, step_s=times)
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         model, probe, optimizer = self.model, self.probe, self.optimizer
         assert model is not None and probe is not None and optimizer is not None
         assert self.schedule is not None and self.controller is not None and self._tap is not None
         lr = self.schedule.apply(optimizer, probe.epoch)
+        started = time.perf_counter()
         with self._amp():
-            outputs = model(images)
+            outputs = (self._ddp or model)(images)
         loss = self.criterion(outputs, targets)
+        if self._times is not None:
+            self._times.add(time.perf_counter() - started)
         optimizer.zero_grad(set_to_none=True)
         scaler = self._scaler
         if scaler is None:
@@ -362,8 +450,13 @@ class Trainer:
             scaler.step(optimizer)
             scaler.update()
         raw, activated = self._tap.take(outputs)
-        probe.end_step(loss=loss.total, components=loss.components, outputs=raw, activated=activated, lr=lr)
-        if probe.preview_due:
+        total, components = loss.total, loss.components
+        if self.dist is not None:  # every step is published: the monitor sees the mean over ranks
+            if self._rank_log is not None:
+                self._rank_log.loss = float(total.detach())
+            total, components = mean_losses(total, components, self.dist.world_size)
+        probe.end_step(loss=total, components=components, outputs=raw, activated=activated, lr=lr)
+        if probe.preview_due and self.is_main:
             self._send_preview()
 
     def _amp_dtype(self) -> torch.dtype | None:
@@ -397,12 +490,14 @@ class Trainer:
         assert probe is not None and self._means is not None
         probe.flush()
         train = self._means.means()
-        val = self.validate()
+        val = self.validate() if self.is_main else {}  # the other ranks wait at the next command sync
         summary_epoch = probe.epoch
         probe.end_epoch(train, val)
         self.result.epochs = probe.epoch
         self.result.train_loss.append(train["loss"])
         self.result.val.append(val)
+        if not self.is_main:
+            return
         metric = val.get("dice", -val.get("loss", math.inf))
         if metric > self.best_metric:
             self.best_metric = metric
@@ -494,10 +589,13 @@ class Trainer:
             self.controller.close()
         probe = self.probe
         if probe is None:
+            if self.dist is not None:
+                leave_group()
             return
         self.probe = None
         try:
-            if self._set_up and self.controller is not None and probe.step > 0 and state != "failed":
+            if (self._set_up and self.controller is not None and probe.step > 0 and state != "failed"
+                    and self.is_main):
                 self.probe = probe
                 self.result.last_path = str(self._save(ckpt.LAST, f"run {state}"))
                 self.probe = None
@@ -505,5 +603,10 @@ class Trainer:
         finally:
             probe.close(state)
             self.result.steps = probe.step
+            if self._rank_log is not None:
+                self._rank_log.close()
+                self._rank_log = None
+            if self.dist is not None:
+                leave_group()
             if self.reporter is not None:
                 self.reporter.finished(self, self.result)

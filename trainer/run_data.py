@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from octa_tui.protocol.messages import DatasetReport
 
@@ -45,6 +45,8 @@ class RunData:
     val: Dataset
     pin_memory: bool = False
     report: Callable[[str], DatasetReport] | None = None  # run id -> the dataset report
+    rank: int = 0  # under torchrun: this process's share of each epoch (a DistributedSampler)
+    world_size: int = 1
     _pos_weight: float | None = field(default=None, repr=False)
 
     @property
@@ -56,8 +58,9 @@ class RunData:
         return len(self.val)  # type: ignore[arg-type]
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Optimizer steps in one epoch at ``batch_size``."""
-        return max(self.train_size // batch_size, 1 if self.train_size else 0)
+        """Optimizer steps in one epoch at ``batch_size`` (per rank: every rank runs as many)."""
+        share = -(-self.train_size // self.world_size)  # DistributedSampler pads to equal shares
+        return max(share // batch_size, 1 if self.train_size else 0)
 
     @property
     def pos_weight(self) -> float:
@@ -70,9 +73,24 @@ class RunData:
         return self._pos_weight
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
-        """(images, targets) batches of ``epoch`` in its shuffled order, after ``skip`` batches."""
-        batches = shuffled_batches(self.train_size, batch_size, epoch, seed, skip)
+        """(images, targets) batches of ``epoch`` in its shuffled order, after ``skip`` batches.
+
+        Under torchrun each rank takes its share of the epoch from a ``DistributedSampler``
+        (shuffled by seed, ``set_epoch`` each epoch), so a resumed run still skips exactly.
+        """
+        if self.world_size > 1:
+            batches = self._rank_batches(batch_size, epoch, seed, skip)
+        else:
+            batches = shuffled_batches(self.train_size, batch_size, epoch, seed, skip)
         return iter(DataLoader(self.train, batch_sampler=batches, pin_memory=self.pin_memory))
+
+    def _rank_batches(self, batch_size: int, epoch: int, seed: int, skip: int) -> list[list[int]]:
+        sampler = DistributedSampler(self.train, num_replicas=self.world_size, rank=self.rank, shuffle=True,
+                                     seed=seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        count = self.steps_per_epoch(batch_size)
+        return [order[b * batch_size : (b + 1) * batch_size] for b in range(skip, count)]
 
     def val_batches(self, batch_size: int) -> Iterator[Any]:
         """(images, targets) batches of the validation set, in order, the last one kept."""
