@@ -51,6 +51,7 @@ class HeaderFacts:
     dropped_ui: int = 0
     insecure: bool = False  # the trainer listens beyond loopback without keys (octa-train --insecure)
     recording_failed: str = ""  # the trainer's recording stopped (disk full, unwritable); live data goes on
+    ranks: tuple[float, ...] = ()  # a multi-process run: each rank's latest step time (s), or NaN before the first
 
 
 def header_facts(history: RunHistory | None, status) -> HeaderFacts:
@@ -80,7 +81,20 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
         trainer_state=status.trainer_state,
         insecure=schema.config.get("link") == "insecure",
         recording_failed=_recording_failure(history),
+        ranks=_rank_times(history),
     )
+
+
+def _rank_times(history: RunHistory) -> tuple[float, ...]:
+    """Each rank's step time from the trainer's latest ``rank_times`` event (torchrun runs)."""
+    world = history.schema.config.get("world_size")
+    if not isinstance(world, int) or world < 2:
+        return ()
+    for event in reversed(history.events):
+        times = event.data.get("step_s") if event.kind == "rank_times" else None
+        if isinstance(times, (list, tuple)) and len(times) == world:
+            return tuple(float(t) for t in times)
+    return (math.nan,) * world
 
 
 def _recording_failure(history: RunHistory) -> str:
@@ -103,6 +117,8 @@ def render_header(facts: HeaderFacts) -> Text:
         top.append("  --insecure: unencrypted, anyone who reaches it can steer ", style="bold white on red")
     if facts.recording_failed:
         top.append("  recording failed ", style="bold black on yellow")
+    if facts.ranks:
+        _append_ranks(top, facts.ranks)
     bottom = Text(no_wrap=True, overflow="ellipsis")
     state = facts.state
     if facts.trainer_state in ("paused", "finished") and state == "live":
@@ -122,6 +138,21 @@ def render_header(facts: HeaderFacts) -> Text:
     else:
         bottom.append(gaps, style="bright_black")
     return _join([top, bottom])
+
+
+def _append_ranks(line: Text, step_s: tuple[float, ...]) -> None:
+    """``ranks 4: 120 118 190! 121 ms``: each rank's step time, a straggler marked."""
+    line.append(f"  ranks {len(step_s)}", style="bold")
+    known = [t for t in step_s if math.isfinite(t)]
+    if not known:
+        return
+    median = float(np.median(known))
+    line.append(":")
+    for t in step_s:
+        slow = math.isfinite(t) and t > STRAGGLER_FACTOR * median
+        line.append(f" {t * 1000:.0f}" + ("!" if slow else "") if math.isfinite(t) else " ?",
+                    style="bold red" if slow else "")
+    line.append(" ms")
 
 
 def _loss_series(history: RunHistory, summary: view.HistorySummary, start: int, rows: int) -> list[Series]:
@@ -343,6 +374,7 @@ EVENT_STYLES = {
 }
 
 
+STRAGGLER_FACTOR = 1.5  # the trainer's rule: a rank this much slower than the median is a straggler
 TRIAL_STYLES = {"helped": "bold green", "no effect": "yellow", "hurt": "bold red"}
 
 
