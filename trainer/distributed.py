@@ -8,7 +8,7 @@ run file, the recording and the checkpoints; the other ranks train silently.
 What crosses between ranks, and when:
 
 - every step, one ``all_reduce`` of a small fixed-size float64 tensor (:data:`WIRE_SIZE`
-  numbers): rank 0 writes the commands it received (op code and arguments, no pickle), the
+  numbers): rank 0 writes the commands it received (op code and arguments as plain numbers), the
   other ranks write zeros, and every rank writes 1 in the stop slot when it was asked to stop
   (Ctrl-C, SIGTERM). Summing is a broadcast of rank 0's commands that also tells every rank
   about a stop asked of any one of them, so commands and stops take effect at the same step
