@@ -420,8 +420,9 @@ class Trainer:
         if not self.is_main:
             return
         text = ", ".join(f"rank {r} {t * 1000:.1f} ms" for r, t in enumerate(times))
-        self.probe.event("rank_times", f"step time per rank: {text}", step_s=times)
-        for rank in stragglers(times):
+        slow = stragglers(times)
+        self.probe.event("rank_times", f"step time per rank: {text}", step_s=times, stragglers=slow)
+        for rank in slow:
             self.probe.event("warning", f"rank {rank} is a straggler: {times[rank] * 1000:.1f} ms per step, over "
                              "1.5x the ranks' median; every rank waits for it at each gradient exchange",
                              source="distributed", rank=rank, step_s=times)

@@ -52,6 +52,7 @@ class HeaderFacts:
     insecure: bool = False  # the trainer listens beyond loopback without keys (octa-train --insecure)
     recording_failed: str = ""  # the trainer's recording stopped (disk full, unwritable); live data goes on
     ranks: tuple[float, ...] = ()  # a multi-process run: each rank's latest step time (s), or NaN before the first
+    stragglers: tuple[int, ...] = ()  # ranks the trainer flagged as stragglers in that measurement
 
 
 def header_facts(history: RunHistory | None, status) -> HeaderFacts:
@@ -81,20 +82,23 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
         trainer_state=status.trainer_state,
         insecure=schema.config.get("link") == "insecure",
         recording_failed=_recording_failure(history),
-        ranks=_rank_times(history),
+        **_rank_times(history),
     )
 
 
-def _rank_times(history: RunHistory) -> tuple[float, ...]:
-    """Each rank's step time from the trainer's latest ``rank_times`` event (torchrun runs)."""
+def _rank_times(history: RunHistory) -> dict[str, tuple]:
+    """Each rank's step time and the stragglers, from the trainer's latest ``rank_times``
+    event (torchrun runs; the trainer applies its straggler rule, the header only shows it)."""
     world = history.schema.config.get("world_size")
     if not isinstance(world, int) or world < 2:
-        return ()
+        return {}
     for event in reversed(history.events):
         times = event.data.get("step_s") if event.kind == "rank_times" else None
         if isinstance(times, (list, tuple)) and len(times) == world:
-            return tuple(float(t) for t in times)
-    return (math.nan,) * world
+            slow = event.data.get("stragglers", ())
+            return {"ranks": tuple(float(t) for t in times),
+                    "stragglers": tuple(int(r) for r in slow if isinstance(r, int))}
+    return {"ranks": (math.nan,) * world}
 
 
 def _recording_failure(history: RunHistory) -> str:
@@ -118,7 +122,7 @@ def render_header(facts: HeaderFacts) -> Text:
     if facts.recording_failed:
         top.append("  recording failed ", style="bold black on yellow")
     if facts.ranks:
-        _append_ranks(top, facts.ranks)
+        _append_ranks(top, facts.ranks, facts.stragglers)
     bottom = Text(no_wrap=True, overflow="ellipsis")
     state = facts.state
     if facts.trainer_state in ("paused", "finished") and state == "live":
@@ -140,16 +144,14 @@ def render_header(facts: HeaderFacts) -> Text:
     return _join([top, bottom])
 
 
-def _append_ranks(line: Text, step_s: tuple[float, ...]) -> None:
+def _append_ranks(line: Text, step_s: tuple[float, ...], stragglers: tuple[int, ...]) -> None:
     """``ranks 4: 120 118 190! 121 ms``: each rank's step time, a straggler marked."""
     line.append(f"  ranks {len(step_s)}", style="bold")
-    known = [t for t in step_s if math.isfinite(t)]
-    if not known:
+    if not any(math.isfinite(t) for t in step_s):
         return
-    median = float(np.median(known))
     line.append(":")
-    for t in step_s:
-        slow = math.isfinite(t) and t > STRAGGLER_FACTOR * median
+    for rank, t in enumerate(step_s):
+        slow = rank in stragglers
         line.append(f" {t * 1000:.0f}" + ("!" if slow else "") if math.isfinite(t) else " ?",
                     style="bold red" if slow else "")
     line.append(" ms")
@@ -374,7 +376,6 @@ EVENT_STYLES = {
 }
 
 
-STRAGGLER_FACTOR = 1.5  # the trainer's rule: a rank this much slower than the median is a straggler
 TRIAL_STYLES = {"helped": "bold green", "no effect": "yellow", "hurt": "bold red"}
 
 

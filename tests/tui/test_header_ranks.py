@@ -18,7 +18,7 @@ def test_ranks_and_a_straggler_are_shown() -> None:
     history = _history(3)
     status = SourceStatus("live")
     assert "ranks 3" in render_header(header_facts(history, status)).plain  # before the first gather
-    history.add(Event(RUN, 50, 1.0, "rank_times", "step time per rank", {"step_s": [0.120, 0.118, 0.250]}))
+    history.add(Event(RUN, 50, 1.0, "rank_times", "step time per rank", {"step_s": [0.120, 0.118, 0.250], "stragglers": [2]}))
     text = render_header(header_facts(history, status)).plain
     assert "ranks 3: 120 118 250! ms" in text
 
