@@ -110,6 +110,32 @@ def trial_metric(ops: tuple[str, ...], channels: tuple[str, ...]) -> str:
     return ch.LOSS_TOTAL
 
 
+def _windows(steps: np.ndarray, change_step: int, t: TrialThresholds, end_step: int | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the fitted window before the change and of the judged window after it."""
+    before = (steps < change_step) & (steps >= _fit_start(change_step, t))
+    after = (steps >= change_step + t.settle_steps) & (steps < change_step + t.settle_steps + t.after_steps)
+    if end_step is not None:
+        after &= steps < end_step
+    return before, after
+
+
+def _extrapolate(xb: np.ndarray, yb: np.ndarray, xa: np.ndarray, sigmas: float) -> tuple[np.ndarray, float]:
+    """A least-squares line through (xb, yb) evaluated at ``xa``, and the noise band of the
+    difference between the mean of that prediction and an observed mean over ``xa``:
+    ``sigmas`` standard errors, in the units of ``yb``."""
+    x0 = xb.mean()
+    dx = xb - x0
+    sxx = float(dx @ dx)
+    slope = float(dx @ (yb - yb.mean())) / sxx if sxx > 0 else 0.0
+    intercept = float(yb.mean())
+    residuals = yb - intercept - slope * dx
+    scatter = math.sqrt(float(residuals @ residuals) / max(xb.size - 2, 1))
+    lever = (float(xa.mean()) - x0) ** 2 / sxx if sxx > 0 else 0.0
+    noise = sigmas * scatter * math.sqrt(1.0 / xb.size + lever + 1.0 / xa.size)
+    return intercept + slope * (xa - x0), noise
+
+
 def judge_score(
     steps: np.ndarray,
     values: np.ndarray,
@@ -122,10 +148,8 @@ def judge_score(
     t = thresholds or TrialThresholds()
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
-    before = (steps < change_step) & (steps >= _fit_start(change_step, t)) & np.isfinite(values)
-    after = (steps >= change_step + t.settle_steps) & (steps < change_step + t.settle_steps + t.after_steps)
-    if end_step is not None:
-        after &= steps < end_step
+    before, after = _windows(steps, change_step, t, end_step)
+    before &= np.isfinite(values)
     xb, yb, xa, ya = steps[before], values[before], steps[after], values[after]
     nan = math.nan
     if xb.size < t.min_epochs or xa.size < t.min_epochs:
@@ -133,17 +157,9 @@ def judge_score(
     level = float(np.mean(yb[-max(2, yb.size // 4):]))
     if not np.isfinite(ya).all():
         return HURT, nan, -math.inf, level, -math.inf, nan, int(xa.size)
-    x0 = xb.mean()
-    dx = xb - x0
-    sxx = float(dx @ dx)
-    slope = float(dx @ (yb - yb.mean())) / sxx if sxx > 0 else 0.0
-    intercept = float(yb.mean())
-    residuals = yb - intercept - slope * dx
-    scatter = math.sqrt(float(residuals @ residuals) / max(xb.size - 2, 1))
-    predicted = float(np.clip(np.mean(intercept + slope * (xa - x0)), 0.0, 1.0))
+    trend, noise = _extrapolate(xb, yb, xa, t.noise_sigmas)
+    predicted = float(np.clip(np.mean(trend), 0.0, 1.0))
     observed = float(np.mean(ya))
-    lever = (float(xa.mean()) - x0) ** 2 / sxx if sxx > 0 else 0.0
-    noise = t.noise_sigmas * scatter * math.sqrt(1.0 / xb.size + lever + 1.0 / xa.size)
     effect = observed - predicted
     if effect > max(t.dice_margin, noise):
         outcome = HELPED
@@ -186,10 +202,7 @@ def judge(
     values = np.asarray(values, dtype=np.float64)
     if steps.shape != values.shape or steps.ndim != 1:
         raise ValueError(f"steps and values must be 1-D of one length, got {steps.shape} and {values.shape}")
-    before = (steps < change_step) & (steps >= _fit_start(change_step, t))
-    after = (steps >= change_step + t.settle_steps) & (steps < change_step + t.settle_steps + t.after_steps)
-    if end_step is not None:
-        after &= steps < end_step
+    before, after = _windows(steps, change_step, t, end_step)
     xb, yb = steps[before], values[before]
     keep = np.isfinite(yb) & (yb > 0)
     xb, yb = xb[keep], yb[keep]
@@ -200,20 +213,11 @@ def judge(
     level = float(np.mean(yb[-max(t.min_steps, yb.size // 4):]))
     if not np.isfinite(ya).all():
         return HURT, nan, math.inf, level, -math.inf, nan, int(xa.size)
-    # A straight line through log(loss) before the change, extrapolated over the judged window.
-    x0 = xb.mean()
-    dx = xb - x0
-    logs = np.log(yb)
-    sxx = float(dx @ dx)
-    slope = float(dx @ (logs - logs.mean())) / sxx if sxx > 0 else 0.0
-    intercept = float(logs.mean())
-    residuals = logs - intercept - slope * dx
-    scatter = math.sqrt(float(residuals @ residuals) / max(xb.size - 2, 1))
-    predicted = float(np.mean(np.exp(intercept + slope * (xa - x0))))
+    # A straight line through log(loss) before the change, extrapolated over the judged window;
+    # its noise band is in log units (~relative).
+    log_trend, noise = _extrapolate(xb, np.log(yb), xa, t.noise_sigmas)
+    predicted = float(np.mean(np.exp(log_trend)))
     observed = float(np.mean(ya))
-    # Standard error, in log units (~relative), of the prediction's mean and of the observed mean.
-    lever = (float(xa.mean()) - x0) ** 2 / sxx if sxx > 0 else 0.0
-    noise = t.noise_sigmas * scatter * math.sqrt(1.0 / xb.size + lever + 1.0 / xa.size)
     effect = (predicted - observed) / predicted
     if effect > max(t.helped_margin, noise):
         outcome = HELPED
