@@ -60,6 +60,13 @@ GRADS, LOSSES, OUTS = 128, 8, 16
 PEERS = ("tensorboard", "wandb", "mlflow", "aim", "trackio")
 
 
+def rotated(names: list[str], round_index: int) -> list[str]:
+    """The order of round ``round_index``: rotated by one each round and reversed every other
+    round, so no tool always runs first, last or right after the same neighbour."""
+    k = round_index % len(names)
+    order = names[k:] + names[:k]
+    return order[::-1] if round_index % 2 else order
+
 def sibling(name: str) -> types.ModuleType:
     """Load another script of bench/ by path, to reuse its code (bench/ is not on sys.path)."""
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", HERE / f"{name}.py")
@@ -335,11 +342,7 @@ def part_logging_cost(steps: int, rounds: int, folder: str) -> None:
     block = max(1, steps // rounds)
     failed: dict[str, str] = {}
     for r in range(rounds + 1):  # round 0 warms every tool up and is not counted
-        order = list(tools)
-        order = order[r % len(order):] + order[:r % len(order)]
-        if r % 2:
-            order.reverse()
-        for name in order:
+        for name in rotated(list(tools), r):
             if name in failed:
                 continue
             try:
@@ -432,11 +435,7 @@ def part_training(blocks: int, steps: int, folder: str) -> None:
     medians: dict[str, list[float]] = {name: [] for name in kinds}
     failed: dict[str, str] = {}
     for b in range(blocks + 1):  # block 0 warms up
-        order = list(kinds)
-        order = order[b % len(order):] + order[:b % len(order)]
-        if b % 2:
-            order.reverse()
-        for name in order:
+        for name in rotated(list(kinds), b):
             if name in failed:
                 continue
             try:
