@@ -381,12 +381,18 @@ TRIAL_STYLES = {"helped": "bold green", "no effect": "yellow", "hurt": "bold red
 
 def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes: Sequence[tuple[float, str, str]],
                 trials: Sequence[Any] = ()) -> list[tuple[float, Text]]:
-    """The event log's lines in time order: the run's events, each applied change's fix trial
-    right after it (helped / no effect / hurt, or pending; ``u`` undoes), this monitor's
-    commands with their outcome, and the monitor's own notes (time, text, style)."""
+    """The event log's lines in time order: the run's events (each checkpoint file only at its
+    newest write), each applied change's fix trial right after it (helped / no effect / hurt,
+    or pending; ``u`` undoes), this monitor's commands with their outcome, and the monitor's
+    own notes (time, text, style)."""
     lines: list[tuple[float, Text]] = []
     applied_at: dict[int, float] = {}
-    for event in events:
+    # A checkpoint file written again supersedes its earlier writes: show only its newest, so
+    # routine end-of-epoch saves do not push commands and warnings out of the log.
+    newest_write = {event.data.get("path"): i for i, event in enumerate(events) if event.kind == "checkpoint_saved"}
+    for i, event in enumerate(events):
+        if event.kind == "checkpoint_saved" and newest_write.get(event.data.get("path")) != i:
+            continue
         line = Text()
         line.append(f"step {event.step:>6,} ", style="bright_black")
         line.append(event.message or event.kind, style=EVENT_STYLES.get(event.kind, ""))
