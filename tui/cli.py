@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -74,8 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     dataset = sub.add_parser("diagnose-dataset", help="the seed's dataset check as a report", add_help=False)
     dataset.add_argument("rest", nargs=argparse.REMAINDER)
 
-    export = sub.add_parser("export", help="export a recording (csv, jsonl, tensorboard)")
-    export.add_argument("rest", nargs=argparse.REMAINDER)
+    export = sub.add_parser(
+        "export", help="export a recording (csv, jsonl, tensorboard)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a recorded session (*.octa) for other tools.",
+        epilog="what goes where:\n"
+               "  csv          OUT: one row per step (seq, step, epoch, time, one column per channel);\n"
+               "               epoch summaries in OUT.epochs.csv, events in OUT.events.csv (-o - : steps only)\n"
+               "  jsonl        one JSON object per line, every record in order: schema, step, epoch,\n"
+               "               event, dataset, preview (shapes only, no pixels), warning (torn tail)\n"
+               "  tensorboard  DIR/events.out.tfevents.*: every channel as a scalar per step, epoch\n"
+               "               metrics as train/<name> and val/<name>; events and previews are left out\n"
+               "NaN/Inf: csv writes nan, inf, -inf (pandas reads them); jsonl writes null and keeps the\n"
+               "text in the record's \"nonfinite\" object; TensorBoard keeps them as floats.\n"
+               "--channels and --every apply to steps only. A torn recording exports what is readable\n"
+               "and warns.")
+    export.add_argument("file", help="the recording (*.octa)")
+    export.add_argument("--format", "-f", dest="format", required=True, choices=("csv", "jsonl", "tensorboard"))
+    export.add_argument("-o", "--output", default=None, metavar="OUT",
+                        help="output file (csv, jsonl; - for stdout) or folder (tensorboard); "
+                             "default: next to FILE (run.csv, run.jsonl, run.tensorboard/)")
+    export.add_argument("--channels", action="append", default=[], metavar="GLOB",
+                        help="export only channels matching GLOB, e.g. 'loss/*' (repeatable; default: all)")
+    export.add_argument("--every", type=int, default=1, metavar="N",
+                        help="export every Nth step, counted from the first (default 1: every step)")
+    export.add_argument("--force", action="store_true", help="overwrite output files that exist")
     attach = sub.add_parser("attach", help="monitor a trainer on another machine over SSH")
     attach.add_argument("host", metavar="[user@]host", help="where the trainer runs (as for ssh)")
     attach.add_argument("--port", type=int, default=None, help="ssh port (default: ssh's)")
@@ -267,10 +289,35 @@ def cmd_attach(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    """Subcommands that are planned but not built."""
-    print(f"octa-tui {args.command}: not yet available", file=sys.stderr)
-    return EXIT_USAGE
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a recording to csv, jsonl or a TensorBoard event file (no textual or torch loaded)."""
+    from ..protocol.errors import ProtocolError
+    from ..protocol.export import export_recording
+
+    if args.every < 1:
+        raise CliError(f"--every must be a positive number of steps, got {args.every}")
+    to_stdout = args.output == "-"
+    if to_stdout and args.format == "tensorboard":
+        raise CliError("a TensorBoard export is a folder of event files; name it with -o DIR (not -o -)")
+    try:
+        result = export_recording(args.file, args.format, sys.stdout if to_stdout else args.output,
+                                  patterns=args.channels, every=args.every, overwrite=args.force)
+    except ProtocolError as err:
+        raise CliError(_one_line(err)) from None
+    except OSError as err:
+        raise CliError(f"cannot write the export: {err.strerror or err} ({err.filename or args.output})") from None
+    for warning in result.warnings:
+        print(f"octa-tui: warning: {warning}; exported what was readable", file=sys.stderr)
+    if result.skipped:
+        kinds = ", ".join(f"{kind} ({count})" for kind, count in result.skipped.items())
+        hint = "use -o FILE for the epochs and events files" if to_stdout and args.format == "csv" else \
+            "jsonl keeps every record"
+        print(f"octa-tui: note: left out {kinds}: {args.format} has no place for them ({hint})", file=sys.stderr)
+    if not to_stdout:
+        where = ", ".join(str(path) for path in result.files)
+        print(f"octa-tui: exported {result.steps} steps x {result.channels} channels and {result.records} "
+              f"other records to {where}", file=sys.stderr)
+    return 0
 
 
 COMMANDS = {
@@ -280,7 +327,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "diagnose-dataset": cmd_diagnose_dataset,
     "scenarios": cmd_scenarios,
-    "export": cmd_not_yet,
+    "export": cmd_export,
     "attach": cmd_attach,
     "keys": cmd_keys,
 }

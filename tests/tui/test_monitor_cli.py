@@ -47,9 +47,3 @@ def test_list_with_no_trainers(tmp_path):
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     alone = octa_tui(env_dir=tmp_path)
     assert alone.returncode == 1 and "no trainer is running" in alone.stderr
-
-
-def test_export_is_announced_as_not_yet_available():
-    for command in ("export",):
-        result = octa_tui(command, "x")
-        assert result.returncode == 2 and "not yet available" in result.stderr
