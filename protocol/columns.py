@@ -3,6 +3,10 @@
 The trainer keeps one to answer ``history`` requests; the monitor keeps one that the
 charts and the diagnosis engine read; the recording reader fills one. Appending a step
 copies its vector into a preallocated row, so ingest costs no allocation per step.
+
+Given a :class:`~octa_tui.protocol.spill.SpillDir`, the columns live in unnamed files mapped
+into memory (see spill.py): a monitor following a run for days then keeps only the newest
+``hot_rows`` rows resident, while every row stays readable at full resolution.
 """
 
 from __future__ import annotations
@@ -11,23 +15,43 @@ import numpy as np
 
 from .errors import ProtocolError
 from .messages import Step, StepChunk
+from .spill import SpillArray, SpillDir
 
 INITIAL_CAPACITY = 4096
+HOT_ROWS = 16384  # rows kept resident when spilling: every zoom window and the diagnosis window
+RELEASE_EVERY = 4096  # rows appended between two releases of the older pages
+_COLUMNS = (("_seq", np.uint64), ("_step", np.int64), ("_epoch", np.int32), ("_time", np.float64))
 
 
 class StepColumns:
     """Growable column store: ``seq``, ``step``, ``epoch``, ``time`` and a ``values`` matrix.
 
     Views returned by the properties are valid until the next append that grows the
-    store; copy them if you keep them.
+    store; copy them if you keep them. With ``spill`` the columns are file-backed and rows
+    older than the newest ``hot_rows`` are given back to the OS as the store grows.
     """
 
-    def __init__(self, width: int, capacity: int = INITIAL_CAPACITY) -> None:
+    def __init__(self, width: int, capacity: int = INITIAL_CAPACITY, *, spill: SpillDir | None = None,
+                 hot_rows: int = HOT_ROWS) -> None:
         if width < 0:
             raise ValueError("width must be >= 0")
         self.width = width
         self._n = 0
+        self.spill = spill
+        self.hot_rows = max(int(hot_rows), 0)
+        self._released = 0
         capacity = max(16, capacity)
+        self._spilled: dict[str, SpillArray] = {}
+        if spill is not None:
+            shapes = [(name, dtype, ()) for name, dtype in _COLUMNS]
+            if width:
+                shapes.append(("_values", np.float32, (width,)))
+            for name, dtype, row_shape in shapes:
+                self._spilled[name] = spill.array(dtype, row_shape, capacity)
+                setattr(self, name, self._spilled[name].array)
+            if not width:
+                self._values = np.zeros((capacity, 0), dtype=np.float32)
+            return
         self._seq = np.zeros(capacity, dtype=np.uint64)
         self._step = np.zeros(capacity, dtype=np.int64)
         self._epoch = np.zeros(capacity, dtype=np.int32)
@@ -49,6 +73,13 @@ class StepColumns:
         capacity = self.capacity
         while capacity < needed:
             capacity *= 2
+        if self._spilled:
+            # The file grows and is mapped again: no copy, and the rows already written stay put.
+            for name, spilled in self._spilled.items():
+                setattr(self, name, spilled.grow(capacity))
+            if not self.width:
+                self._values = np.zeros((capacity, 0), dtype=np.float32)
+            return
         for name in ("_seq", "_step", "_epoch", "_time"):
             old = getattr(self, name)
             new = np.zeros(capacity, dtype=old.dtype)
@@ -71,6 +102,8 @@ class StepColumns:
         self._time[i] = time
         self._values[i] = values
         self._n = i + 1
+        if self._spilled and self._n - self._released >= RELEASE_EVERY:
+            self._release()
 
     def append_step(self, step: Step) -> None:
         """Add one decoded :class:`Step`."""
@@ -94,6 +127,21 @@ class StepColumns:
         self._time[a:b] = chunk.time
         self._values[a:b] = chunk.values
         self._n = b
+        if self._spilled and self._n - self._released >= RELEASE_EVERY:
+            self._release()
+
+    def _release(self) -> None:
+        """Give the pages of rows older than the newest ``hot_rows`` back to the OS."""
+        self._released = self._n
+        cold = self._n - self.hot_rows
+        if cold > 0:
+            for spilled in self._spilled.values():
+                spilled.release(cold)
+
+    def close(self) -> None:
+        """Let go of the spill files (arrays already handed out stay readable)."""
+        for spilled in self._spilled.values():
+            spilled.close()
 
     @property
     def seq(self) -> np.ndarray:

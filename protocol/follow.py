@@ -39,6 +39,7 @@ from .messages import (
     StepChunk,
 )
 from .run import RunHistory
+from .spill import SpillDir
 from .transport import ControlClient, ControlTimeout, TelemetrySubscriber, parse_endpoint
 
 LIVE = "live"
@@ -114,7 +115,9 @@ class RunFollower:
     interval from its replies and pings it at that rate, so the trainer can count its
     monitors. ``curve`` (a :class:`~octa_tui.protocol.keys.ClientCurve`) connects to a
     trainer that uses CurveZMQ keys; a refused key raises
-    :class:`~octa_tui.protocol.transport.KeyRefused` from :meth:`connect`.
+    :class:`~octa_tui.protocol.transport.KeyRefused` from :meth:`connect`. ``spill`` keeps
+    the histories' step columns in files, resident only for the newest rows (a monitor left
+    following a run for days keeps a flat memory; see :mod:`octa_tui.protocol.spill`).
     """
 
     def __init__(
@@ -127,7 +130,9 @@ class RunFollower:
         insecure: bool = False,
         curve: ClientCurve | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spill: SpillDir | None = None,
     ) -> None:
+        self.spill = spill
         remote_ok = insecure or curve is not None
         self.telemetry_endpoint = parse_endpoint(telemetry_endpoint, insecure=remote_ok)
         self.control_endpoint = parse_endpoint(control_endpoint, insecure=remote_ok)
@@ -188,7 +193,7 @@ class RunFollower:
             try:
                 for msg in self._client.history(from_seq=0):
                     if isinstance(msg, Schema):
-                        history = RunHistory(msg)
+                        history = RunHistory(msg, spill=self.spill)
                     elif isinstance(msg, Reply):
                         final = msg
                     elif history is None:

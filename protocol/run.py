@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from .columns import StepColumns
 from .errors import ProtocolError
 from .messages import DatasetReport, EpochSummary, Event, Message, Preview, Schema, Step, StepChunk
+from .spill import SpillDir
 
 
 @dataclass
 class RunHistory:
-    """A run's schema, its steps column-wise, and its records in arrival order."""
+    """A run's schema, its steps column-wise, and its records in arrival order.
+
+    ``spill`` keeps the step columns in unnamed files, resident only for the newest rows
+    (see :mod:`octa_tui.protocol.spill`): what a long-running monitor uses.
+    """
 
     schema: Schema
     steps: StepColumns = field(init=False)
@@ -24,9 +29,10 @@ class RunHistory:
     dataset: DatasetReport | None = None
     previews: list[Preview] = field(default_factory=list)
     max_previews: int = 64
+    spill: SpillDir | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.steps = StepColumns(self.schema.width)
+        self.steps = StepColumns(self.schema.width, spill=self.spill)
 
     @property
     def run_id(self) -> str:

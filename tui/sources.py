@@ -25,6 +25,7 @@ from ..protocol.columns import StepColumns
 from ..protocol.errors import ProtocolError
 from ..protocol.messages import Command, Heartbeat, Message, Reply, Schema, StepChunk
 from ..protocol.run import RunHistory
+from ..protocol.spill import spill_dir
 
 REPLAY_SPEEDS = (1, 4, 16, 64)
 REPLAY_FALLBACK_RATE = 100.0  # steps/s of "1x" when a recording's clock says nothing useful
@@ -92,12 +93,16 @@ class LiveSource(Source):
     can_control = True
 
     def __init__(self, telemetry: str, control: str, *, timeout_s: float = 5.0, curve=None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, spill: bool = True) -> None:
         self.telemetry = telemetry
         self.control = control
         self.timeout_s = timeout_s
         self.curve = curve  # a protocol.keys.ClientCurve for a trainer bound with --keys
         self.insecure = insecure
+        # Steps older than the newest few thousand are paged to a file on disk, so following
+        # a run for days keeps the monitor's memory flat (protocol/spill.py).
+        self.spill = spill
+        self.spill_note = "steps kept in memory"
         self._lock = threading.Lock()
         self._follower = None
         self._state = "connecting"
@@ -114,8 +119,11 @@ class LiveSource(Source):
         with self._lock:
             if self._follower is not None and self._follower.history is not None:
                 return self._follower.history  # opened already (the CLI opens before the UI starts)
+            where = None
+            if self.spill:
+                where, self.spill_note = spill_dir()
             self._follower = RunFollower(self.telemetry, self.control, timeout_s=self.timeout_s,
-                                         curve=self.curve, insecure=self.insecure)
+                                         curve=self.curve, insecure=self.insecure, spill=where)
             try:
                 history = self._follower.connect()
             except BaseException:

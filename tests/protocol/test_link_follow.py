@@ -596,3 +596,20 @@ def test_a_step_of_the_wrong_width_is_refused_before_it_is_sent(trainer) -> None
         return link.sent - sent, link.last_seq
 
     assert t.call(publish_wrong) == (0, -1)
+
+
+def test_a_follower_with_a_spill_folder_keeps_the_steps_there_and_follows_as_usual(trainer, follower, tmp_path) -> None:
+    from octa_tui.protocol.spill import SpillDir
+
+    # GIVEN a trainer 5,000 steps in, and a monitor that pages old steps to a file
+    t = trainer()
+    t.publish(0, 5000)
+    f = follower(t, spill=SpillDir(tmp_path))
+    # WHEN it joins late and keeps following
+    history = f.connect()
+    t.publish(5000, 5000)
+    poll_until(f, lambda: len(f.history.steps) >= 10_000)
+    # THEN its columns are file-backed and every step is there, once, in order
+    assert history.steps.spill is not None and f.history is history
+    assert np.array_equal(history.steps.seq, np.arange(10_000, dtype=np.uint64))
+    assert np.array_equal(history.steps.values[:, 0], np.arange(10_000, dtype=np.float32))

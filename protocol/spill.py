@@ -1,0 +1,142 @@
+"""Growable arrays kept in a file the OS pages in and out, so a monitor that follows a run
+for days keeps a flat resident memory.
+
+A live monitor keeps every step at full resolution: any window can be zoomed into, and a
+chart's min/max per column covers every row. Held in RAM that costs ``4 x channels + 28``
+bytes a step, forever (152 channels at 1,000 steps/s: 38 MB a minute). With a
+:class:`SpillDir`, each growable column is instead a shared mapping of an unlinked file:
+
+- rows are written once, through the mapping (no system call per step);
+- growing maps the file again at its new length; nothing is copied, and arrays handed out
+  earlier stay valid (they keep their own mapping);
+- :meth:`SpillArray.release` drops the pages of old rows from the process
+  (``madvise(MADV_DONTNEED)``); the data stays in the file, and a reader that touches those
+  rows again (a zoom, a window edge) gets them back from the page cache or the disk.
+
+The file has no name from the moment it is created, so the operating system removes it when
+the process ends, even when it is killed. Spilling needs a disk: on tmpfs or ramfs the file
+would itself be memory, so :func:`spill_dir` refuses those and the caller keeps RAM arrays.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "hugetlbfs"})
+
+
+class SpillDir:
+    """A folder on disk where :class:`SpillArray` files are made (each unlinked at once)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def array(self, dtype: np.dtype | type, row_shape: tuple[int, ...], rows: int) -> SpillArray:
+        """A new zero-filled array of ``rows`` rows of ``row_shape``, backed by a file here."""
+        return SpillArray(self, dtype, row_shape, rows)
+
+    def __repr__(self) -> str:
+        return f"SpillDir({str(self.path)!r})"
+
+
+def default_spill_path() -> Path:
+    """Where a monitor spills its columns: ``$OCTA_TUI_SPILL_DIR``, else the user's cache
+    folder (``$XDG_CACHE_HOME/octa-tui``, ``~/.cache/octa-tui``)."""
+    explicit = os.environ.get("OCTA_TUI_SPILL_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "octa-tui"
+
+
+def filesystem_type(path: str | os.PathLike[str], mounts: str = "/proc/self/mounts") -> str | None:
+    """The type of the file system ``path`` lives on (from the mount table), or None when
+    the table cannot be read."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
+
+
+def spill_dir(path: str | os.PathLike[str] | None = None) -> tuple[SpillDir | None, str]:
+    """A usable :class:`SpillDir` at ``path`` (default :func:`default_spill_path`) and a
+    line saying where; or None and the reason it cannot be used (not writable, or a
+    file system in memory), in which case the caller keeps its arrays in RAM."""
+    folder = Path(path).expanduser() if path is not None else default_spill_path()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return None, f"steps kept in memory: cannot write to {folder} ({err.strerror or err})"
+    kind = filesystem_type(folder)
+    if kind in MEMORY_FILESYSTEMS:
+        return None, f"steps kept in memory: {folder} is on {kind}, which is memory too"
+    return SpillDir(folder), f"older steps paged to an unnamed file in {folder}"
+
+
+class SpillArray:
+    """One growable array of ``(rows, *row_shape)`` in an unnamed file, mapped shared.
+
+    :attr:`array` is the current mapping; :meth:`grow` maps a longer one (the earlier
+    arrays stay valid); :meth:`release` gives the pages of leading rows back to the OS.
+    """
+
+    def __init__(self, where: SpillDir, dtype: np.dtype | type, row_shape: tuple[int, ...], rows: int) -> None:
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(int(d) for d in row_shape)
+        self.row_bytes = int(self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64)))
+        if self.row_bytes <= 0:
+            raise ValueError("a spilled array needs rows of at least one byte")
+        self._file = tempfile.TemporaryFile(dir=where.path)
+        self._map: mmap.mmap | None = None
+        self.rows = 0
+        self.array: np.ndarray = np.zeros((0, *self.row_shape), dtype=self.dtype)
+        self.grow(rows)
+
+    def grow(self, rows: int) -> np.ndarray:
+        """Make room for ``rows`` rows (never shrinks) and return the new :attr:`array`."""
+        rows = int(rows)
+        if rows <= self.rows:
+            return self.array
+        nbytes = rows * self.row_bytes
+        fd = self._file.fileno()
+        os.ftruncate(fd, nbytes)  # the new bytes read as zeros
+        self._map = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.array = np.frombuffer(self._map, dtype=self.dtype).reshape((rows, *self.row_shape))
+        self.rows = rows
+        return self.array
+
+    def release(self, stop_row: int) -> int:
+        """Drop the resident pages of rows ``[0, stop_row)`` (whole pages only); the data
+        stays in the file. Returns the bytes released."""
+        if self._map is None or stop_row <= 0:
+            return 0
+        end = min(int(stop_row), self.rows) * self.row_bytes // PAGE * PAGE
+        if end <= 0:
+            return 0
+        self._map.madvise(mmap.MADV_DONTNEED, 0, end)
+        return end
+
+    def close(self) -> None:
+        """Forget the file (the OS frees it once no array maps it any more)."""
+        self._map = None
+        self._file.close()
