@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from rich.table import Table
 from rich.text import Text
 
@@ -201,6 +200,7 @@ def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: in
         return Text("no gradient norms yet", style="bright_black")
     groups = view.layer_groups(names, max(height - 1, 1))
     columns = summary.group_columns(history, groups, start, rows)
+    exploded = summary.explosions.count(history, ch.GRAD_N_OVER_BOUND, start, rows)
     latest = [column.last() for column in columns]
     label_width = min(max(len(label) for label, _ in groups), max(width // 4, 6))
     spark_width = max(width - label_width - 11, 1)
@@ -220,13 +220,11 @@ def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: in
     summary.append("shallow/deep ", style="bold")
     ratio_style = "yellow" if math.isfinite(ratio) and (ratio > 10 or ratio < 0.1) else ""
     summary.append(f"{format_number(ratio)}x" if math.isfinite(ratio) else "-", style=ratio_style)
-    over = view.channel_values(history, ch.GRAD_N_OVER_BOUND, rows)
-    if over is not None:
-        window = over[start:rows]
-        exploded = int(np.count_nonzero(window > 0))
+    if exploded is not None:
         summary.append("  explosions ", style="bold")
         summary.append(f"{exploded} steps", style="bold red" if exploded else "")
-        summary.append(f" (now {format_number(float(window[-1]))} params)" if len(window) else "")
+        now = float(history.steps.values[rows - 1, history.schema.index(ch.GRAD_N_OVER_BOUND)])
+        summary.append(f" (now {format_number(now)} params)")
     lines.append(summary)
     return _join(lines[: max(height, 1)])
 

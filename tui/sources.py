@@ -103,6 +103,7 @@ class LiveSource(Source):
         # a run for days keeps the monitor's memory flat (protocol/spill.py).
         self.spill = spill
         self.spill_note = "steps kept in memory"
+        self.spill_refused = False  # spilling was asked for but the folder cannot take it
         self._lock = threading.Lock()
         self._follower = None
         self._state = "connecting"
@@ -122,6 +123,7 @@ class LiveSource(Source):
             where = None
             if self.spill:
                 where, self.spill_note = spill_dir()
+                self.spill_refused = where is None
             self._follower = RunFollower(self.telemetry, self.control, timeout_s=self.timeout_s,
                                          curve=self.curve, insecure=self.insecure, spill=where)
             try:
@@ -152,6 +154,8 @@ class LiveSource(Source):
             gaps_filled=self._gaps,
             trainer_state=trainer.state if trainer else "",
             detail=f"{self._follower.gaps_unfilled} unfilled gaps" if self._follower and self._follower.gaps_unfilled else "",
+            # Said once, when the screen opens: a long run will grow this monitor's memory.
+            warnings=(self.spill_note,) if self.spill_refused else (),
         )
 
     def request(self, command: Command) -> Reply:

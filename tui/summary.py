@@ -2,8 +2,8 @@
 
 Redrawing every panel from a million raw rows a few times a second would spend most of a
 core in ``min``/``max``. :class:`BlockEnvelopes` keeps, for every complete block of
-``BLOCK_ROWS`` rows, each channel's min, max and whether it held NaN/Inf, and a coarser
-level that summarises ``LEVEL_FACTOR`` of those blocks at a time. Both are appended to as
+``BLOCK_ROWS`` rows, each channel's min, max and whether it held NaN/Inf, and coarser
+levels that each summarise ``LEVEL_FACTOR`` blocks of the level below. All are appended to as
 rows arrive (each row is reduced once, with
 :func:`octa_tui.protocol.decimate.minmax_envelope`), never recomputed. A chart's envelope
 over a long window is then the envelope of the block summaries (the min of the blocks'
@@ -17,21 +17,36 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..protocol.columns import HOT_ROWS, RELEASE_EVERY
 from ..protocol.decimate import Envelope, column_bounds, minmax_envelope
+from ..protocol.spill import SpillArray, SpillDir
 
 BLOCK_ROWS = 64
-LEVEL_FACTOR = 64  # a coarser level's block is this many blocks of the level below
-LEVELS = 2  # block sizes BLOCK_ROWS and BLOCK_ROWS * LEVEL_FACTOR
+LEVEL_FACTOR = 16  # a coarser level's block is this many blocks of the level below
+# Block sizes 64, 1,024, 16,384 and 262,144 rows. A chart reads one level: the coarsest whose
+# blocks are at most half a column wide, so it touches fewer than 2 x LEVEL_FACTOR blocks per
+# column, however long the run; the levels finer than that are not read at all (and, when the
+# history spills to a file, their old blocks are not kept resident).
+LEVELS = 4
 MIN_BLOCKS_PER_COLUMN = 2  # a level is used only when each column spans this many blocks
 
 
 class _Level:
     """Min, max and a non-finite flag per block of ``block_rows`` rows, in buffers that grow
-    by doubling (no reallocation per update)."""
+    by doubling (no reallocation per update). Given a spill folder (the history's steps
+    spill, see protocol/spill.py) they are file-backed and only the blocks of the newest
+    rows stay resident."""
 
-    def __init__(self, block_rows: int, width: int, dtype: np.dtype) -> None:
+    def __init__(self, block_rows: int, width: int, dtype: np.dtype, spill: SpillDir | None = None) -> None:
         self.block_rows = block_rows
         self.blocks = 0
+        self._released = 0
+        self._spilled: dict[str, SpillArray] = {}
+        if spill is not None and width:
+            for name, kind in (("lo", dtype), ("hi", dtype), ("bad", bool)):
+                self._spilled[name] = spill.array(kind, (width,), 16)
+                setattr(self, name, self._spilled[name].array)
+            return
         self.lo = np.empty((16, width), dtype=dtype)
         self.hi = np.empty((16, width), dtype=dtype)
         self.bad = np.empty((16, width), dtype=bool)
@@ -42,6 +57,9 @@ class _Level:
         if b > self.lo.shape[0]:
             capacity = max(b, 2 * self.lo.shape[0])
             for name in ("lo", "hi", "bad"):
+                if name in self._spilled:
+                    setattr(self, name, self._spilled[name].grow(capacity))
+                    continue
                 old = getattr(self, name)
                 grown = np.empty((capacity, old.shape[1]), dtype=old.dtype)
                 grown[:a] = old[:a]
@@ -50,6 +68,11 @@ class _Level:
         self.hi[a:b] = hi
         self.bad[a:b] = bad
         self.blocks = b
+        hot_blocks = HOT_ROWS // self.block_rows
+        if self._spilled and b - self._released >= max(RELEASE_EVERY // self.block_rows, 1):
+            self._released = b
+            for spilled in self._spilled.values():
+                spilled.release(b - hot_blocks)
 
 
 class BlockEnvelopes:
@@ -64,9 +87,10 @@ class BlockEnvelopes:
         self._owner: object = None
         self._levels: list[_Level] = []
 
-    def update(self, owner: object, values: np.ndarray) -> None:
+    def update(self, owner: object, values: np.ndarray, spill: SpillDir | None = None) -> None:
         """Summarise the complete blocks of ``values`` not yet seen; ``owner`` is a small
-        token naming the matrix (a new one, or fewer rows than before, starts over)."""
+        token naming the matrix (a new one, or fewer rows than before, starts over).
+        ``spill``: keep the summaries in files too (when the matrix spills)."""
         b = self.block_rows
         complete = values.shape[0] // b
         width = values.shape[1]
@@ -76,7 +100,7 @@ class BlockEnvelopes:
             self._owner = owner
             dtype = _summary_dtype(values)
             self._levels = levels = [
-                _Level(b * self.level_factor**i, width, dtype) for i in range(self.level_count)
+                _Level(b * self.level_factor**i, width, dtype, spill) for i in range(self.level_count)
             ]
         fine = levels[0]
         if complete > fine.blocks:

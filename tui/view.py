@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..protocol import channels as ch
+from ..protocol.columns import HOT_ROWS, RELEASE_EVERY
 from ..protocol.run import RunHistory
+from ..protocol.spill import SpillArray
 from .summary import BlockEnvelopes, Column
 
 SETTING_CHANNELS = (ch.OPT_LR, ch.OPT_BCE_WEIGHT, ch.OPT_DICE_WEIGHT, ch.OPT_POS_WEIGHT, ch.OPT_CLIP)
@@ -159,6 +161,35 @@ def layer_groups(names: Sequence[str], max_rows: int) -> list[tuple[str, list[in
     return merged
 
 
+# Group norms are summed in float32 (several times faster over a million rows) wherever that
+# is exact to float32's precision: squares of values in this range neither overflow nor
+# lose digits. Rows with a norm outside it (an exploding or vanishing layer, NaN, Inf) are
+# summed again in float64.
+_FLOAT32_SAFE_NORMS = (1e-18, 1e18)
+
+
+def group_norms(grads: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per row, the norm of each group of columns of ``grads`` (``sqrt(sum(g ** 2))``; NaN and
+    Inf propagate); group ``j`` is columns ``starts[j]`` up to the next start. float64 out."""
+    sizes = np.diff(np.append(starts, grads.shape[1]))
+    m = grads.shape[0]
+    if grads.dtype != np.float32 or not m or not sizes.size:
+        return np.sqrt(np.add.reduceat(np.square(grads, dtype=np.float64), starts, axis=1))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if np.all(sizes == sizes[0]):  # groups of one size: one pass over a (rows, groups, size) view
+            g = grads.reshape(m, sizes.size, int(sizes[0]))
+            squares = np.einsum("ijk,ijk->ij", g, g)
+        else:
+            squares = np.add.reduceat(np.square(grads), starts, axis=1)
+        low, high = _FLOAT32_SAFE_NORMS
+        redo = np.flatnonzero(~((squares >= low * low) & (squares <= high * high)).all(axis=1))
+        norms = np.sqrt(squares, dtype=np.float64)
+        if redo.size:
+            again = np.square(grads[redo], dtype=np.float64)
+            norms[redo] = np.sqrt(np.add.reduceat(again, starts, axis=1))
+    return norms
+
+
 class GroupNormCache:
     """Per-step gradient norm of each layer group, extended as steps arrive.
 
@@ -171,6 +202,8 @@ class GroupNormCache:
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._norms = np.zeros((0, 0), dtype=np.float64)
+        self._spilled: SpillArray | None = None  # the norms' file when the history's steps spill
+        self._released = 0
         self._rows = 0
         self.generation = 0  # changes whenever the cache starts over
 
@@ -180,15 +213,24 @@ class GroupNormCache:
         key = (id(history), tuple(tuple(c) for c in columns))
         if key != self._key or self._rows > rows:
             self._key = key
-            self._norms = np.zeros((max(rows, 1024), len(columns)), dtype=np.float64)
+            capacity = max(rows, 1024)
+            spill = history.steps.spill if columns else None
+            self._spilled = spill.array(np.float64, (len(columns),), capacity) if spill is not None else None
+            self._released = 0
+            self._norms = self._spilled.array if self._spilled is not None else np.zeros(
+                (capacity, len(columns)), dtype=np.float64)
             self._rows = 0
             self.generation += 1
         done = self._rows
         if rows > done:
             if rows > self._norms.shape[0]:
-                grown = np.zeros((max(rows, 2 * self._norms.shape[0]), len(columns)), dtype=np.float64)
-                grown[:done] = self._norms[:done]
-                self._norms = grown
+                capacity = max(rows, 2 * self._norms.shape[0])
+                if self._spilled is not None:
+                    self._norms = self._spilled.grow(capacity)  # same file, mapped longer: no copy
+                else:
+                    grown = np.zeros((capacity, len(columns)), dtype=np.float64)
+                    grown[:done] = self._norms[:done]
+                    self._norms = grown
             values = history.steps.values
             order = np.array([c for cols in columns for c in cols], dtype=np.intp)
             starts = np.cumsum([0] + [len(cols) for cols in columns[:-1]])
@@ -201,10 +243,65 @@ class GroupNormCache:
                 for a in range(done, rows, NORM_SLICE_ROWS):
                     z = min(a + NORM_SLICE_ROWS, rows)
                     grads = values[a:z, span] if contiguous else values[a:z, order]
-                    squares = np.square(grads, dtype=np.float64)
-                    self._norms[a:z] = np.sqrt(np.add.reduceat(squares, starts, axis=1))
+                    self._norms[a:z] = group_norms(grads, starts)
             self._rows = rows
+            if self._spilled is not None and rows - self._released >= RELEASE_EVERY:
+                # Like the steps they come from, only the newest norms stay resident.
+                self._released = rows
+                self._spilled.release(rows - HOT_ROWS)
         return self._norms[:rows]
+
+
+def channel_group_span(schema, key: str) -> tuple[str, int, int]:
+    """The schema group holding channel ``key`` and the columns ``[first, stop)`` it spans."""
+    first = 0
+    for group, names in schema.groups():
+        if key.startswith(group + "/") and key[len(group) + 1 :] in names:
+            return group, first, first + len(names)
+        first += len(names)
+    raise KeyError(f"channel {key!r} is not in run {schema.run_id}'s schema")
+
+
+class PositiveCounts:
+    """How many rows of one channel are above zero in a window, from counts kept per block.
+
+    The gradient panel's "explosions N steps" counts the steps whose parameter count over the
+    bound was positive, over the shown window. Counting the raw column each frame would read
+    every row of a long run (and page a spilled history back in); the counts of complete
+    ``BLOCK_ROWS``-row blocks are kept instead, extended as rows arrive, and only the partial
+    blocks at a window's ends are read row by row.
+    """
+
+    BLOCK_ROWS = 64
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._blocks = np.zeros(0, dtype=np.int32)
+        self._done = 0  # complete blocks counted
+
+    def count(self, history: RunHistory, key: str, start: int, rows: int) -> int | None:
+        """Rows ``[start, rows)`` of ``key`` that are > 0 (NaN is not); None when not streamed."""
+        if not history.schema.has(key):
+            return None
+        column = history.steps.values[:rows, history.schema.index(key)]
+        b = self.BLOCK_ROWS
+        complete = rows // b
+        token = (id(history), key)
+        if token != self._key or complete < self._done:
+            self._key, self._blocks, self._done = token, np.zeros(max(complete, 64), dtype=np.int32), 0
+        if complete > self._done:
+            if complete > self._blocks.shape[0]:
+                grown = np.zeros(max(complete, 2 * self._blocks.shape[0]), dtype=np.int32)
+                grown[: self._done] = self._blocks[: self._done]
+                self._blocks = grown
+            fresh = column[self._done * b : complete * b].reshape(-1, b) > 0
+            self._blocks[self._done : complete] = fresh.sum(axis=1)
+            self._done = complete
+        first, last = -(-start // b), rows // b
+        if last <= first:
+            return int(np.count_nonzero(column[start:rows] > 0))
+        return int(self._blocks[first:last].sum() + np.count_nonzero(column[start : first * b] > 0)
+                   + np.count_nonzero(column[last * b : rows] > 0))
 
 
 class HistorySummary:
@@ -212,23 +309,34 @@ class HistorySummary:
     charts of a long run are drawn from summaries instead of every row (see summary.py)."""
 
     def __init__(self) -> None:
-        self.steps = BlockEnvelopes()
+        # One per schema group (loss, out, opt, ...), made when a chart first asks for one of
+        # its channels: the gradient layers, most of a step's width, are charted through
+        # their group norms, so their raw columns are never summarised.
+        self.channel_groups: dict[str, BlockEnvelopes] = {}
         self.group_norms = GroupNormCache()
         self.groups = BlockEnvelopes()
+        self.explosions = PositiveCounts()
+
+    @property
+    def steps(self) -> BlockEnvelopes:
+        """The block summaries of the loss channels (the group every run charts)."""
+        return self.channel_groups.setdefault("loss", BlockEnvelopes())
 
     def column(self, history: RunHistory, key: str, start: int, rows: int) -> Column | None:
         """Channel ``key`` over rows ``[start, rows)``; None when the run does not stream it."""
         if not history.schema.has(key):
             return None
-        values = history.steps.values[:rows]
-        self.steps.update(id(history), values)
-        return Column(self.steps, values, history.schema.index(key), start, rows)
+        group, first, stop = channel_group_span(history.schema, key)
+        values = history.steps.values[:rows, first:stop]
+        summary = self.channel_groups.setdefault(group, BlockEnvelopes())
+        summary.update((id(history), first, stop), values, history.steps.spill)
+        return Column(summary, values, history.schema.index(key) - first, start, rows)
 
     def group_columns(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], start: int,
                       rows: int) -> list[Column]:
         """Each layer group's norm over rows ``[start, rows)``."""
         norms = self.group_norms.norms(history, groups, rows)
-        self.groups.update((id(history), self.group_norms.generation), norms)
+        self.groups.update((id(history), self.group_norms.generation), norms, history.steps.spill)
         return [Column(self.groups, norms, j, start, rows) for j in range(len(groups))]
 
 
