@@ -20,13 +20,9 @@ from octa_tui.trainer.scenarios import SCENARIOS
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 LIVE_FIXES = ("tiny-lr", "low-foreground")
-TWIN_AGREEMENT = (
-    pytest.param("dice-heavy", marks=pytest.mark.xfail(strict=True, reason=(
-        "not reproduced yet: on the synthetic vessels the BCE term stays above 0.3 whenever the Dice term "
-        "is high and val Dice is poor, so the rule's conjunction never holds"))),
-    "plateau",
-    "exploding",
-)
+# exploding stays here: in this small CRAFT-like net the explosion is a burst in the first steps
+# (the net rescales itself to the 0-255 inputs), so there is nothing left for a live fix to beat.
+TWIN_AGREEMENT = ("dice-heavy", "plateau", "exploding")
 RESTART_FIXES = tuple(n for n, s in SCENARIOS.items() if s.restart_fix is not None)
 
 
