@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
 EXIT_ERROR = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -304,6 +306,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                                   patterns=args.channels, every=args.every, overwrite=args.force)
     except ProtocolError as err:
         raise CliError(_one_line(err)) from None
+    except BrokenPipeError:
+        if not to_stdout:
+            raise CliError(f"cannot write the export: the pipe closed ({args.output})") from None
+        # `octa-tui export ... -o - | head`: the reader has what it wanted. Quiet, as other
+        # command line tools are; stdout is pointed at /dev/null so closing it cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as err:
         raise CliError(f"cannot write the export: {err.strerror or err} ({err.filename or args.output})") from None
     for warning in result.warnings:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -118,3 +119,17 @@ def test_help_says_what_goes_where():
                             text=True, timeout=100)
     assert result.returncode == 0
     assert "OUT.epochs.csv" in result.stdout and "nonfinite" in result.stdout and "--channels" in result.stdout
+
+
+def test_a_reader_that_leaves_early_ends_the_export_quietly(recording, tmp_path):
+    # GIVEN a pipe whose reader is already gone (as `octa-tui export ... -o - | head -1` ends)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "octa_tui.tui.cli", "export", str(recording), "--format",
+                                 "jsonl", "-o", "-"], cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    # THEN no error and no traceback: the shell's status for a writer whose reader left
+    assert result.returncode == 141 and result.stderr == ""
