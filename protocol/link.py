@@ -24,6 +24,7 @@ from .errors import ProtocolError
 from .keys import KeyGate, ServerCurve
 from .messages import Command, DatasetReport, EpochSummary, Event, Heartbeat, Message, Preview, Reply, Schema
 from .run import RunHistory
+from .spill import SpillDir
 from .transport import CLOSE_LINGER_MS, ControlServer, TelemetryPublisher
 
 HISTORY_CHUNK_ROWS = 4096
@@ -101,10 +102,13 @@ class TrainerLink:
         context: Any = None,
         insecure: bool = False,
         curve: ServerCurve | None = None,
+        spill: SpillDir | None = None,
     ) -> None:
         if not heartbeat_s > 0:
             raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s!r}")
-        self.history = RunHistory(schema)
+        # With ``spill`` the history kept for late joiners lives in an unnamed file, resident
+        # only for its newest rows: a run of days keeps the training process's memory flat.
+        self.history = RunHistory(schema, spill=spill)
         self.heartbeat_s = float(heartbeat_s)
         self._clock = clock
         self._token = bytes.fromhex(schema.run_id)

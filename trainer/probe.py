@@ -286,9 +286,13 @@ class Probe:
         ``announce`` a run file tells ``octa-tui`` on this machine where to attach; it is
         removed by :meth:`close`. ``link_options`` go to the
         :class:`~octa_tui.protocol.link.TrainerLink` (``curve=`` keys or ``insecure=True``
-        for an address beyond loopback).
+        for an address beyond loopback; ``spill=None`` keeps the history in RAM). By default
+        the history kept for monitors that join late is paged to an unnamed file in the
+        user's cache folder (``$OCTA_TUI_SPILL_DIR``), so a long run does not grow the
+        training process by ~0.6 KB a step.
         """
         from octa_tui.protocol.link import TrainerLink
+        from octa_tui.protocol.spill import spill_dir
 
         probe = cls(model, **kwargs)
         recording = None
@@ -297,8 +301,10 @@ class Probe:
 
             recording = RecordingWriter(record, probe.schema)
         try:
-            link = TrainerLink(probe.schema, telemetry=telemetry, control=control, recording=recording,
-                               **dict(link_options or {}))
+            options = dict(link_options or {})
+            if "spill" not in options:
+                options["spill"] = spill_dir()[0]  # None (RAM) where the folder cannot take it
+            link = TrainerLink(probe.schema, telemetry=telemetry, control=control, recording=recording, **options)
         except BaseException:
             if recording is not None:
                 recording.close()

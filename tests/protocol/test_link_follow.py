@@ -613,3 +613,17 @@ def test_a_follower_with_a_spill_folder_keeps_the_steps_there_and_follows_as_usu
     assert history.steps.spill is not None and f.history is history
     assert np.array_equal(history.steps.seq, np.arange(10_000, dtype=np.uint64))
     assert np.array_equal(history.steps.values[:, 0], np.arange(10_000, dtype=np.float32))
+
+
+def test_a_trainer_that_spills_its_history_serves_a_late_joiner_every_step(trainer, follower, tmp_path) -> None:
+    from octa_tui.protocol.spill import SpillDir
+
+    # GIVEN a trainer whose history for late joiners is paged to a file, 20,000 steps in
+    t = trainer(spill=SpillDir(tmp_path))
+    t.publish(0, 20_000)
+    # WHEN a monitor joins
+    history = follower(t).connect()
+    # THEN it gets every step, once, in order, with its values
+    assert t.call(lambda link: link.history.steps.spill) is not None
+    assert np.array_equal(history.steps.seq, np.arange(20_000, dtype=np.uint64))
+    assert np.array_equal(history.steps.values[:, 0], np.arange(20_000, dtype=np.float32))

@@ -421,3 +421,19 @@ def test_fraction_outside_counts_nan_outputs_as_outside():
     probe.end_step(loss=1.0, outputs=activated)
     # THEN two of eight are outside [0, 1]
     assert _value(probe, "out/frac_outside_01") == pytest.approx(2 / 8)
+
+
+def test_a_started_probe_pages_its_history_to_the_spill_folder_unless_told_not_to(tmp_path, monkeypatch) -> None:
+    # GIVEN a spill folder named by the environment
+    monkeypatch.setenv("OCTA_TUI_SPILL_DIR", str(tmp_path / "spill"))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 1, 1))
+    # WHEN a probe starts its link with the defaults, and another with spill=None
+    spilled = Probe.start(model, announce=False)
+    kept = Probe.start(model, announce=False, link_options={"spill": None})
+    try:
+        # THEN the first keeps its history for late joiners there, the second in memory
+        assert spilled.link.history.steps.spill.path == tmp_path / "spill"
+        assert kept.link.history.steps.spill is None
+    finally:
+        spilled.close()
+        kept.close()
