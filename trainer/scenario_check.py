@@ -225,6 +225,26 @@ def twin_outcome(effect: float, noise: float, t: TrialThresholds) -> str:
     return NO_EFFECT
 
 
+def loss_twin_outcome(with_fix: float, without: float, noise: float, t: TrialThresholds) -> tuple[float, str]:
+    """(relative loss reduction, verdict) of the fixed run against its twin, on the same steps.
+
+    A run whose loss went NaN/Inf is the worse one: a fix that kept the loss finite where
+    the twin diverged helped, one that made it diverge hurt; when both diverged there is
+    nothing to tell them apart.
+    """
+    fixed_ok, twin_ok = math.isfinite(with_fix), math.isfinite(without)
+    if fixed_ok and twin_ok:
+        if without > 0:
+            effect = (without - with_fix) / without
+            return effect, twin_outcome(effect, noise, t)
+        return (0.0, NO_EFFECT) if with_fix <= without else (-math.inf, HURT)
+    if fixed_ok:
+        return math.inf, HELPED
+    if twin_ok:
+        return -math.inf, HURT
+    return math.nan, NO_EFFECT
+
+
 def check_scenario(name: str, folder: Path, seed: int = 0, trial_thresholds: TrialThresholds | None = None) -> ScenarioResult:
     """Run scenario ``name`` small, with its fix where it has one, and check it (see the module doc)."""
     began = time.monotonic()
@@ -293,8 +313,7 @@ def _check_live_fix(scenario: Scenario, config: TrainConfig, folder: Path, seed:
         twin = twin_outcome(effect, trial.noise, replace(t, helped_margin=t.dice_margin, hurt_margin=t.dice_margin))
         change = f"{effect:+.2f} vs twin"
     else:
-        effect = (without - with_fix) / without if math.isfinite(without) and without > 0 else math.nan
-        twin = twin_outcome(effect, trial.noise, t) if math.isfinite(effect) else HURT
+        effect, twin = loss_twin_outcome(with_fix, without, trial.noise, t)
         change = f"{-effect:+.0%} vs twin"
     result.twin = {"fixed": with_fix, "unfixed": without, "effect": effect,
                    "val_dice_fixed": _val_dice(fixed), "val_dice_unfixed": _val_dice(unfixed)}

@@ -50,3 +50,23 @@ def test_new_flags_are_checked() -> None:
     assert main(["--synthetic", "8", "--contrast", "3"]) == 2
     assert main(["--task", "heatmap", "--synthetic", "8", "--binarize-masks"]) == 2
     assert _config("--synthetic", "8", "--optimizer", "sgd", "--no-batch-norm").optimizer == "sgd"
+
+
+@pytest.mark.parametrize(
+    ("with_fix", "without", "expected"),
+    [
+        (0.5, 1.0, "helped"),  # half the twin's loss
+        (1.5, 1.0, "hurt"),
+        (0.99, 1.0, "no effect"),  # within the margin
+        (0.5, float("nan"), "helped"),  # the twin diverged, the fixed run did not
+        (0.5, float("inf"), "helped"),
+        (float("nan"), 0.5, "hurt"),  # the fix made it diverge
+        (float("nan"), float("nan"), "no effect"),  # both diverged: nothing to tell apart
+    ],
+)
+def test_the_twin_comparison_counts_a_diverged_run_as_the_worse_one(with_fix, without, expected) -> None:
+    from octa_tui.diagnosis.trial import TrialThresholds
+    from octa_tui.trainer.scenario_check import loss_twin_outcome
+
+    _, outcome = loss_twin_outcome(with_fix, without, noise=0.0, t=TrialThresholds())
+    assert outcome == expected
