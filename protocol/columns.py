@@ -138,6 +138,11 @@ class StepColumns:
             for spilled in self._spilled.values():
                 spilled.release(cold)
 
+    @property
+    def spill_failed(self) -> str:
+        """Why the columns moved from their spill file into RAM ("" while they spill or never did)."""
+        return next((spilled.failed for spilled in self._spilled.values() if spilled.failed), "")
+
     def close(self) -> None:
         """Let go of the spill files (arrays already handed out stay readable)."""
         for spilled in self._spilled.values():

@@ -16,6 +16,11 @@ bytes a step, forever (152 channels at 1,000 steps/s: 38 MB a minute). With a
 The file has no name from the moment it is created, so the operating system removes it when
 the process ends, even when it is killed. Spilling needs a disk: on tmpfs or ramfs the file
 would itself be memory, so :func:`spill_dir` refuses those and the caller keeps RAM arrays.
+
+A full disk must never kill the process (a write into a mapped page the file system cannot
+back is a SIGBUS): every byte of the file is allocated with ``posix_fallocate`` before it is
+mapped, and when that fails (no space, the folder gone) the array moves itself into RAM,
+keeps its rows, and says why in :attr:`SpillArray.failed`.
 """
 
 from __future__ import annotations
@@ -106,22 +111,45 @@ class SpillArray:
         self.row_bytes = int(self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64)))
         if self.row_bytes <= 0:
             raise ValueError("a spilled array needs rows of at least one byte")
-        self._file = tempfile.TemporaryFile(dir=where.path)
         self._map: mmap.mmap | None = None
         self.rows = 0
+        self.failed = ""  # why the array moved into RAM, if it did
         self.array: np.ndarray = np.zeros((0, *self.row_shape), dtype=self.dtype)
+        try:
+            self._file = tempfile.TemporaryFile(dir=where.path)
+        except OSError as err:
+            self._file = None
+            self.failed = f"cannot make a spill file in {where.path} ({err.strerror or err})"
         self.grow(rows)
 
     def grow(self, rows: int) -> np.ndarray:
-        """Make room for ``rows`` rows (never shrinks) and return the new :attr:`array`."""
+        """Make room for ``rows`` rows (never shrinks) and return the new :attr:`array`.
+
+        The rows written so far are kept. When the file cannot grow (no space left, say),
+        the array continues in RAM: slower to hold, never lost."""
         rows = int(rows)
         if rows <= self.rows:
             return self.array
+        if self._file is not None:
+            try:
+                return self._grow_file(rows)
+            except (OSError, ValueError) as err:
+                self.failed = f"the spill file cannot grow to {rows * self.row_bytes:,} bytes ({_reason(err)})"
+                self.close()
+        grown = np.zeros((rows, *self.row_shape), dtype=self.dtype)
+        grown[: self.rows] = self.array[: self.rows]
+        self.array, self.rows = grown, rows
+        return grown
+
+    def _grow_file(self, rows: int) -> np.ndarray:
         nbytes = rows * self.row_bytes
         fd = self._file.fileno()
-        os.ftruncate(fd, nbytes)  # the new bytes read as zeros
-        self._map = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        self.array = np.frombuffer(self._map, dtype=self.dtype).reshape((rows, *self.row_shape))
+        have = self.rows * self.row_bytes
+        # Reserve the blocks now, so that writing through the mapping can never hit a full disk.
+        os.posix_fallocate(fd, have, nbytes - have)  # the new bytes read as zeros
+        mapped = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._map = mapped
+        self.array = np.frombuffer(mapped, dtype=self.dtype).reshape((rows, *self.row_shape))
         self.rows = rows
         return self.array
 
@@ -139,4 +167,10 @@ class SpillArray:
     def close(self) -> None:
         """Forget the file (the OS frees it once no array maps it any more)."""
         self._map = None
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _reason(err: BaseException) -> str:
+    return (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or type(err).__name__

@@ -229,6 +229,7 @@ class MonitorApp(App[int]):
         self.clock = clock
         self.commands = CommandLog(clock=clock)
         self.notes: list[tuple[float, str, str]] = []
+        self._warned: set[str] = set()  # source warnings already in the event log
         self.window_index = 0
         self.opened = False
         self.failure = ""
@@ -359,8 +360,7 @@ class MonitorApp(App[int]):
         history = self.source.history
         if history is not None:
             self.note(f"opened run {history.run_id} ({history.schema.task}, {history.schema.model.name})", "cyan")
-        for warning in self.source.status().warnings:
-            self.note(warning, "bold yellow")
+        self._note_warnings(self.source.status())
         self.refresh_bindings()
         self._redraw()
         # Slow checks (a recording's checksums) wait until the first frame is on screen.
@@ -432,6 +432,13 @@ class MonitorApp(App[int]):
         """How many of the newest steps the charts show (None: all)."""
         return WINDOWS[self.window_index]
 
+    def _note_warnings(self, status: SourceStatus) -> None:
+        """Put each of the source's warnings in the event log once, when it first appears."""
+        for warning in status.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                self.note(warning, "bold yellow")
+
     def note(self, text: str, style: str = "") -> None:
         """Add a line of the monitor's own to the event log."""
         self.notes.append((self.clock(), text, style))
@@ -445,6 +452,8 @@ class MonitorApp(App[int]):
         if not self._widgets or not self.is_running:
             return
         status = self.source.status()
+        if status.warnings:
+            self._note_warnings(status)
         history = self.source.history
         header = self._widgets["header"]
         if self.failure:

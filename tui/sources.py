@@ -154,9 +154,16 @@ class LiveSource(Source):
             gaps_filled=self._gaps,
             trainer_state=trainer.state if trainer else "",
             detail=f"{self._follower.gaps_unfilled} unfilled gaps" if self._follower and self._follower.gaps_unfilled else "",
-            # Said once, when the screen opens: a long run will grow this monitor's memory.
-            warnings=(self.spill_note,) if self.spill_refused else (),
+            # Each said once in the event log: a long run will grow this monitor's memory.
+            warnings=self._spill_warnings(),
         )
+
+    def _spill_warnings(self) -> tuple[str, ...]:
+        if self.spill_refused:
+            return (self.spill_note,)
+        history = self.history
+        failed = history.steps.spill_failed if history is not None else ""
+        return (f"steps now kept in memory: {failed}",) if failed else ()
 
     def request(self, command: Command) -> Reply:
         follower = self._follower  # serialises its control socket itself

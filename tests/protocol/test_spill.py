@@ -117,3 +117,35 @@ def test_the_default_folder_follows_the_environment(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("OCTA_TUI_SPILL_DIR", str(tmp_path / "here"))
     where, why = spill_dir()
     assert where is not None and where.path == tmp_path / "here" and str(tmp_path / "here") in why
+
+
+def test_a_full_disk_moves_the_columns_into_memory_without_losing_a_row(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from octa_tui.protocol import spill as spill_module
+
+    # GIVEN file-backed columns on a disk that fills up after the first growth
+    cols = StepColumns(width=4, capacity=16, spill=SpillDir(tmp_path), hot_rows=8)
+    for i in range(16):
+        cols.append(i, i, 0, float(i), _row(i, 4))
+    real = spill_module.os.posix_fallocate
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spill_module.os, "posix_fallocate", full)
+    # WHEN the store must grow
+    for i in range(16, 5000):
+        cols.append(i, i, 0, float(i), _row(i, 4))
+    monkeypatch.setattr(spill_module.os, "posix_fallocate", real)
+    # THEN every row is there, the columns now live in RAM, and the reason is kept
+    assert np.array_equal(cols.values, np.stack([_row(i, 4) for i in range(5000)]))
+    assert np.array_equal(cols.seq, np.arange(5000, dtype=np.uint64))
+    assert "No space left on device" in cols.spill_failed and "cannot grow" in cols.spill_failed
+
+
+def test_a_spill_folder_that_vanished_leaves_the_columns_in_memory(tmp_path: Path) -> None:
+    gone = SpillDir(tmp_path / "removed-meanwhile")
+    cols = StepColumns(width=2, spill=gone)
+    cols.append(0, 0, 0, 0.0, _row(0, 2))
+    assert float(cols.values[0, 1]) == _row(0, 2)[1] and "cannot make a spill file" in cols.spill_failed

@@ -195,3 +195,28 @@ async def test_zoom_cycles_the_time_window():
         await pilot.press("z")
         await pilot.pause(0.3)
         assert app.window_steps == 10_000 and "last 10,000 steps" in screen_text(app)
+
+
+@run_async
+async def test_a_source_warning_that_appears_later_goes_to_the_event_log_once():
+    # GIVEN a source that starts without warnings and later reports one (a spill file that
+    # could not grow), as a live source does
+    from dataclasses import replace
+
+    class Warning(MemorySource):
+        warning = ""
+
+        def status(self):
+            base = super().status()
+            return replace(base, warnings=(self.warning,)) if self.warning else base
+
+    source = Warning(seeded_history(600))
+    app = make_app(source, refresh_hz=20)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        assert not [n for n in app.notes if "kept in memory" in n[1]]
+        # WHEN the warning appears and the header refreshes many times
+        source.warning = "steps now kept in memory: the spill file cannot grow (No space left on device)"
+        await pilot.pause(0.5)
+        # THEN the event log holds it exactly once
+        assert [n[1] for n in app.notes].count(source.warning) == 1
