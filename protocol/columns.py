@@ -20,6 +20,7 @@ from .spill import SpillArray, SpillDir
 INITIAL_CAPACITY = 4096
 HOT_ROWS = 16384  # rows kept resident when spilling: every zoom window and the diagnosis window
 RELEASE_EVERY = 4096  # rows appended between two releases of the older pages
+SPILL_GROW_ROWS = 65536  # the most a spilled store grows by at once
 _COLUMNS = (("_seq", np.uint64), ("_step", np.int64), ("_epoch", np.int32), ("_time", np.float64))
 
 
@@ -72,7 +73,9 @@ class StepColumns:
             return
         capacity = self.capacity
         while capacity < needed:
-            capacity *= 2
+            # Mapping a spill file longer copies nothing, so it grows by at most a fixed step:
+            # the disk holds no more than one step beyond the rows written.
+            capacity = min(capacity * 2, capacity + SPILL_GROW_ROWS) if self._spilled else capacity * 2
         if self._spilled:
             # The file grows and is mapped again: no copy, and the rows already written stay put.
             for name, spilled in self._spilled.items():
@@ -140,8 +143,10 @@ class StepColumns:
 
     @property
     def spill_failed(self) -> str:
-        """Why the columns moved from their spill file into RAM ("" while they spill or never did)."""
-        return next((spilled.failed for spilled in self._spilled.values() if spilled.failed), "")
+        """Why the columns, or arrays kept beside them in the same spill folder (the charts'
+        summaries), moved into RAM ("" while they spill or never did)."""
+        own = next((spilled.failed for spilled in self._spilled.values() if spilled.failed), "")
+        return own or (self.spill.failed if self.spill is not None else "")
 
     def close(self) -> None:
         """Let go of the spill files (arrays already handed out stay readable)."""

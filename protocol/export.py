@@ -27,6 +27,7 @@ step, counted from the recording's first step) apply to steps only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import fnmatch
@@ -442,7 +443,9 @@ def export_recording(recording: str | os.PathLike[str], fmt: str, out: str | os.
                 raise ExportError(f"{target} exists and is not a folder; a TensorBoard export is a folder")
 
             def sink_for(schema, chosen):
-                target.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    target.mkdir(parents=True)
+                    outputs.made.append(target)
                 return TensorBoardSink(schema, chosen, outputs.binary(target / event_file_name(schema)),
                                        schema.started_at or _time.time())
         result, sink = export_records(messages, sink_for, patterns=patterns, every=every, path=source)
@@ -473,6 +476,7 @@ class _Outputs:
         self.overwrite = overwrite
         self.source = source.resolve()
         self.paths: list[Path] = []
+        self.made: list[Path] = []  # folders this export created (removed again if it fails)
         self._open: list[tuple[Any, Path, Path]] = []
 
     def _claim(self, path: Path) -> Path:
@@ -500,11 +504,23 @@ class _Outputs:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # Closing flushes what is still buffered (all of a small export), so it can fail too
+        # (disk full): every handle is closed and, if anything failed, no partial file stays.
+        failure: BaseException | None = None
         for handle, _, _ in self._open:
-            handle.close()
+            try:
+                handle.close()
+            except OSError as err:
+                failure = failure or err
         for _, partial, path in self._open:
-            if exc_type is None:
+            if exc_type is None and failure is None:
                 os.replace(partial, path)
                 self.paths.append(path)
             else:
                 partial.unlink(missing_ok=True)
+        for folder in self.made:
+            if exc_type is not None or failure is not None:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: a folder we made for a failed export
+        if failure is not None and exc_type is None:
+            raise failure

@@ -18,13 +18,17 @@ the process ends, even when it is killed. Spilling needs a disk: on tmpfs or ram
 would itself be memory, so :func:`spill_dir` refuses those and the caller keeps RAM arrays.
 
 A full disk must never kill the process (a write into a mapped page the file system cannot
-back is a SIGBUS): every byte of the file is allocated with ``posix_fallocate`` before it is
-mapped, and when that fails (no space, the folder gone) the array moves itself into RAM,
-keeps its rows, and says why in :attr:`SpillArray.failed`.
+back is a SIGBUS): spilling is done only on file systems that write a page in place
+(:data:`IN_PLACE_FILESYSTEMS`; copy-on-write ones such as btrfs or ZFS need new blocks for
+every rewrite), every byte of the file is allocated with ``posix_fallocate`` before it is
+mapped, and a grow that would leave the disk nearly full is not attempted. When a file cannot
+grow (no space, the folder gone) the array moves itself into RAM, keeps its rows, and says
+why in :attr:`SpillArray.failed`; the folder then stops spilling (:attr:`SpillDir.failed`).
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import tempfile
@@ -34,16 +38,29 @@ import numpy as np
 
 PAGE = mmap.PAGESIZE
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "hugetlbfs"})
+# File systems where a page written through a mapping goes back to the blocks it came from,
+# so blocks reserved up front are all a write ever needs.
+IN_PLACE_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs"})
+# A grow is not attempted when it would leave less free space than this (bytes, and a
+# fraction of the file system): the recording and checkpoints need the disk more.
+FREE_FLOOR_BYTES = 1 << 30
+FREE_FLOOR_FRACTION = 0.05
 
 
 class SpillDir:
-    """A folder on disk where :class:`SpillArray` files are made (each unlinked at once)."""
+    """A folder on disk where :class:`SpillArray` files are made (each unlinked at once).
+
+    Once one of its files could not grow, :attr:`failed` says why and every array asked of
+    it from then on starts in RAM (no retrying against a full disk on every redraw).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.failed = ""
 
     def array(self, dtype: np.dtype | type, row_shape: tuple[int, ...], rows: int) -> SpillArray:
-        """A new zero-filled array of ``rows`` rows of ``row_shape``, backed by a file here."""
+        """A new zero-filled array of ``rows`` rows of ``row_shape``, backed by a file here
+        (or in RAM once this folder has :attr:`failed`)."""
         return SpillArray(self, dtype, row_shape, rows)
 
     def __repr__(self) -> str:
@@ -95,6 +112,10 @@ def spill_dir(path: str | os.PathLike[str] | None = None) -> tuple[SpillDir | No
     kind = filesystem_type(folder)
     if kind in MEMORY_FILESYSTEMS:
         return None, f"steps kept in memory: {folder} is on {kind}, which is memory too"
+    if kind not in IN_PLACE_FILESYSTEMS:
+        return None, (f"steps kept in memory: {folder} is on {kind or 'an unknown file system'}, where a full disk "
+                      f"could stop the monitor mid-write (set OCTA_TUI_SPILL_DIR to a folder on "
+                      f"{', '.join(sorted(IN_PLACE_FILESYSTEMS))})")
     return SpillDir(folder), f"older steps paged to an unnamed file in {folder}"
 
 
@@ -114,13 +135,22 @@ class SpillArray:
         self._map: mmap.mmap | None = None
         self.rows = 0
         self.failed = ""  # why the array moved into RAM, if it did
+        self.where = where
         self.array: np.ndarray = np.zeros((0, *self.row_shape), dtype=self.dtype)
-        try:
-            self._file = tempfile.TemporaryFile(dir=where.path)
-        except OSError as err:
-            self._file = None
-            self.failed = f"cannot make a spill file in {where.path} ({err.strerror or err})"
+        self._file = None
+        if where.failed:
+            self.failed = where.failed
+        else:
+            try:
+                self._file = tempfile.TemporaryFile(dir=where.path)
+            except OSError as err:
+                self._fail(f"cannot make a spill file in {where.path} ({_reason(err)})")
         self.grow(rows)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = reason
+        if not self.where.failed:
+            self.where.failed = reason
 
     def grow(self, rows: int) -> np.ndarray:
         """Make room for ``rows`` rows (never shrinks) and return the new :attr:`array`.
@@ -134,7 +164,7 @@ class SpillArray:
             try:
                 return self._grow_file(rows)
             except (OSError, ValueError) as err:
-                self.failed = f"the spill file cannot grow to {rows * self.row_bytes:,} bytes ({_reason(err)})"
+                self._fail(f"the spill file cannot grow to {rows * self.row_bytes:,} bytes ({_reason(err)})")
                 self.close()
         grown = np.zeros((rows, *self.row_shape), dtype=self.dtype)
         grown[: self.rows] = self.array[: self.rows]
@@ -145,6 +175,12 @@ class SpillArray:
         nbytes = rows * self.row_bytes
         fd = self._file.fileno()
         have = self.rows * self.row_bytes
+        disk = os.fstatvfs(fd)
+        free = disk.f_bavail * disk.f_frsize
+        floor = max(FREE_FLOOR_BYTES, FREE_FLOOR_FRACTION * disk.f_blocks * disk.f_frsize)
+        if free - (nbytes - have) < floor:
+            raise OSError(errno.ENOSPC, f"only {free / 2**30:.1f} GiB free on its disk; spilling stops "
+                                        f"{floor / 2**30:.1f} GiB before full")
         # Reserve the blocks now, so that writing through the mapping can never hit a full disk.
         os.posix_fallocate(fd, have, nbytes - have)  # the new bytes read as zeros
         mapped = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)

@@ -234,10 +234,10 @@ def loss_twin_outcome(with_fix: float, without: float, noise: float, t: TrialThr
     """
     fixed_ok, twin_ok = math.isfinite(with_fix), math.isfinite(without)
     if fixed_ok and twin_ok:
-        if without > 0:
-            effect = (without - with_fix) / without
-            return effect, twin_outcome(effect, noise, t)
-        return (0.0, NO_EFFECT) if with_fix <= without else (-math.inf, HURT)
+        # Relative to the twin's loss; a loss of 0 or below (a custom loss) has no scale, so
+        # the plain difference is judged against the same margins.
+        effect = (without - with_fix) / without if without > 0 else without - with_fix
+        return effect, twin_outcome(effect, noise, t)
     if fixed_ok:
         return math.inf, HELPED
     if twin_ok:
@@ -314,7 +314,12 @@ def _check_live_fix(scenario: Scenario, config: TrainConfig, folder: Path, seed:
         change = f"{effect:+.2f} vs twin"
     else:
         effect, twin = loss_twin_outcome(with_fix, without, trial.noise, t)
-        change = f"{-effect:+.0%} vs twin"
+        if math.isfinite(effect):
+            change = f"{-effect:+.0%} vs twin"
+        elif math.isnan(effect):
+            change = "both diverged"
+        else:
+            change = "the twin diverged" if effect > 0 else "the fixed run diverged"
     result.twin = {"fixed": with_fix, "unfixed": without, "effect": effect,
                    "val_dice_fixed": _val_dice(fixed), "val_dice_unfixed": _val_dice(unfixed)}
     dice = ""

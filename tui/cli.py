@@ -314,7 +314,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except OSError as err:
-        raise CliError(f"cannot write the export: {err.strerror or err} ({err.filename or args.output})") from None
+        where = err.filename or args.output or "next to the recording"
+        after = "" if to_stdout else "; nothing was written"
+        raise CliError(f"cannot write the export: {err.strerror or err} ({where}){after}") from None
     for warning in result.warnings:
         print(f"octa-tui: warning: {warning}; exported what was readable", file=sys.stderr)
     if result.skipped:

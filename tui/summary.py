@@ -90,7 +90,7 @@ class BlockEnvelopes:
     def update(self, owner: object, values: np.ndarray, spill: SpillDir | None = None) -> None:
         """Summarise the complete blocks of ``values`` not yet seen; ``owner`` is a small
         token naming the matrix (a new one, or fewer rows than before, starts over).
-        ``spill``: keep the summaries in files too (when the matrix spills)."""
+        ``spill``: keep the finest level in a file too (when the matrix spills)."""
         b = self.block_rows
         complete = values.shape[0] // b
         width = values.shape[1]
@@ -99,8 +99,11 @@ class BlockEnvelopes:
                 or levels[0].lo.dtype != _summary_dtype(values)):
             self._owner = owner
             dtype = _summary_dtype(values)
+            # Only the finest level grows fast enough to be worth a file (a block per 64 rows;
+            # the next is 16 times smaller), and files cost descriptors.
             self._levels = levels = [
-                _Level(b * self.level_factor**i, width, dtype, spill) for i in range(self.level_count)
+                _Level(b * self.level_factor**i, width, dtype, spill if i == 0 else None)
+                for i in range(self.level_count)
             ]
         fine = levels[0]
         if complete > fine.blocks:

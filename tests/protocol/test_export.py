@@ -382,3 +382,34 @@ def test_pandas_reads_the_csv_as_numbers_with_nan_and_inf(session, tmp_path):
     assert np.isnan(frame["loss/total"][5]) and frame["grad/enc1.conv1.weight"][17] == np.inf
     assert same_float32(frame[list(SCHEMA.channels)].to_numpy().astype(np.float32),
                         read_recording(session).history.steps.values)
+
+
+class _FullAtClose:
+    """An output file whose last flush finds the disk full (what a small export meets)."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def close(self) -> None:
+        self._handle.close()
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "tensorboard"])
+def test_a_disk_that_fills_at_the_last_flush_leaves_no_file_behind(session, tmp_path, monkeypatch, fmt):
+    import builtins
+
+    import octa_tui.protocol.export as export_module
+
+    # GIVEN outputs whose final flush fails with a full disk
+    monkeypatch.setattr(export_module, "open", lambda *a, **k: _FullAtClose(builtins.open(*a, **k)), raising=False)
+    out = tmp_path / "out" / "run"
+    out.parent.mkdir()
+    # WHEN the export runs THEN it fails with the disk's error, and leaves no file, partial or
+    # whole, and no folder it made
+    with pytest.raises(OSError, match="No space left"):
+        export_recording(session, fmt, out)
+    assert list(out.parent.iterdir()) == []

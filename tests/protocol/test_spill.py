@@ -149,3 +149,42 @@ def test_a_spill_folder_that_vanished_leaves_the_columns_in_memory(tmp_path: Pat
     cols = StepColumns(width=2, spill=gone)
     cols.append(0, 0, 0, 0.0, _row(0, 2))
     assert float(cols.values[0, 1]) == _row(0, 2)[1] and "cannot make a spill file" in cols.spill_failed
+
+
+def test_a_grow_that_would_nearly_fill_the_disk_is_not_attempted(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from octa_tui.protocol import spill as spill_module
+
+    # GIVEN a disk with 100 MB free of 1 TB (under the 1 GiB / 5% floor)
+    nearly_full = SimpleNamespace(f_bavail=100 * 2**20 // 4096, f_frsize=4096, f_blocks=2**40 // 4096)
+    where = SpillDir(tmp_path)
+    cols = StepColumns(width=3, capacity=16, spill=where)
+    monkeypatch.setattr(spill_module.os, "fstatvfs", lambda fd: nearly_full)
+    # WHEN the store grows
+    for i in range(100):
+        cols.append(i, i, 0, float(i), _row(i, 3))
+    # THEN it goes on in RAM with every row, says why, and the folder spills no more
+    assert np.array_equal(cols.values, np.stack([_row(i, 3) for i in range(100)]))
+    assert "spilling stops" in cols.spill_failed and "GiB free" in cols.spill_failed
+    later = where.array(np.float32, (2,), 10)
+    assert later.failed and later.release(10) == 0 and later.array.shape == (10, 2)
+
+
+def test_a_copy_on_write_file_system_is_not_spilled_to(tmp_path: Path, monkeypatch) -> None:
+    from octa_tui.protocol import spill as spill_module
+
+    monkeypatch.setattr(spill_module, "filesystem_type", lambda path: "btrfs")
+    where, why = spill_dir(tmp_path)
+    assert where is None and "btrfs" in why and "OCTA_TUI_SPILL_DIR" in why
+
+
+def test_a_spilled_store_grows_by_a_bounded_step(tmp_path: Path) -> None:
+    from octa_tui.protocol.columns import SPILL_GROW_ROWS
+
+    cols = StepColumns(width=1, capacity=16, spill=SpillDir(tmp_path))
+    block = np.zeros((1000, 1), dtype=np.float32)
+    for a in range(0, 3 * SPILL_GROW_ROWS, 1000):
+        cols.extend(StepChunk(RUN, np.arange(a, a + 1000, dtype=np.uint64), np.arange(a, a + 1000),
+                              np.zeros(1000, dtype=np.int32), np.zeros(1000), block))
+    assert len(cols) <= cols.capacity <= len(cols) + SPILL_GROW_ROWS

@@ -62,6 +62,8 @@ def test_new_flags_are_checked() -> None:
         (0.5, float("inf"), "helped"),
         (float("nan"), 0.5, "hurt"),  # the fix made it diverge
         (float("nan"), float("nan"), "no effect"),  # both diverged: nothing to tell apart
+        (1e-9, 0.0, "no effect"),  # a twin at exactly 0: the difference is judged, not a ratio
+        (0.5, 0.0, "hurt"),
     ],
 )
 def test_the_twin_comparison_counts_a_diverged_run_as_the_worse_one(with_fix, without, expected) -> None:
