@@ -324,6 +324,7 @@ class Trainer:
             "batch_size": config.batch_size,
             "steps_per_epoch": data.steps_per_epoch(config.batch_size),
             "epochs": config.epochs,
+            "max_steps": config.max_steps,
             "image_size": config.image_size,
             "loss": config.loss_name,
             "output_activation": config.output_activation if config.task == "heatmap" else "sigmoid",

@@ -61,7 +61,6 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
                            status.detail, status.trainer_state)
     n = len(history.steps)
     schema = history.schema
-    epochs = schema.config.get("epochs")
     return HeaderFacts(
         run_id=schema.run_id,
         task=schema.task,
@@ -70,7 +69,7 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
         device=schema.model.device,
         step=int(history.steps.step[n - 1]) if n else 0,
         epoch=int(history.steps.epoch[n - 1]) if n else 0,
-        epochs=int(epochs) if isinstance(epochs, (int, float)) and epochs > 0 else None,
+        epochs=view.total_epochs(history),
         steps_per_s=view.steps_per_second(history),
         total_steps=view.total_steps(history),
         state=status.state,

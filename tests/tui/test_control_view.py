@@ -91,3 +91,19 @@ def test_the_log_tracks_replies_and_undo_sends_the_old_value_back():
     assert rejected.describe().endswith("rejected: clip is locked")
     entry.undone = True
     assert log.undoable() is None
+
+
+def test_a_run_stopped_early_by_max_steps_shows_that_length_and_its_epochs():
+    from dataclasses import replace
+
+    from octa_tui.protocol.run import RunHistory
+
+    # GIVEN a run configured for 20 epochs of 50 steps but stopped at 120 steps (octa-train --max-steps)
+    seeded = seeded_history(10)
+    schema = replace(seeded.schema, config={**seeded.schema.config, "max_steps": 120})
+    history = RunHistory(schema)
+    # THEN the ETA counts to step 120 and the header says epoch N/3, not N/20
+    assert view.total_steps(history) == 120
+    assert view.total_epochs(history) == 3
+    # AND without max_steps both come from the epochs
+    assert view.total_steps(seeded) == 20 * 50 and view.total_epochs(seeded) == 20
