@@ -16,28 +16,24 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from bench_recording import bench_schema as recording_schema
 
 from octa_tui.protocol.export import export_recording
-from octa_tui.protocol.messages import ModelSummary, Schema
+from octa_tui.protocol.messages import Schema
 from octa_tui.protocol.recording import RecordingWriter
 from octa_tui.protocol.tfevents import ScalarEventEncoder
 
-RUN_ID = "0123456789abcdef"
-
 
 def bench_schema() -> Schema:
-    """152 channels named like a real UNet's."""
-    return Schema(
-        run_id=RUN_ID,
-        task="segmentation",
-        model=ModelSummary("UNet", 31_000_000),
-        loss=("total",) + tuple(f"term{i}" for i in range(7)),
-        grad=tuple(f"{part}{i // 4}.conv{i % 4}.weight" for i, part in
-                   zip(range(128), ["enc", "dec"] * 64)),
-        out=tuple(f"stat{i}" for i in range(16)),
+    """The recording benchmark's 152 channels, with gradient layers named like a real UNet's
+    (TensorBoard tags are channel names) and a start time (the event file's name)."""
+    return replace(
+        recording_schema(),
+        grad=tuple(f"{part}{i // 4}.conv{i % 4}.weight" for i, part in zip(range(128), ["enc", "dec"] * 64)),
         started_at=1_750_000_000.0,
     )
 

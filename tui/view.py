@@ -98,33 +98,35 @@ def steps_per_second(history: RunHistory, window_rows: int = SPEED_WINDOW_ROWS) 
     return advanced / elapsed
 
 
+def _planned_length(history: RunHistory) -> tuple[int, int, int] | None:
+    """(epochs, steps per epoch, max_steps) from the run's config; 0 where it does not say."""
+    config = history.schema.config
+    try:
+        return (int(config.get("epochs", 0) or 0), int(config.get("steps_per_epoch", 0) or 0),
+                int(config.get("max_steps", 0) or 0))
+    except (TypeError, ValueError):
+        return None
+
+
 def total_steps(history: RunHistory) -> int | None:
     """The run's planned length in steps, when the config says: epochs x steps per epoch, or
     the trainer's ``max_steps`` when that stops it sooner."""
-    config = history.schema.config
-    try:
-        epochs = int(config.get("epochs", 0))
-        per_epoch = int(config.get("steps_per_epoch", 0))
-        max_steps = int(config.get("max_steps", 0) or 0)
-    except (TypeError, ValueError):
+    planned = _planned_length(history)
+    if planned is None:
         return None
-    planned = epochs * per_epoch if epochs > 0 and per_epoch > 0 else None
+    epochs, per_epoch, max_steps = planned
+    length = epochs * per_epoch if epochs > 0 and per_epoch > 0 else None
     if max_steps > 0:
-        return min(planned, max_steps) if planned is not None else max_steps
-    return planned
+        return min(length, max_steps) if length is not None else max_steps
+    return length
 
 
 def total_epochs(history: RunHistory) -> int | None:
     """The epochs the run will train: its ``epochs``, or fewer when ``max_steps`` ends it first."""
-    config = history.schema.config
-    try:
-        epochs = int(config.get("epochs", 0))
-        per_epoch = int(config.get("steps_per_epoch", 0))
-        max_steps = int(config.get("max_steps", 0) or 0)
-    except (TypeError, ValueError):
+    planned = _planned_length(history)
+    if planned is None or planned[0] <= 0:
         return None
-    if epochs <= 0:
-        return None
+    epochs, per_epoch, max_steps = planned
     if max_steps > 0 and per_epoch > 0:
         return min(epochs, -(-max_steps // per_epoch))
     return epochs
