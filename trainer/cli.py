@@ -20,7 +20,16 @@ from typing import Any, NoReturn
 
 from octa_tui.protocol.errors import ProtocolError
 
-from .config import DEVICES, MODELS_BY_TASK, OPTIMIZERS, OUTPUT_ACTIVATIONS, TASKS, ConfigError, TrainConfig
+from .config import (
+    DEVICES,
+    LOSSES_BY_TASK,
+    MODELS_BY_TASK,
+    OPTIMIZERS,
+    OUTPUT_ACTIVATIONS,
+    TASKS,
+    ConfigError,
+    TrainConfig,
+)
 
 EXIT_USAGE = 2
 # Settings of this session rather than of the run: a resumed run takes these from the
@@ -79,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="UNet / CRAFT-like model without BatchNorm (seed 002's unnormalised net)")
     model.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=d.output_activation,
                        help="heatmap model's final activation; none reproduces seed 002's bug")
+    model.add_argument("--loss", choices=sorted({n for ns in LOSSES_BY_TASK.values() for n in ns}), default="",
+                       help="default: dice_bce (segmentation), mse (heatmap: mean squared error); mse_ohem is "
+                            "a CRAFT-style heatmap loss: squared error over the positive pixels and the 3x as many "
+                            "hardest negatives, divided by the positive count")
     model.add_argument("--bce-weight", type=float, default=d.bce_weight)
     model.add_argument("--dice-weight", type=float, default=d.dice_weight)
     model.add_argument("--pos-weight", type=_pos_weight, default=None, help="BCE weight of foreground pixels, or auto")
@@ -122,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         low_foreground=args.low_foreground, contrast=args.contrast, binarize_masks=args.binarize_masks,
         skip_bad=args.skip_bad_files, image_size=args.image_size,
         normalize=not args.no_normalize, task=args.task, model=model, base_width=args.base_width, batch_norm=not args.no_batch_norm,
-        output_activation=args.output_activation, bce_weight=args.bce_weight, dice_weight=args.dice_weight,
+        output_activation=args.output_activation, loss=args.loss, bce_weight=args.bce_weight, dice_weight=args.dice_weight,
         pos_weight=args.pos_weight, optimizer=args.optimizer, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         lr=args.lr, step_size=args.step_size, gamma=args.gamma, clip=args.clip, amp=args.amp, seed=args.seed,
         device=args.device, checkpoint_dir=args.checkpoint_dir, record=args.record, resume=args.resume,

@@ -19,6 +19,7 @@ MODELS_BY_TASK = {
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
+LOSSES_BY_TASK = {"segmentation": ("dice_bce",), "heatmap": ("mse", "mse_ohem")}  # the first is the default
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,7 @@ class TrainConfig:
     base_width: int = 16
     batch_norm: bool = True  # BatchNorm in the UNet and the CRAFT-like model (off: seed 002's plain net)
     output_activation: str = "sigmoid"
+    loss: str = ""  # "": the task's default (dice_bce, or mse for heatmaps); mse_ohem: CRAFT-style hard-negative MSE
     bce_weight: float = 0.3
     dice_weight: float = 0.7
     pos_weight: float | str | None = None
@@ -99,6 +101,9 @@ class TrainConfig:
             raise ConfigError("--task heatmap trains on synthetic heatmaps only; use --synthetic N")
         if self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ConfigError(f"--output-activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}")
+        losses = LOSSES_BY_TASK[self.task]
+        if self.loss and self.loss not in losses:
+            raise ConfigError(f"--loss {self.loss!r} does not fit --task {self.task}; choose one of {', '.join(losses)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.device not in DEVICES:
@@ -138,8 +143,8 @@ class TrainConfig:
 
     @property
     def loss_name(self) -> str:
-        """The loss the run trains with: ``dice_bce`` for segmentation, ``mse`` for heatmaps."""
-        return "mse" if self.task == "heatmap" else "dice_bce"
+        """The loss the run trains with: ``loss`` if set, else ``dice_bce`` for segmentation, ``mse`` for heatmaps."""
+        return self.loss or LOSSES_BY_TASK.get(self.task, ("dice_bce",))[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for checkpoints (so a resumed run can tell what it resumes)."""
