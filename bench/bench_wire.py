@@ -7,6 +7,9 @@
   ingest    decode + append into StepColumns from pre-encoded frames (target >= 100k steps/s).
   receive   SUB receive + decode + append: draining a queued backlog, and while a publisher
             process floods it (both processes then share the machine's cores).
+  monitor   what `octa-tui connect` runs: socket -> RunFollower.poll -> RunHistory, from a
+            queued backlog of steps and with a publisher process sending concurrently
+            (target >= 100k steps/s).
   follow    RunFollower following a TrainerLink process that publishes at full speed
             (drops at the socket are repaired from history, and counted).
   late join RunFollower.connect() to a trainer that already holds the run's history.
@@ -26,10 +29,11 @@ import time
 
 import numpy as np
 
-from octa_tui.protocol import ModelSummary, Schema, decode, encode_step, new_run_id
+from octa_tui.protocol import Heartbeat, ModelSummary, Schema, decode, encode_step, new_run_id
 from octa_tui.protocol.columns import StepColumns
 from octa_tui.protocol.follow import RunFollower
 from octa_tui.protocol.link import TrainerLink
+from octa_tui.protocol.spill import spill_dir
 from octa_tui.protocol.transport import TelemetryPublisher, TelemetrySubscriber
 
 LAYERS, LOSS_TERMS, OUT_STATS = 128, 8, 16
@@ -82,12 +86,12 @@ def role_reader(endpoint: str) -> None:
     sub.close()
 
 
-def role_flood(endpoint_file: str, steps: int) -> None:
+def role_flood(endpoint_file: str, steps: int, run_id: str | None = None) -> None:
     """Publish pre-encoded step frames as fast as possible, over and over, until told to stop."""
     pub = TelemetryPublisher("tcp://127.0.0.1:0", sndhwm=100_000)
     with open(endpoint_file, "w") as fh:
         fh.write(pub.endpoint)
-    schema = bench_schema()
+    schema = bench_schema(run_id)
     token = bytes.fromhex(schema.run_id)
     values = np.random.default_rng(0).random(schema.width, dtype=np.float32)
     frames = [encode_step(token, i, i, 0, 1.0 + i, values) for i in range(steps)]
@@ -95,9 +99,16 @@ def role_flood(endpoint_file: str, steps: int) -> None:
     sys.stdin.readline()  # go
     import select
 
-    while not select.select([sys.stdin], [], [], 0)[0]:
-        for frame in frames:
-            pub.send_frame(frame)
+    if run_id is None:
+        while not select.select([sys.stdin], [], [], 0)[0]:
+            for frame in frames:
+                pub.send_frame(frame)
+    else:  # a run a follower keeps: every step is new, as from a trainer
+        seq = 0
+        while not select.select([sys.stdin], [], [], 0)[0]:
+            for _ in range(steps):
+                pub.send_frame(encode_step(token, seq, seq, 0, 1.0 + seq, values))
+                seq += 1
     pub.close()
 
 
@@ -235,6 +246,109 @@ def bench_receive_flood(seconds: float) -> float:
     return count / elapsed
 
 
+def role_control(endpoint_file: str) -> None:
+    """A trainer's control socket holding an empty run: answers a follower's join, pings and history."""
+    link = TrainerLink(bench_schema(BENCH_RUN_ID), heartbeat_s=0.2)
+    with open(endpoint_file, "w") as fh:
+        fh.write(f"{link.telemetry_endpoint} {link.control_endpoint}")
+    print("ready", flush=True)
+    import select
+
+    while not select.select([sys.stdin], [], [], 0.001)[0]:
+        link.poll_commands()
+        link.tick()
+    link.close()
+
+
+BENCH_RUN_ID = "0123456789abcdef"
+
+
+def _followed_control(folder: str) -> tuple[subprocess.Popen, str]:
+    endpoint_file = os.path.join(folder, "control")
+    control = _spawn("--role", "control", endpoint_file)
+    assert control.stdout.readline().strip() == "ready"
+    with open(endpoint_file) as fh:
+        return control, fh.read().split()[1]
+
+
+def bench_monitor_backlog(steps: int, spill: bool = False) -> float | str:
+    """Steps/s of RunFollower.poll taking a queued backlog of ``steps`` steps into its history.
+
+    The path `octa-tui connect` runs: SUB receive, decode, the follower's seq checks, the
+    column store. The follower joins an empty run (history from a control process), then
+    the steps are queued on its socket and timed from the first poll to the last row.
+    With ``spill`` the columns are paged to files as `octa-tui connect` does by default
+    (the reason is returned instead when the folder cannot take them).
+    """
+    token = bytes.fromhex(BENCH_RUN_ID)
+    width = bench_schema().width
+    values = np.random.default_rng(4).random(width, dtype=np.float32)
+    frames = [encode_step(token, i, i, 0, 1.0 + i, values) for i in range(steps)]
+    with tempfile.TemporaryDirectory() as folder:
+        control, control_endpoint = _followed_control(folder)
+        pub = TelemetryPublisher("tcp://127.0.0.1:0", sndhwm=steps + 1000)
+        where = None
+        if spill:
+            where, note = spill_dir(os.environ.get("OCTA_TUI_SPILL_DIR") or os.path.join(folder, "spill"))
+            if where is None:
+                pub.close()
+                _stop(control)
+                return note
+        follower = RunFollower(pub.endpoint, control_endpoint, timeout_s=10.0, spill=where)
+        follower.connect()
+        probe = TelemetrySubscriber(pub.endpoint)  # a second subscriber tells when the subscription is live
+        while probe.recv(0.02) is None:
+            pub.send(Heartbeat(BENCH_RUN_ID, "trainer", 1.0))
+        probe.close()
+        follower.poll(0.1)
+        for frame in frames:
+            pub.send_frame(frame)
+        time.sleep(0.5)  # the backlog reaches the follower's queue
+        start = time.perf_counter()
+        while len(follower.history.steps) < steps and time.perf_counter() - start < 60:
+            follower.poll(0.05)
+        elapsed = time.perf_counter() - start
+        got = len(follower.history.steps)
+        complete = bool(np.array_equal(follower.history.steps.seq, np.arange(got, dtype=np.uint64)))
+        follower.close()
+        pub.close()
+        _stop(control)
+    assert got == steps and complete, f"follower holds {got} of {steps} steps (in order: {complete})"
+    return steps / elapsed
+
+
+def bench_monitor_flood(seconds: float) -> tuple[float, int, int]:
+    """Steps/s RunFollower.poll adds to its history while a publisher process sends new steps
+    as fast as it can; also the steps dropped at the socket (holes the empty control side
+    cannot fill) and the messages that could not be read (must be 0)."""
+    with tempfile.TemporaryDirectory() as folder:
+        control, control_endpoint = _followed_control(folder)
+        endpoint_file = os.path.join(folder, "endpoint")
+        flood = _spawn("--role", "flood", endpoint_file, "50000", BENCH_RUN_ID)
+        assert flood.stdout.readline().strip() == "ready"
+        with open(endpoint_file) as fh:
+            endpoint = fh.read()
+        follower = RunFollower(endpoint, control_endpoint, timeout_s=10.0)
+        follower.connect()
+        flood.stdin.write("go\n")
+        flood.stdin.flush()
+        steps = follower.history.steps
+        while len(steps) == 0:
+            follower.poll(0.05)
+        first, first_seq = len(steps), steps.last_seq()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            follower.poll(0.05)
+        elapsed = time.perf_counter() - start
+        count = len(steps) - first
+        dropped = steps.last_seq() - first_seq - count
+        malformed = follower.malformed
+        _stop(flood)
+        follower.close()
+        _stop(control)
+    return count / elapsed, dropped, malformed
+
+
 def bench_follow(steps: int) -> tuple[float, int, int]:
     """Steps/s a RunFollower takes in from a trainer publishing at full speed, gaps filled."""
     with tempfile.TemporaryDirectory() as folder:
@@ -291,7 +405,9 @@ def main(argv: list[str]) -> int:
         if role == "reader":
             role_reader(rest[0])
         elif role == "flood":
-            role_flood(rest[0], int(rest[1]))
+            role_flood(rest[0], int(rest[1]), *rest[2:])
+        elif role == "control":
+            role_control(rest[0])
         elif role == "trainer":
             role_trainer(rest[0], int(rest[1]), int(rest[2]))
         return 0
@@ -328,6 +444,21 @@ def main(argv: list[str]) -> int:
             f"{bench_receive_flood(2.0):,.0f} steps/s",
             "(2 processes, shared cores)",
         )
+    )
+    rows.append(
+        ("monitor: socket -> follower.poll -> history, backlog", f"{bench_monitor_backlog(n):,.0f} steps/s",
+         ">= 100k steps/s")
+    )
+    spilled = bench_monitor_backlog(n, spill=True)
+    rows.append(
+        ("monitor: same, columns spilled to files (connect's default)",
+         f"{spilled:,.0f} steps/s" if isinstance(spilled, float) else spilled, ">= 100k steps/s")
+    )
+    flood_rate, flood_dropped, flood_malformed = bench_monitor_flood(2.0)
+    rows.append(
+        ("monitor: same, publisher process sending",
+         f"{flood_rate:,.0f} steps/s ({flood_dropped:,} dropped at the socket, {flood_malformed} malformed)",
+         "(2 processes, shared cores)")
     )
     rate, gaps, got = bench_follow(n)
     rows.append(

@@ -22,6 +22,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from .codec import StepBlock
 from .commands import validate_command
 from .errors import ProtocolError
 from .keys import ClientCurve
@@ -248,14 +251,12 @@ class RunFollower:
         if self._sub is None or self.history is None:
             raise RuntimeError("RunFollower.poll() before connect(); call connect() first")
         before = len(self.history.steps)
-        messages = self._sub.drain(max_messages, timeout_s)
+        messages = self._sub.drain_blocks(max_messages, timeout_s)
         if self._sub.incompatible:
             raise ProtocolError(self._sub.incompatible)
         now = self._clock()
         batch = _Batch()
-        history = self.history
-        run_id = history.run_id
-        append = history.steps.append_step
+        run_id = self.history.run_id
         next_seq = self._next_seq
         stepped = False
         for msg in messages:
@@ -263,25 +264,14 @@ class RunFollower:
             if msg_run != run_id:
                 if msg_run in self._retired or not self._start_new_run(batch):
                     continue
-                history, run_id = self.history, self.history.run_id
-                append, next_seq = history.steps.append_step, self._next_seq
-            if type(msg) is Step:
-                seq = msg.seq
-                if seq == next_seq:
-                    append(msg)
-                    next_seq += 1
-                    stepped = True
-                elif seq > next_seq:
-                    self._next_seq = next_seq
-                    self._fill_gap(batch)
-                    if self._next_seq < seq:  # the fill could not reach it: keep it, gap and all
-                        self._skip_gap(seq)
-                    next_seq = self._next_seq
-                    if seq == next_seq:
-                        append(msg)
-                        next_seq += 1
-                    stepped = True
-                # seq < next_seq: already have it (snapshot overlap or a fill).
+                run_id, next_seq = self.history.run_id, self._next_seq
+            kind = type(msg)
+            if kind is StepBlock:
+                next_seq, took = self._take_block(msg.chunk, next_seq, batch)
+                stepped = stepped or took
+            elif kind is Step:
+                next_seq, took = self._take_step(msg, next_seq, batch)
+                stepped = stepped or took
             elif isinstance(msg, Heartbeat):
                 self.trainer = msg
                 self._last_life = now
@@ -299,6 +289,57 @@ class RunFollower:
         self.state = self._state(now)
         added = len(self.history.steps) if batch.new_run else len(self.history.steps) - before
         return FollowUpdate(added, batch.records, batch.gaps_filled, batch.new_run, self.state, self.trainer)
+
+    def _take_step(self, msg: Step, next_seq: int, batch: _Batch) -> tuple[int, bool]:
+        """File one step of the current run; the next expected seq, and whether it counted as life."""
+        assert self.history is not None
+        seq = msg.seq
+        if seq == next_seq:
+            self.history.steps.append_step(msg)
+            return next_seq + 1, True
+        if seq > next_seq:
+            self._next_seq = next_seq
+            self._fill_gap(batch)
+            if self._next_seq < seq:  # the fill could not reach it: keep it, gap and all
+                self._skip_gap(seq)
+            next_seq = self._next_seq
+            if seq == next_seq:
+                self.history.steps.append_step(msg)
+                next_seq += 1
+            return next_seq, True
+        return next_seq, False  # seq < next_seq: already have it (snapshot overlap or a fill).
+
+    def _take_block(self, chunk: StepChunk, next_seq: int, batch: _Batch) -> tuple[int, bool]:
+        """File consecutive steps of the current run at once; same result as one by one.
+
+        Runs of contiguous seqs are added with one ``extend`` (minus rows already held); the
+        first step after a jump goes through :meth:`_take_step`, which fills the gap.
+        """
+        assert self.history is not None
+        seq = chunk.seq
+        n = len(seq)
+        breaks = (np.flatnonzero(np.diff(seq) != 1) + 1).tolist() if n > 1 else []
+        starts = [0, *breaks]
+        stops = [*starts[1:], n]
+        stepped = False
+        for a, b in zip(starts, stops):
+            first = int(seq[a])
+            if first > next_seq:
+                step = Step(chunk.run_id, first, int(chunk.step[a]), int(chunk.epoch[a]), float(chunk.time[a]),
+                            chunk.values[a])
+                next_seq, _ = self._take_step(step, next_seq, batch)
+                stepped = True
+                a, first = a + 1, first + 1
+            skip = next_seq - first  # rows this history already holds
+            if a + skip < b:
+                a += skip
+                self.history.steps.extend(
+                    StepChunk(chunk.run_id, seq[a:b], chunk.step[a:b], chunk.epoch[a:b], chunk.time[a:b],
+                              chunk.values[a:b])
+                )
+                next_seq = int(seq[b - 1]) + 1
+                stepped = True
+        return next_seq, stepped
 
     def _add_record(self, msg: Message, batch: _Batch) -> None:
         key = _record_key(msg)
