@@ -52,6 +52,8 @@ LOST = "lost"
 STALLED_INTERVALS = 3.0  # ...means the trainer is stalled,
 LOST_INTERVALS = 5.0  # ...and this many means it is gone.
 DEFAULT_HEARTBEAT_S = 1.0
+# How long connect() waits for its subscription to reach the trainer (see _await_subscription).
+SUBSCRIBE_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class RunFollower:
                 self.control_endpoint, self.timeout_s, self._context, insecure=self._insecure, curve=self._curve
             )
         try:
+            self._await_subscription()
             self._sync(_Batch())
         except ProtocolError:
             self.close()
@@ -185,6 +188,32 @@ class RunFollower:
         self.poll(timeout_s=0.0)
         assert self.history is not None
         return self.history
+
+    def _await_subscription(self, limit_s: float = SUBSCRIBE_WAIT_S) -> None:
+        """Wait until the telemetry subscription is in place before the history is asked for.
+
+        A ZeroMQ subscription reaches the publisher some milliseconds after connecting. A
+        record (an epoch summary, an event) published in that window, just after the
+        history snapshot was taken, would be in neither: steps lost that way are found by
+        their sequence numbers, records have none. So: ping (the trainer answers with a
+        heartbeat on its stream) until anything arrives on the stream, at most ``limit_s``
+        (a trainer that does not answer pings that way still sends its heartbeats).
+        Whatever arrives here was published before the history is asked for, so the
+        snapshot holds it; it is dropped.
+        """
+        assert self._sub is not None and self._client is not None
+        now = time.monotonic()
+        deadline, next_ping = now + limit_s, now
+        while now < deadline:
+            if now >= next_ping:  # a trainer busy in a long step answers them all at once
+                next_ping = now + 0.2
+                try:
+                    self._client.send(Command(op="ping"))
+                except ControlTimeout:
+                    return  # the history request will say what is wrong
+            if self._sub.recv(timeout_s=0.02) is not None or self._sub.received:
+                return
+            now = time.monotonic()
 
     def _sync(self, batch: _Batch) -> None:
         """Replace ``history`` with the trainer's full history (connect, or a new run)."""

@@ -30,6 +30,8 @@ from .transport import CLOSE_LINGER_MS, ControlServer, TelemetryPublisher
 HISTORY_CHUNK_ROWS = 4096
 # A monitor counts as attached while it was heard from within this many heartbeat intervals.
 MONITOR_TIMEOUT_INTERVALS = 3.0
+# A ping is answered with a heartbeat on the stream too, but not more often than this.
+PING_HEARTBEAT_S = 0.02
 
 
 class StepRecorder(Protocol):
@@ -140,6 +142,7 @@ class TrainerLink:
         self._seq = 0
         self._last_step = -1
         self._last_heartbeat = float("-inf")
+        self._last_ping_heartbeat = float("-inf")
         self._monitors: dict[bytes, float] = {}
         self._state = "running"
         self._closed = False
@@ -272,6 +275,7 @@ class TrainerLink:
                     request.identity,
                     Reply(command.request_id, "ok", step=self._last_step, data=self._status()),
                 )
+                self._heartbeat_now()
             elif command.op == "history":
                 self._send_history(request.identity, command)
             else:
@@ -339,6 +343,18 @@ class TrainerLink:
         for identity in [i for i, heard in self._monitors.items() if heard < horizon]:
             del self._monitors[identity]
         self._publisher.send(self._heartbeat(now, state))
+
+    def _heartbeat_now(self) -> None:
+        """Publish a heartbeat at once (at most every ``PING_HEARTBEAT_S``), in answer to a ping.
+
+        A monitor that joins pings and waits for anything on the telemetry stream before it
+        asks for the history: then its subscription is known to be in place, and nothing
+        published after the history snapshot can be lost (see ``RunFollower.connect``).
+        """
+        now = self._clock()
+        if now - self._last_ping_heartbeat >= PING_HEARTBEAT_S:
+            self._last_ping_heartbeat = now
+            self._publisher.send(self._heartbeat(now, self._state))
 
     def _heartbeat(self, now: float, state: str) -> Heartbeat:
         return Heartbeat(

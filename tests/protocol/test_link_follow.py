@@ -627,3 +627,49 @@ def test_a_trainer_that_spills_its_history_serves_a_late_joiner_every_step(train
     assert t.call(lambda link: link.history.steps.spill) is not None
     assert np.array_equal(history.steps.seq, np.arange(20_000, dtype=np.uint64))
     assert np.array_equal(history.steps.values[:, 0], np.arange(20_000, dtype=np.float32))
+
+
+def test_a_record_published_the_moment_connect_returns_is_never_lost(trainer, follower) -> None:
+    # GIVEN a trainer with no steps yet (nothing with a sequence number would reveal a loss)
+    t = trainer()
+    for i in range(15):
+        f = follower(t)
+        # WHEN a monitor joins and the trainer publishes a record right after
+        f.connect()
+        epoch = EpochSummary(t.schema.run_id, i, 10 * i, 11.0 + i, {"loss": 0.6}, {"dice": 0.4})
+        t.call(lambda link, e=epoch: link.publish(e))
+        # THEN the monitor gets it: its subscription was in place before connect() returned
+        poll_until(f, lambda f=f, i=i: len(f.history.epochs) == i + 1, timeout_s=5.0)
+        f.close()
+
+
+def test_a_ping_is_answered_with_a_heartbeat_on_the_stream_at_a_bounded_rate() -> None:
+    from octa_tui.protocol.messages import Heartbeat
+    from octa_tui.protocol.transport import TelemetrySubscriber
+
+    # GIVEN a trainer link with no scheduled heartbeat during the test, served on this thread
+    link = TrainerLink(make_schema(), heartbeat_s=3600.0)
+    sub = TelemetrySubscriber(link.telemetry_endpoint)
+    client = ControlClient(link.control_endpoint, timeout_s=5.0)
+    try:
+        heard = None
+        for _ in range(200):  # WHEN pinged until the subscription is in place
+            client.send(Command(op="ping"))
+            time.sleep(0.01)
+            link.poll_commands()
+            heard = sub.recv(timeout_s=0.02)
+            if heard is not None:
+                break
+        # THEN a heartbeat of the run comes on the stream
+        assert isinstance(heard, Heartbeat) and heard.run_id == link.history.run_id
+        # AND a burst of pings gets far fewer heartbeats than pings
+        for _ in range(20):
+            client.send(Command(op="ping"))
+        time.sleep(0.05)
+        link.poll_commands()
+        beats = [m for m in sub.drain(timeout_s=0.2) if isinstance(m, Heartbeat)]
+        assert 1 <= len(beats) <= 3
+    finally:
+        client.close()
+        sub.close()
+        link.close()
