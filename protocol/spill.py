@@ -182,6 +182,8 @@ class SpillArray:
             raise OSError(errno.ENOSPC, f"only {free / 2**30:.1f} GiB free on its disk; spilling stops "
                                         f"{floor / 2**30:.1f} GiB before full")
         # Reserve the blocks now, so that writing through the mapping can never hit a full disk.
+        if not hasattr(os, "posix_fallocate"):  # not on every system: then no spilling at all
+            raise OSError(errno.ENOTSUP, "this system cannot reserve file blocks (no posix_fallocate)")
         os.posix_fallocate(fd, have, nbytes - have)  # the new bytes read as zeros
         mapped = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self._map = mapped
