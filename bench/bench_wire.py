@@ -376,15 +376,17 @@ def bench_follow(steps: int) -> tuple[float, int, int]:
     return got / elapsed, gaps, got
 
 
-def bench_late_join(steps: int) -> float:
-    """Seconds for RunFollower.connect() to fetch and merge ``steps`` steps of history."""
+def bench_late_join(steps: int, spill: bool = False) -> float:
+    """Seconds for RunFollower.connect() to fetch and merge ``steps`` steps of history
+    (with ``spill``, into file-backed columns, as ``octa-tui connect`` does)."""
     with tempfile.TemporaryDirectory() as folder:
         endpoint_file = os.path.join(folder, "endpoint")
         trainer = _spawn("--role", "trainer", endpoint_file, "0", str(steps))
         assert trainer.stdout.readline().strip() == "ready"
         with open(endpoint_file) as fh:
             telemetry, control = fh.read().split()
-    follower = RunFollower(telemetry, control, timeout_s=30.0)
+    where = spill_dir()[0] if spill else None
+    follower = RunFollower(telemetry, control, timeout_s=30.0, spill=where)
     start = time.perf_counter()
     history = follower.connect()
     elapsed = time.perf_counter() - start
@@ -467,6 +469,10 @@ def main(argv: list[str]) -> int:
     join_steps = min(n, 200_000)
     rows.append(
         (f"late join: connect() with {join_steps:,} steps", f"{bench_late_join(join_steps):.3f} s", "< 1 s")
+    )
+    rows.append(
+        ("late join: 1,000,000 steps, columns spilled (octa-tui connect)",
+         f"{bench_late_join(1_000_000, spill=True):.3f} s", "< 1 s")
     )
 
     print(f"wire benchmarks ({width} float32 channels per step, {n:,} steps)")
