@@ -13,7 +13,7 @@ import pytest
 from octa_tui.protocol.columns import RELEASE_EVERY, StepColumns
 from octa_tui.protocol.messages import ModelSummary, Schema, StepChunk
 from octa_tui.protocol.run import RunHistory
-from octa_tui.protocol.spill import SpillDir, filesystem_type, spill_dir
+from octa_tui.protocol.spill import IN_PLACE_FILESYSTEMS, SpillDir, filesystem_type, spill_dir
 
 RUN = "00000000000000ab"
 
@@ -67,6 +67,8 @@ def test_old_rows_leave_the_resident_set_and_still_read_back(tmp_path: Path) -> 
         a = k * 1000
         cols.extend(StepChunk(RUN, np.arange(a, a + 1000, dtype=np.uint64), np.arange(a, a + 1000),
                               np.zeros(1000, dtype=np.int32), np.zeros(1000), block * k))
+    if cols.spill_failed:  # e.g. a nearly full disk: the columns went on in RAM, as they should
+        pytest.skip(f"this machine's temporary folder cannot take a spill file: {cols.spill_failed}")
     resident = _resident_bytes(cols.values)
     limit = (hot + RELEASE_EVERY + 1000) * width * 4 + (1 << 16)
     assert resident <= limit, f"{resident / 2**20:.1f} MB resident, over {limit / 2**20:.1f} MB"
@@ -116,7 +118,11 @@ def test_a_folder_that_cannot_be_written_is_refused_with_the_reason(tmp_path: Pa
 def test_the_default_folder_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCTA_TUI_SPILL_DIR", str(tmp_path / "here"))
     where, why = spill_dir()
-    assert where is not None and where.path == tmp_path / "here" and str(tmp_path / "here") in why
+    assert str(tmp_path / "here") in why
+    if filesystem_type(tmp_path) in IN_PLACE_FILESYSTEMS:
+        assert where is not None and where.path == tmp_path / "here"
+    else:  # a temporary folder on tmpfs (or another file system spilling refuses): said, not used
+        assert where is None and "kept in memory" in why
 
 
 def test_a_full_disk_moves_the_columns_into_memory_without_losing_a_row(tmp_path: Path, monkeypatch) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from seeded import seeded_chunk, seeded_schema
 
 from octa_tui.protocol.columns import HOT_ROWS, RELEASE_EVERY
@@ -63,6 +64,8 @@ def test_spilled_summaries_equal_those_in_memory_and_stay_small(tmp_path: Path) 
     assert on_disk.column(spilled, "loss/total", 0, rows).envelope(40).hi.max() == 1e6
     # AND the norms and the finest block level (not read for such a long window) keep only
     # their newest rows resident
+    if spilled.steps.spill_failed:  # e.g. a nearly full disk: everything went on in RAM, as it should
+        pytest.skip(f"this machine's temporary folder cannot take a spill file: {spilled.steps.spill_failed}")
     norms = on_disk.group_norms.norms(spilled, groups, rows)
     row_bytes = norms.shape[1] * 8
     assert _resident_bytes(norms) <= (HOT_ROWS + RELEASE_EVERY + 3000) * row_bytes + (1 << 16)
