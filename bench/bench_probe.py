@@ -11,7 +11,9 @@ thread count asked for, the table gives:
 - inside: time spent inside the probe's calls per step, measured directly with
   ``perf_counter`` around them (block mean, so work done every N steps counts; median over
   blocks), in ms and in % of the plain step. It includes the activation computed only for
-  the probe (``sigmoid(logits)``), shown again in its own column;
+  the probe: by default ``end_step(..., activation="sigmoid")`` applies it inside the probe;
+  with ``--pass-activated`` the loop computes ``sigmoid(logits)`` and passes it as
+  ``activated=`` (timed as the probe's too, and shown in its own column);
 - publish: ``TrainerLink.publish_step`` (send, keep for late joiners, record) per step inside
   the loop, median;
 - Adam: ``optimizer.step`` in plain and in probed steps, median (the probe's pass over the
@@ -20,6 +22,7 @@ thread count asked for, the table gives:
 Then the publish path alone in a tight loop: laying out the step vector and publish_step.
 
 Usage: python bench/bench_probe.py [--device cpu|cuda] [--blocks 20] [--steps 8] [--threads 1,0]
+                                   [--pass-activated]
 (``--threads`` is a comma-separated list; 0 is torch's default thread count.)
 """
 
@@ -71,8 +74,9 @@ class Timings:
 class Demo:
     """The demo model, its optimizer and a probe publishing to a recorded TrainerLink."""
 
-    def __init__(self, device: torch.device, folder: str) -> None:
+    def __init__(self, device: torch.device, folder: str, pass_activated: bool = False) -> None:
         torch.manual_seed(0)
+        self.pass_activated = pass_activated
         self.device = device
         self.model = UNet(base_width=DEMO["base_width"]).to(device)
         self.criterion = DiceBCELoss()
@@ -112,9 +116,13 @@ class Demo:
         t1 = time.perf_counter()
         self.optimizer.step()
         t2 = time.perf_counter()
-        activated = torch.sigmoid(logits)  # computed only for the probe: counted as its cost
-        t3 = time.perf_counter()
-        probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activated=activated)
+        if self.pass_activated:
+            activated = torch.sigmoid(logits)  # computed only for the probe: counted as its cost
+            t3 = time.perf_counter()
+            probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activated=activated)
+        else:
+            t3 = time.perf_counter()
+            probe.end_step(loss=loss.total, components=loss.components, outputs=logits, activation="sigmoid")
         timings.inside.append((t1 - t0) + (time.perf_counter() - t2))
         timings.activation.append(t3 - t2)
         timings.optimizer.append(t2 - t1)
@@ -167,10 +175,10 @@ def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     device_values = torch.from_numpy(rng.random(probe._param_count + probe._scalar_count).astype(np.float32))
     count = DEMO["batch_size"] * DEMO["image_size"] ** 2
-    host = (rng.random(probe._host_count).tolist(), [], (count, count, None))
+    host = (rng.random(probe._host_count).tolist(), [], (count, count, None, True))
     start = time.perf_counter()
     for i in range(rounds):
-        probe._publish(i, 0, device_values, host)
+        probe._publish(i, 0, device_values.tolist(), host)
     total_us = (time.perf_counter() - start) / rounds * 1e6
     vector = probe.last_values.copy()
     start = time.perf_counter()
@@ -186,6 +194,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=20, help="blocks of each kind, alternating ABBA")
     parser.add_argument("--steps", type=int, default=8, help="steps per block")
     parser.add_argument("--threads", default="1,0", help="torch CPU thread counts, comma-separated (0: default)")
+    parser.add_argument("--pass-activated", action="store_true",
+                        help="compute sigmoid(logits) in the loop and pass it as activated= (default: activation=)")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
     try:
@@ -195,7 +205,7 @@ def main() -> None:
     thread_counts = list(dict.fromkeys(t if t > 0 else default_threads for t in wanted))
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as folder:
-        demo = Demo(device, folder)
+        demo = Demo(device, folder, pass_activated=args.pass_activated)
         rows = [run_config(demo, threads, args.blocks, args.steps) for threads in thread_counts]
         torch.set_num_threads(default_threads)
         demo.probe.link.publish_step = type(demo.probe.link).publish_step.__get__(demo.probe.link)
@@ -207,7 +217,8 @@ def main() -> None:
           f"{DEMO['image_size']}x{DEMO['image_size']}, batch {DEMO['batch_size']}, device {device}; "
           f"{len(probe.layer_names)} gradient layers, step vector {probe.schema.width} floats; "
           f"torch default threads {default_threads}")
-    print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order")
+    how = "activated=sigmoid(logits) from the loop" if args.pass_activated else 'activation="sigmoid" in the probe'
+    print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order; outputs: {how}")
     header = (f"{'threads':>7} | {'plain ms':>8} | {'probed ms':>9} | {'overhead':>8} | "
               f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publish us':>10} | "
               f"{'Adam ms plain / probed':>22}")

@@ -62,7 +62,7 @@ def main() -> None:
             loss.backward()
             probe.clip_(controller.clip)  # octa-tui: gradient norms per layer (clips when clip > 0)
             optimizer.step()
-            probe.end_step(loss=loss, outputs=logits, activated=torch.sigmoid(logits))  # octa-tui
+            probe.end_step(loss=loss, outputs=logits, activation="sigmoid")  # octa-tui
     finally:
         controller.close()  # octa-tui
         probe.close()  # octa-tui

@@ -109,13 +109,15 @@ class OutputTap:
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self.raw = inputs[0].detach()
-        # What the loss compares with the target: it applies the sigmoid itself when it takes logits.
-        self.activated = torch.sigmoid(output.detach()) if self._logits else output.detach()
+        # What the loss compares with the target; a loss that takes logits applies the sigmoid
+        # itself, and so does the probe (None here: no sigmoid computed for nothing).
+        self.activated = None if self._logits else output.detach()
 
-    def take(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw, activated) of the last forward pass; ``outputs`` when the model has no tap."""
-        if self.raw is None or self.activated is None:
-            return outputs, torch.sigmoid(outputs.detach()) if self._logits else outputs
+    def take(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(raw, activated) of the last forward pass (``outputs`` when the model has no tap);
+        activated is None when it is the sigmoid of raw (a loss that takes logits)."""
+        if self.raw is None:
+            return outputs, None if self._logits else outputs
         raw, act = self.raw, self.activated
         self.raw = self.activated = None
         return raw, act
@@ -457,7 +459,8 @@ class Trainer:
             if self._rank_log is not None:
                 self._rank_log.loss = float(total.detach())
             total, components = mean_losses(total, components, self.dist.world_size)
-        probe.end_step(loss=total, components=components, outputs=raw, activated=activated, lr=lr)
+        probe.end_step(loss=total, components=components, outputs=raw, activated=activated,
+                       activation="sigmoid" if activated is None else None, lr=lr)
         if probe.preview_due and self.is_main:
             self._send_preview()
 
@@ -481,7 +484,9 @@ class Trainer:
         try:
             with self._amp():
                 outputs = self.model(image[None].to(self.device))
-            _, activated = self._tap.take(outputs)
+            raw, activated = self._tap.take(outputs)
+            if activated is None:
+                activated = torch.sigmoid(raw)
         finally:
             self.model.train()
         self.probe.preview(image, target, activated[0].float())

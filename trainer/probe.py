@@ -16,23 +16,26 @@ the throughput. The built-in trainer uses it exactly as a user's own loop does::
         probe.clip_(1.0)                  # or probe.after_backward() when not clipping
         optimizer.step()
         probe.end_step(loss=out.total, components=out.components,
-                       outputs=logits, activated=torch.sigmoid(logits))
+                       outputs=logits, activation="sigmoid")
     probe.close()
 
-Cost: all gradient norms come from one ``torch._foreach_norm`` over every gradient, and
-clipping reuses them. The device side of a step is one ``torch.stack`` of 0-d tensors (the
-per-parameter norms, the total norm, the losses, one ``aminmax`` and one ``sum`` per output
-tensor) copied once; on CUDA the copy goes to pinned host memory without blocking and is
-read when its event has completed (normally one step later), so the probe adds no
-host-device synchronisation per step. The host then sums the per-parameter norms into layer
-norms (plain Python over a few dozen numbers: cheaper per step than array calls), divides
-the sums into means and lays the vector out in schema order. ``bench/bench_probe.py``
-measures the cost on the demo model.
+Cost: all gradient norms come from one ``torch._foreach_norm`` over every gradient, stacked
+once; the total norm and clipping reuse them. The other device numbers of a step are 0-d
+tensors: the losses, one ``aminmax`` and one ``sum`` per output tensor, and for the
+activated outputs one ``sum`` (with ``activation="sigmoid"`` their range is the sigmoid of
+the raw range, worked out on the host). On CUDA they are stacked after the norms and copied
+once, to pinned host memory without blocking, and read when the copy's event has completed
+(normally one step later), so the probe adds no host-device synchronisation per step; on the
+CPU they are in host memory already and are read directly. The host then sums the
+per-parameter norms into layer norms (plain Python over a few dozen numbers: cheaper per
+step than array calls), divides the sums into means and lays the vector out in schema
+order. ``bench/bench_probe.py`` measures the cost on the demo model.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import time
 from collections import deque
@@ -55,13 +58,15 @@ from octa_tui.protocol.messages import (
 
 GRADSTAT_CHANNELS = ("total_norm", "n_over_bound", "max_param_norm", "nonfinite")
 OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mean", "frac_outside_01")
+ACTIVATIONS = ("sigmoid",)  # what end_step(activation=...) can apply to the outputs itself
 TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
 LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
 
 # What the host needs to finish the output statistics: the raw and activated element counts
-# (means are sums divided on the host) and, on the CPU, the activated tensors whose fraction
-# outside [0, 1] the host settles; None when the step had no outputs.
-OutputsPart = tuple[int, int, list[torch.Tensor] | None] | None
+# (means are sums divided on the host), on the CPU the activated tensors whose fraction
+# outside [0, 1] the host settles, and whether the activated range is the sigmoid of the raw
+# range (computed on the host); None when the step had no outputs.
+OutputsPart = tuple[int, int, list[torch.Tensor] | None, bool] | None
 # A step's host-side numbers: the values in host-channel order, (source position, value) for
 # losses given as plain numbers, and the outputs' part.
 HostPart = tuple[list[float], list[tuple[int, float]], OutputsPart]
@@ -248,7 +253,10 @@ class Probe:
         self._no_outputs = [self._nan] * len(OUT_CHANNELS)
         self._update_meter = UpdateMeter(self._params)
         self._snapshot_taken = False
-        self._norms: list[torch.Tensor] | None = None  # this step's per-parameter norms, 0-d each
+        # On the CPU every number is in host memory already: end_step reads them directly
+        # instead of stacking them into one vector for a device copy.
+        self._on_host = self.device.type == "cpu"
+        self._norms: torch.Tensor | None = None  # this step's per-parameter norms, stacked
         self._plain_grads: bool | None = None  # all norms float32 on self.device: no conversion
         self._grads: list[torch.Tensor] = []
         self._total: torch.Tensor | None = None
@@ -336,10 +344,11 @@ class Probe:
     def _layout_vector(self) -> None:
         """Where each per-step number goes in the published vector.
 
-        The device side of a step is one stacked float32 tensor: every parameter's gradient
-        norm, then the device scalars (total norm, losses, output statistics, update ratio).
-        The host turns the parameter norms into layer norms, the count over the bound and
-        the largest norm when it publishes, so a step costs the device one stack and one copy.
+        The measured side of a step is every parameter's gradient norm, then the device
+        scalars (total norm, losses, output statistics, update ratio): on CUDA one stacked
+        float32 tensor copied once, on the CPU the same numbers read directly. The host turns
+        the parameter norms into layer norms, the count over the bound and the largest norm
+        when it publishes.
         """
         schema = self.schema
         channels = schema.channels
@@ -359,8 +368,11 @@ class Probe:
         # norms, count over the bound, largest norm]: _gather[channel] is the source index.
         source_keys = [*scalar_keys, *host_keys, *(f"grad/{n}" for n in schema.grad)]
         source_keys += ["gradstat/n_over_bound", "gradstat/max_param_norm"]
-        self._gather = [source_keys.index(k) for k in channels]
+        gather = [source_keys.index(k) for k in channels]
+        self._gather = operator.itemgetter(*gather)  # source list -> values in channel order
         self._nonfinite_source = source_keys.index("gradstat/nonfinite")
+        self._raw_min_source = source_keys.index("out/raw_min")
+        self._raw_max_source = source_keys.index("out/raw_max")
         self._act_min_source = source_keys.index("out/act_min")
         self._raw_mean_source = source_keys.index("out/raw_mean")
         self._act_mean_source = source_keys.index("out/act_mean")
@@ -371,7 +383,7 @@ class Probe:
         self._scalar_count = len(scalar_keys)
         self._host_count = len(host_keys)
         self._width = schema.width
-        assert sorted(self._gather) == list(range(self._width))
+        assert sorted(gather) == list(range(self._width))
 
     @property
     def run_id(self) -> str:
@@ -420,8 +432,8 @@ class Probe:
             absent = set(missing)
             norms = [self._zero if i in absent else next(present) for i in range(self._param_count)]
         self._grads = grads
-        self._norms = list(norms)
-        self._total = torch.linalg.vector_norm(torch.stack(self._norms))
+        self._norms = torch.stack(norms)  # stacked once: the total and the step's vector use it
+        self._total = torch.linalg.vector_norm(self._norms)
         self._clip_used = 0.0
         if before_step and self.update_every > 0 and self.step % self.update_every == 0:
             self._update_meter.before_step()
@@ -436,7 +448,7 @@ class Probe:
         :meth:`after_backward` (measured here if not yet this step), so it costs one
         ``torch._foreach_mul_``. Returns the total norm before clipping.
         """
-        if self._norms is None:
+        if self._total is None:
             self._measure(before_step=True)
         assert self._total is not None
         max_norm = float(max_norm or 0.0)
@@ -453,27 +465,49 @@ class Probe:
         self.clip = max_norm
         return self._total
 
-    def _output_stats(self, outputs: Any, activated: Any) -> tuple[list[torch.Tensor], OutputsPart]:
+    def _output_stats(
+        self, outputs: Any, activated: Any, activation: str | None
+    ) -> tuple[list[torch.Tensor], OutputsPart]:
         """raw min/max/sum, activated min/max/sum and the fraction outside [0, 1] (seven tensors),
         and what the host needs to finish them: element counts (a mean is a sum divided on the
-        host) and, on the CPU, the activated tensors.
+        host), on the CPU the activated tensors, and whether the activated range is derived.
 
         Exact over every element (a single outlier must show), from one ``aminmax`` and one
-        ``sum`` per tensor. On the CPU the fraction outside is settled on the host when the
-        step is published (nothing to count when the range is inside [0, 1]).
+        ``sum`` per tensor. With ``activation="sigmoid"`` the activated range is the sigmoid
+        of the raw range, computed on the host (the sigmoid is monotone), so only the sum of
+        the activated values is taken on the device. On the CPU the fraction outside is
+        settled on the host when the step is published (nothing to count when the range is
+        inside [0, 1], which a sigmoid's always is unless an output is NaN).
         """
         raw = _tensors(outputs)
-        act = _tensors(activated) if activated is not None else raw
+        derived = False
+        if activation is not None:
+            if activated is not None:
+                raise ProbeError("pass either activated= (the activated outputs) or activation= (what to apply), "
+                                 "not both")
+            if activation not in ACTIVATIONS:
+                raise ProbeError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}; "
+                                 "for another one pass its result as activated=")
+            act = [torch.sigmoid(t) for t in raw]
+            derived = True
+        else:
+            act = _tensors(activated) if activated is not None else raw
         raw_stats, raw_count = _range_stats(raw)
-        act_stats, act_count = _range_stats(act) if act is not raw else (raw_stats, raw_count)
+        if derived:
+            act_count = raw_count
+            act_stats = [self._nan, self._nan, _sum(act)]  # min and max: sigmoid of raw's, on the host
+        elif act is raw:
+            act_stats, act_count = raw_stats, raw_count
+        else:
+            act_stats, act_count = _range_stats(act)
         check = None
         if not self.schema.loss_expects_probabilities:
             outside = self._nan
-        elif self.device.type == "cpu":
+        elif self._on_host:
             outside, check = self._nan, act
         else:
             outside = _count_outside(act) / float(act_count)
-        return [*raw_stats, *act_stats, outside], (raw_count, act_count, check)
+        return [*raw_stats, *act_stats, outside], (raw_count, act_count, check, derived)
 
     def _loss_scalars(self, loss: Any, components: Mapping[str, Any] | None) -> tuple[list[torch.Tensor], list]:
         """The loss total and components as tensors, and (position, value) for plain numbers.
@@ -514,6 +548,7 @@ class Probe:
         outputs: Any = None,
         activated: Any = None,
         *,
+        activation: str | None = None,
         lr: float | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -522,20 +557,29 @@ class Probe:
         ``loss`` is the total (a tensor or float); ``components`` maps the declared
         component names to their values; ``outputs`` are the model's raw outputs and
         ``activated`` what the loss compares with the target (defaults to ``outputs``);
-        either may be a tensor or a sequence of tensors. ``lr`` defaults to the optimizer's
-        first group; ``batch_size`` to the outputs' first dimension.
+        either may be a tensor or a sequence of tensors. When the model returns logits and
+        nothing else needs their sigmoid, ``activation="sigmoid"`` (instead of
+        ``activated``) lets the probe apply it: cheaper, since a monotone activation's range
+        is that of the raw range and a sigmoid's output cannot leave [0, 1], so only the
+        mean needs the activated values. ``lr`` defaults to the optimizer's first group;
+        ``batch_size`` to the outputs' first dimension.
         """
         if self._closed:
             raise ProbeError("end_step() after close(); create a new probe for a new run")
-        if self._norms is None:
+        if self._total is None:
             self._measure(before_step=False)  # the optimizer has stepped: no update size
-        assert self._norms is not None and self._total is not None
+        assert self._total is not None
         if self._snapshot_taken:
             self._update_ratio = self._update_meter.ratio()
             self._snapshot_taken = False
         losses, overrides = self._loss_scalars(loss, components)
-        out, outputs_part = self._output_stats(outputs, activated) if outputs is not None else (self._no_outputs, None)
-        device_vector = self._stack([*self._norms, self._total, *losses, *out, self._update_ratio])
+        if outputs is not None:
+            out, outputs_part = self._output_stats(outputs, activated, activation)
+        elif activation is not None or activated is not None:
+            raise ProbeError("activated= or activation= was given without outputs=; pass the model's raw outputs too")
+        else:
+            out, outputs_part = self._no_outputs, None
+        scalars = [self._total, *losses, *out, self._update_ratio]
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -547,15 +591,21 @@ class Probe:
             lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
         host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
         host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
-        self._queue(self.step, self.epoch, device_vector, (host, overrides, outputs_part))
-        self._norms = None
+        if self._on_host:  # every number is in host memory: read them as they are, publish now
+            values = self._norms.tolist()
+            values += [p.item() for p in scalars]
+            self._publish(self.step, self.epoch, values, (host, overrides, outputs_part))
+        else:
+            device_vector = torch.cat((self._norms, self._stack(scalars)))
+            self._queue(self.step, self.epoch, device_vector, (host, overrides, outputs_part))
+        self._norms = self._total = None
         self._grads = []
         self.step += 1
         if self.command_handler is None:
             self.serve()
 
     def _stack(self, parts: list[Any]) -> torch.Tensor:
-        """The whole device side of a step in one op: parameter norms, then the scalars.
+        """The step's device scalars in one op (on CUDA; they follow the stacked parameter norms).
 
         Parts are normally 0-d float32 tensors on the probe's device; any other (a loss of
         shape (1,), on another device, in another dtype) is converted on a second try.
@@ -577,7 +627,7 @@ class Probe:
 
     def _queue(self, step: int, epoch: int, device_vector: torch.Tensor, host: HostPart) -> None:
         if self.device.type != "cuda":
-            self._publish(step, epoch, device_vector, host)
+            self._publish(step, epoch, device_vector.tolist(), host)
             return
         if not self._pinned:
             self._pinned = [torch.empty(device_vector.shape, dtype=torch.float32, pin_memory=True)
@@ -596,17 +646,17 @@ class Probe:
         slot, event, step, epoch, host = self._pending.popleft()
         if wait:
             event.synchronize()
-        self._publish(step, epoch, self._pinned[slot], host)
+        self._publish(step, epoch, self._pinned[slot].tolist(), host)
 
-    def _publish(self, step: int, epoch: int, device_values: Any, host: HostPart) -> None:
-        """Lay one step's device and host numbers out in schema order and send the vector.
+    def _publish(self, step: int, epoch: int, values: list[float], host: HostPart) -> None:
+        """Lay one step's measured and host numbers out in schema order and send the vector.
 
+        ``values`` are the parameter norms then the device scalars (see :meth:`_layout_vector`).
         About sixty numbers: plain Python over them costs less per step than array calls.
         Layer norms are sums of squared parameter norms per layer (in float64); a
         non-finite parameter norm shows in its own layer only.
         """
         host_values, overrides, outputs_part = host
-        values = device_values.tolist()
         count = self._param_count
         bound = self.explosion_bound
         squares = [0.0] * len(self._layers)
@@ -624,13 +674,16 @@ class Probe:
         for pos, value in overrides:
             source[pos] = value
         if outputs_part is not None:
-            raw_count, act_count, outside_check = outputs_part
+            raw_count, act_count, outside_check, derived = outputs_part
             source[self._raw_mean_source] /= raw_count
             source[self._act_mean_source] /= act_count
+            if derived:
+                source[self._act_min_source] = _sigmoid(source[self._raw_min_source])
+                source[self._act_max_source] = _sigmoid(source[self._raw_max_source])
             if outside_check is not None:
                 inside = source[self._act_min_source] >= 0.0 and source[self._act_max_source] <= 1.0
                 source[self._outside_source] = 0.0 if inside else _fraction_outside(outside_check)
-        vector = np.array([source[i] for i in self._gather], dtype=np.float32)
+        vector = np.fromiter(self._gather(source), dtype=np.float32, count=self._width)
         self.last_values = vector
         self.published += 1
         if self.link is not None:
@@ -792,13 +845,29 @@ def _total_norm(tensors: list[torch.Tensor], device: torch.device) -> torch.Tens
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
+    """The output tensors of a step (read under ``torch.no_grad``: no detached copies needed)."""
     if isinstance(value, torch.Tensor):
-        return [value.detach()]
+        return [value]
     if isinstance(value, Iterable):
-        tensors = [v.detach() for v in value if isinstance(v, torch.Tensor)]
+        tensors = [v for v in value if isinstance(v, torch.Tensor)]
         if tensors:
             return tensors
     raise ProbeError(f"outputs must be a tensor or a sequence of tensors, got {type(value).__name__}")
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The float32 sum over all elements of the tensors, on their device."""
+    if len(tensors) == 1:
+        return tensors[0].sum(dtype=torch.float32)
+    return sum(t.sum(dtype=torch.float32) for t in tensors)
+
+
+def _sigmoid(x: float) -> float:
+    """The logistic function of one number, without overflow (NaN stays NaN)."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)  # also NaN for NaN (NaN >= 0 is False)
+    return e / (1.0 + e)
 
 
 def _range_stats(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:

@@ -443,3 +443,86 @@ def test_a_started_probe_pages_its_history_to_the_spill_folder_unless_told_not_t
     finally:
         spilled.close()
         kept.close()
+
+
+def _out_stats(probe: Probe) -> dict[str, float]:
+    return {name: _value(probe, f"out/{name}") for name in probe.schema.out}
+
+
+def _ulps_apart(a: float, b: float) -> int:
+    """How many float32 steps separate two float32 numbers (0: identical)."""
+    return abs(int(np.float32(a).view(np.int32)) - int(np.float32(b).view(np.int32)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_sigmoid_applied_by_the_probe_reports_what_a_sigmoid_tensor_reports(scale):
+    # GIVEN logits of several tensors (moderate, and large enough to saturate the sigmoid)
+    torch.manual_seed(1)
+    model = nn.Linear(2, 1)
+    logits = [torch.randn(2, 1, 16, 16) * scale, torch.randn(3, 1, 8, 8) * scale - 2.0]
+    by_tensor = Probe(model, loss_expects_probabilities=True)
+    by_name = Probe(model, loss_expects_probabilities=True)
+    model(torch.rand(1, 2)).sum().backward()
+    # WHEN one probe is given the sigmoid's result and the other asked to apply it
+    by_tensor.end_step(loss=1.0, outputs=logits, activated=[torch.sigmoid(t) for t in logits])
+    by_name.end_step(loss=1.0, outputs=logits, activation="sigmoid")
+    # THEN every output statistic agrees (the range to float32 rounding, the rest exactly)
+    direct, derived = _out_stats(by_tensor), _out_stats(by_name)
+    for name in ("raw_min", "raw_max", "raw_mean", "act_mean", "frac_outside_01"):
+        assert derived[name] == direct[name], name
+    for name in ("act_min", "act_max"):
+        assert _ulps_apart(derived[name], direct[name]) <= 1, (name, derived[name], direct[name])
+    # AND they are the brute-force values over every element
+    activated = torch.cat([torch.sigmoid(t).flatten() for t in logits]).double()
+    assert derived["act_min"] == pytest.approx(activated.min().item(), rel=1e-6, abs=1e-30)
+    assert derived["act_max"] == pytest.approx(activated.max().item(), rel=1e-6)
+    assert derived["act_mean"] == pytest.approx(activated.mean().item(), rel=1e-6)
+    assert derived["frac_outside_01"] == 0.0
+
+
+def test_sigmoid_applied_by_the_probe_handles_infinite_and_nan_outputs():
+    # GIVEN logits with -inf, +inf, a huge negative value and one NaN among 8
+    model = nn.Linear(2, 1)
+    probe = Probe(model, loss_expects_probabilities=True)
+    logits = torch.tensor([-math.inf, -1000.0, -1.0, 0.0, 1.0, 1000.0, math.inf, 0.5])
+    model(torch.rand(1, 2)).sum().backward()
+    # WHEN the probe applies the sigmoid
+    probe.end_step(loss=1.0, outputs=logits, activation="sigmoid")
+    # THEN the activated range is [0, 1] without overflow and nothing is outside
+    assert _value(probe, "out/act_min") == 0.0
+    assert _value(probe, "out/act_max") == 1.0
+    assert _value(probe, "out/frac_outside_01") == 0.0
+    # AND WHEN one output is NaN, THEN the range shows it and it counts as outside, as with a tensor
+    logits[7] = math.nan
+    model(torch.rand(1, 2)).sum().backward()
+    probe.end_step(loss=1.0, outputs=logits, activation="sigmoid")
+    assert math.isnan(_value(probe, "out/act_min")) and math.isnan(_value(probe, "out/act_max"))
+    assert _value(probe, "out/frac_outside_01") == pytest.approx(1 / 8)
+
+
+def test_an_unknown_or_doubled_activation_is_refused_with_the_fix():
+    model = nn.Linear(2, 1)
+    probe = Probe(model)
+    logits = torch.randn(4)
+    model(torch.rand(1, 2)).sum().backward()
+    with pytest.raises(ProbeError, match="activated="):
+        probe.end_step(loss=1.0, outputs=logits, activation="tanh")
+    with pytest.raises(ProbeError, match="not both"):
+        probe.end_step(loss=1.0, outputs=logits, activated=torch.sigmoid(logits), activation="sigmoid")
+    with pytest.raises(ProbeError, match="outputs="):
+        probe.end_step(loss=1.0, activation="sigmoid")
+
+
+def test_total_norm_returned_before_the_step_equals_the_published_one():
+    # GIVEN a UNet after backward, measured by clip_(0) as the demo loop does
+    torch.manual_seed(0)
+    model = UNet(base_width=8)
+    probe = Probe(model)
+    logits = _segmentation_step(model)
+    reference = math.sqrt(sum(torch.linalg.vector_norm(p.grad.double()).item() ** 2 for p in model.parameters()))
+    # WHEN the step ends
+    total = probe.clip_(0).item()
+    probe.end_step(loss=1.0, outputs=logits, activation="sigmoid")
+    # THEN the returned total, the published total and the reference agree
+    assert total == pytest.approx(reference, rel=1e-5)
+    assert _value(probe, "gradstat/total_norm") == pytest.approx(reference, rel=1e-5)
