@@ -85,6 +85,17 @@ class DiceBCELoss(nn.Module):
         return LossOutput(total, {"bce": bce, "dice": dice})
 
 
+def _heatmap_pair(loss: str, predictions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions and targets of a two-heatmap loss, checked to be (n, 2, h, w) alike, as float32."""
+    if predictions.shape != targets.shape or predictions.ndim != 4 or predictions.shape[1] != 2:
+        raise ValueError(
+            f"{loss} needs predictions and targets of the same shape (n, 2, h, w), "
+            f"got {tuple(predictions.shape)} and {tuple(targets.shape)}"
+        )
+    predictions = predictions.float()
+    return predictions, targets.to(predictions.dtype)
+
+
 class HeatmapMSELoss(nn.Module):
     """Seed 002's loss: MSE of the region heatmap plus MSE of the affinity heatmap.
 
@@ -99,13 +110,7 @@ class HeatmapMSELoss(nn.Module):
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """Loss of ``predictions`` (n, 2, h, w) against ``targets`` (n, 2, h, w) in [0, 1]."""
-        if predictions.shape != targets.shape or predictions.ndim != 4 or predictions.shape[1] != 2:
-            raise ValueError(
-                "HeatmapMSELoss needs predictions and targets of the same shape (n, 2, h, w), "
-                f"got {tuple(predictions.shape)} and {tuple(targets.shape)}"
-            )
-        predictions = predictions.float()
-        targets = targets.to(predictions.dtype)
+        predictions, targets = _heatmap_pair("HeatmapMSELoss", predictions, targets)
         region = F.mse_loss(predictions[:, 0], targets[:, 0])
         affinity = F.mse_loss(predictions[:, 1], targets[:, 1])
         return LossOutput(region + affinity, {"region": region, "affinity": affinity})
@@ -172,13 +177,7 @@ class HeatmapOHEMLoss(nn.Module):
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """Loss of ``predictions`` (n, 2, h, w) against ``targets`` (n, 2, h, w) in [0, 1]."""
-        if predictions.shape != targets.shape or predictions.ndim != 4 or predictions.shape[1] != 2:
-            raise ValueError(
-                "HeatmapOHEMLoss needs predictions and targets of the same shape (n, 2, h, w), "
-                f"got {tuple(predictions.shape)} and {tuple(targets.shape)}"
-            )
-        predictions = predictions.float()
-        targets = targets.to(predictions.dtype)
+        predictions, targets = _heatmap_pair("HeatmapOHEMLoss", predictions, targets)
         terms = [
             ohem_squared_error(predictions[:, c], targets[:, c], self.positive_threshold, self.negative_ratio,
                                self.no_positive_pixels)
