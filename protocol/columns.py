@@ -148,11 +148,6 @@ class StepColumns:
         own = next((spilled.failed for spilled in self._spilled.values() if spilled.failed), "")
         return own or (self.spill.failed if self.spill is not None else "")
 
-    def close(self) -> None:
-        """Let go of the spill files (arrays already handed out stay readable)."""
-        for spilled in self._spilled.values():
-            spilled.close()
-
     @property
     def seq(self) -> np.ndarray:
         """Sequence numbers (uint64) of the stored steps."""
