@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`octa-tui scenarios --list` describes them")
     model = p.add_argument_group("model and loss")
     model.add_argument("--task", choices=TASKS, default=d.task)
-    model.add_argument("--model", choices=models, default=None, help="default: unet (segmentation), craft (heatmap)")
+    model.add_argument("--model", choices=models, default=None,
+                       help="default: unet (segmentation), craft (heatmap); craft_vgg16: the seed-shaped CRAFT "
+                            "(VGG16-layout encoder, image size divisible by 16)")
     model.add_argument("--base-width", type=int, default=d.base_width)
     model.add_argument("--no-batch-norm", action="store_true",
                        help="UNet / CRAFT-like model without BatchNorm (seed 002's unnormalised net)")

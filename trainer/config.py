@@ -14,7 +14,7 @@ from typing import Any
 TASKS = ("segmentation", "heatmap")
 MODELS_BY_TASK = {
     "segmentation": ("unet", "unet_transformer", "plain_sigmoid"),
-    "heatmap": ("craft",),
+    "heatmap": ("craft", "craft_vgg16"),
 }
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -108,7 +108,7 @@ class TrainConfig:
             raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}")
-        divisor = 4 if self.model == "craft" else 8
+        divisor = {"craft": 4, "craft_vgg16": 16}.get(self.model, 8)
         _at_least("--image-size", self.image_size, divisor)
         if self.image_size % divisor:
             raise ConfigError(f"--image-size {self.image_size} must be divisible by {divisor} for --model {self.model}")

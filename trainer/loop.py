@@ -143,8 +143,8 @@ def pick_device(name: str, local_rank: int | None = None) -> torch.device:
 
 def build_model(config: TrainConfig) -> nn.Module:
     """The model ``config.model`` names, at ``config.base_width``."""
-    if config.model == "craft":
-        return MODELS["craft"](base_width=config.base_width, output_activation=config.output_activation,
+    if config.model in ("craft", "craft_vgg16"):
+        return MODELS[config.model](base_width=config.base_width, output_activation=config.output_activation,
                                batch_norm=config.batch_norm)
     if config.model == "plain_sigmoid":
         return MODELS["plain_sigmoid"](width=config.base_width)

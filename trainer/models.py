@@ -1,10 +1,10 @@
-"""The models the trainer can train: the seeds' UNets, a CRAFT-like heatmap net, a vanishing-gradient net.
+"""The models the trainer can train: the seeds' UNets, CRAFT-like heatmap nets, a vanishing-gradient net.
 
 Every model registers its modules in forward order (encoder from shallow to deep, bottleneck,
 decoder, head, output activation), so the probe, which names gradient norms by module in
 registration order, lists layers shallow -> deep. Every model ends in ``out_activation``:
 ``nn.Identity`` for models that return logits (the loss applies the sigmoid itself) and
-``nn.Sigmoid`` for CraftLike with ``output_activation="sigmoid"``. A forward hook on
+``nn.Sigmoid`` for the CRAFT nets with ``output_activation="sigmoid"``. A forward hook on
 ``model.out_activation`` therefore sees the raw output (its input) and what the loss sees
 (its output) for every model.
 """
@@ -271,6 +271,94 @@ class CraftLike(nn.Module):
         return self.out_activation(self.conv_cls(y))
 
 
+class CraftVGG16(nn.Module):
+    """A CRAFT-shaped heatmap net: a VGG16-layout encoder, CRAFT's upconv decoder and head.
+
+    Deeper than :class:`CraftLike` and closer to the seed's model: thirteen 3x3 convolutions in
+    five stages (2, 2, 3, 3, 3; widths w, 2w, 4w, 8w, 8w; four 2x downsamplings), four upconv
+    blocks (a 1x1 then a 3x3 convolution on the upsampled features joined with the encoder's
+    at that scale) and CRAFT's ``conv_cls`` head, 26 convolutions in all. Weights start as
+    CRAFT's own code starts the layers it does not take from a pretrained VGG16: Xavier-uniform
+    weights and zero biases. Without BatchNorm and fed raw 0-255 pixels this net starts with
+    outputs in the tens and gradient norms in the thousands - seed 002's state. Input height and
+    width must be divisible by 16.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_width: int = 8,
+        output_activation: str = "sigmoid",
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_positive("in_channels", in_channels)
+        _check_positive("base_width", base_width)
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
+            )
+        self.output_activation = output_activation
+        w = base_width
+
+        def stage(first: int, width: int, convs: int, pool: bool) -> nn.Sequential:
+            layers: list[nn.Module] = [nn.MaxPool2d(2)] if pool else []
+            for i in range(convs):
+                layers.extend(_conv_bn_relu(first if i == 0 else width, width, batch_norm))
+            return nn.Sequential(*layers)
+
+        self.stage1 = stage(in_channels, w, 2, pool=False)
+        self.stage2 = stage(w, 2 * w, 2, pool=True)
+        self.stage3 = stage(2 * w, 4 * w, 3, pool=True)
+        self.stage4 = stage(4 * w, 8 * w, 3, pool=True)
+        self.stage5 = stage(8 * w, 8 * w, 3, pool=True)
+        half = max(1, w // 2)
+        self.upconv4 = self._upconv(8 * w + 8 * w, 4 * w, 2 * w, batch_norm)
+        self.upconv3 = self._upconv(2 * w + 4 * w, 2 * w, w, batch_norm)
+        self.upconv2 = self._upconv(w + 2 * w, w, half, batch_norm)
+        self.upconv1 = self._upconv(half + w, half, half, batch_norm)
+        quarter = max(1, half // 2)
+        self.conv_cls = nn.Sequential(
+            nn.Conv2d(half, half, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(half, quarter, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(quarter, quarter, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(quarter, 2, kernel_size=1),
+        )
+        self.out_activation: nn.Module = nn.Sigmoid() if output_activation == "sigmoid" else nn.Identity()
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def _upconv(in_channels: int, middle: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+        """CRAFT's ``double_conv``: 1x1 to ``middle``, then 3x3 to ``out_channels``."""
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, middle, 1, bias=not batch_norm)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(middle))
+        layers.append(nn.ReLU(inplace=True))
+        layers.extend(_conv_bn_relu(middle, out_channels, batch_norm))
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height % 16 or width % 16:
+            raise ValueError(
+                f"CraftVGG16 needs an input height and width divisible by 16, got {height}x{width}"
+            )
+        f1 = self.stage1(x)
+        f2 = self.stage2(f1)
+        f3 = self.stage3(f2)
+        f4 = self.stage4(f3)
+        y = self.stage5(f4)
+        for skip, upconv in ((f4, self.upconv4), (f3, self.upconv3), (f2, self.upconv2), (f1, self.upconv1)):
+            y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = upconv(torch.cat([y, skip], dim=1))
+        return self.out_activation(self.conv_cls(y))
+
+
 class PlainSigmoidCNN(nn.Module):
     """A deep plain convolutional net with sigmoid activations and no normalisation.
 
@@ -309,6 +397,7 @@ MODELS = {
     "unet": UNet,
     "unet_transformer": UNet_Transformer,
     "craft": CraftLike,
+    "craft_vgg16": CraftVGG16,
     "plain_sigmoid": PlainSigmoidCNN,
 }
 

@@ -112,14 +112,17 @@ SCENARIOS: dict[str, Scenario] = {
             check=SMALL, steps=60, budget=60,
         ),
         Scenario(
-            "exploding", "seed 002's conditions: no normalisation layers, raw 0-255 inputs, MSE, no sigmoid; "
-            "SGD (momentum 0.9) at lr 0.004, 32x32 images; reproduces at seed 0 (other initialisations may start with dead "
-            "ReLUs and never explode)", "gradient_explosion",
-            "'gradient explosion': parameters with gradient norm > 10, the maximum; in this "
-            "small net it is a burst in the first ~10 steps that leaves the loss at a constant-like level",
-            "the verdict's key: set_clip 1.0 and set_lr /10 together (judged as a trial)",
-            changes={"task": "heatmap", "model": "craft", "output_activation": "none", "normalize": False,
-                     "batch_norm": False, "optimizer": "sgd", "lr": 0.004, "image_size": 32},
+            "exploding", "seed 002's net and settings: a VGG16-layout CRAFT (26 convolutions, Xavier-initialised) "
+            "without normalisation layers, raw 0-255 inputs, MSE, no sigmoid; Adam lr 0.001, clip 5.0; 32x32 images",
+            "gradient_explosion",
+            "'gradient explosion': parameters with gradient norm > 10 (hundreds to thousands), the maximum; "
+            "outputs far outside [0, 1] ('missing sigmoid' follows). The net rescales itself to the raw inputs "
+            "within ~10 steps, so the explosion is over before a fix can act",
+            "the verdict's key: set_clip 1.0 and set_lr /10 together (judged as a trial; here it does not help: "
+            "the seed's own improvement came with the sigmoid)",
+            changes={"task": "heatmap", "model": "craft_vgg16", "base_width": 32, "output_activation": "none",
+                     "normalize": False, "batch_norm": False, "optimizer": "adam", "lr": 0.001, "clip": 5.0,
+                     "image_size": 32},
             live_fix=LiveFix(), check={"synthetic": 64}, steps=110, budget=20, fix_at=20,
         ),
         Scenario(
@@ -130,8 +133,8 @@ SCENARIOS: dict[str, Scenario] = {
             check=SMALL, steps=60, budget=60,
         ),
         Scenario(
-            "nan", "seed 002's conditions trained with SGD (momentum 0.9) at lr 0.02: diverges to NaN "
-            "(at seed 0, as exploding)",
+            "nan", "the small CRAFT-like net under seed 002's conditions (no normalisation, 0-255 inputs, MSE, "
+            "no sigmoid) trained with SGD (momentum 0.9) at lr 0.02: diverges to NaN (at seed 0)",
             "nonfinite",
             "'non-finite loss' (critical) within a few steps of the first NaN",
             "the verdict's key pauses; the last good checkpoint is kept; restart with a lower lr",
