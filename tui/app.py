@@ -25,6 +25,7 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Footer
 
+from ..diagnosis import Severity
 from ..diagnosis.trial import trials as fix_trials
 from ..protocol.messages import Command, Reply
 from . import panels, view
@@ -121,6 +122,7 @@ class _Diagnosis:
     history_id: int
     error: str = ""
     trials: list = field(default_factory=list)  # fix trials: each change and what followed it
+    step: int = -1  # the newest step of the history the verdicts are for
 
 
 class VerdictsComputed(Message):
@@ -150,6 +152,12 @@ class CommandFailed(Message):
         super().__init__()
         self.request_id = request_id
         self.reason = reason
+
+
+def _newest_step(history: Any) -> int:
+    """The step number of the newest row of ``history`` (-1 when it has none yet)."""
+    steps = history.steps.step
+    return int(steps[-1]) if len(steps) else -1
 
 
 def default_diagnose(live: bool) -> Callable[[Any], tuple[list, Any]]:
@@ -240,6 +248,8 @@ class MonitorApp(App[int]):
         self._stop = threading.Event()
         self._follow_done = threading.Event()
         self._events_version = 0
+        self._loud_verdicts: dict[str, Any] = {}  # warn/crit verdicts last shown, by code
+        self._loud_history = 0  # id() of the history they were for
         self._columns = 0
         self._verdict_jump: int | None = None
         self._widgets: dict[str, Any] = {}
@@ -335,7 +345,8 @@ class MonitorApp(App[int]):
                     last_diagnosis, dirty = now, False
                     try:
                         verdicts, matrix = diagnose(history)
-                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history))
+                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history),
+                                            step=_newest_step(history))
                     except Exception as err:  # noqa: BLE001
                         result = _Diagnosis([], None, id(history), error=_one_line(err))
                     self.post_message(VerdictsComputed(result))
@@ -401,9 +412,28 @@ class MonitorApp(App[int]):
         result = message.diagnosis
         if result.error and (self.diagnosis is None or self.diagnosis.error != result.error):
             self.note(f"diagnosis failed: {result.error}", "bold red")
+        self._log_verdict_changes(result)
         self.diagnosis = result
         self._widgets["verdicts"].show_verdicts(result.verdicts)
         self._check_verdict_jump(result)
+
+    def _log_verdict_changes(self, result: _Diagnosis) -> None:
+        """Put each warning or critical verdict in the event log when it appears and when it
+        clears, with the step: a fault that lasts a few seconds (an explosion in the first
+        steps) leaves a trace after the panel has moved on. Not in a replay, where seeking
+        back and forth would repeat them."""
+        if result.error or self.source.kind == "replay":
+            return
+        loud = {v.code: v for v in result.verdicts if v.severity >= Severity.WARN}
+        before = self._loud_verdicts if self._loud_history == result.history_id else {}
+        self._loud_verdicts, self._loud_history = loud, result.history_id
+        at = f"step {result.step:,}: " if result.step >= 0 else ""
+        for code, verdict in loud.items():
+            if code not in before or before[code].severity != verdict.severity:
+                self.note(f"{at}{verdict.severity.name} {verdict.title}", "bold red" if verdict.severity >= Severity.CRIT else "yellow")
+        for code, verdict in before.items():
+            if code not in loud:
+                self.note(f"{at}cleared: {verdict.title}", "green")
 
     def on_command_replied(self, message: CommandReplied) -> None:
         entry = self.commands.replied(message.request_id, message.reply)

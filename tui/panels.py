@@ -334,15 +334,20 @@ def render_dataset(report: DatasetReport | None) -> Table | Text:
     table.add_column()
     table.add_row("source", Text(report.source, overflow="ellipsis", no_wrap=True))
     table.add_row("pairs", f"{report.pairs}  (train {report.train_images}, val {report.val_images})")
-    values = ", ".join(format_number(v) for v in report.mask_values[:6])
-    more = "..." if report.unique_mask_values > 6 else ""
-    binary = Text("binary ✓", style="green") if report.masks_binary else Text(
-        f"NOT binary: {report.unique_mask_values} values", style="bold red")
-    table.add_row("mask values", Text.assemble(binary, f"  {values}{more}"))
-    low = report.foreground_ratio < 0.02
-    table.add_row("foreground", Text(f"{report.foreground_ratio:.2%}" + ("  (< 2%: imbalance)" if low else ""),
-                                     style="bold red" if low else "green"))
-    table.add_row("pos_weight", f"{format_number(report.suggested_pos_weight)} suggested (bg/fg)")
+    if report.unique_mask_values == 0 and not math.isfinite(report.foreground_ratio):
+        # Continuous targets (heatmaps): mask values, foreground and pos_weight do not apply.
+        table.add_row("targets", Text("continuous (heatmaps), not masks: no foreground ratio or pos_weight",
+                                      style="bright_black"))
+    else:
+        values = ", ".join(format_number(v) for v in report.mask_values[:6])
+        more = "..." if report.unique_mask_values > 6 else ""
+        binary = Text("binary ✓", style="green") if report.masks_binary else Text(
+            f"NOT binary: {report.unique_mask_values} values", style="bold red")
+        table.add_row("mask values", Text.assemble(binary, f"  {values}{more}"))
+        low = report.foreground_ratio < 0.02
+        table.add_row("foreground", Text(f"{report.foreground_ratio:.2%}" + ("  (< 2%: imbalance)" if low else ""),
+                                         style="bold red" if low else "green"))
+        table.add_row("pos_weight", f"{format_number(report.suggested_pos_weight)} suggested (bg/fg)")
     if report.image_size != (0, 0):
         table.add_row("image size", f"{report.image_size[0]}x{report.image_size[1]}")
     for problem in report.problems[:3]:

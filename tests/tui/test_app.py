@@ -220,3 +220,35 @@ async def test_a_source_warning_that_appears_later_goes_to_the_event_log_once():
         await pilot.pause(0.5)
         # THEN the event log holds it exactly once
         assert [n[1] for n in app.notes].count(source.warning) == 1
+
+
+@run_async
+async def test_a_warning_verdict_goes_to_the_event_log_with_its_step_when_it_appears_and_when_it_clears():
+    # GIVEN a live run whose engine names an explosion for a while, then nothing (a burst in the
+    # first steps: the verdicts panel has moved on by the time a person looks)
+    from seeded import seeded_chunk
+
+    from octa_tui.diagnosis import Severity, Verdict
+
+    history = seeded_history(100, lr_change_at=None)
+    feed = [[seeded_chunk(history.schema, 20, seed=i, start=100 + 20 * i)] for i in range(4)]
+    explosion = Verdict("gradient_explosion", Severity.WARN, "Gradient explosion", "max 1870", "")
+    script = iter([[explosion], [explosion], [], []])
+    shown: list[list] = []
+
+    def factory(live: bool):
+        def diagnose(h):
+            shown.append(next(script, []))
+            return shown[-1], None
+        return diagnose
+
+    app = make_app(MemorySource(history, feed=feed), diagnose_factory=factory, verdict_interval_s=0.0)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, lambda: len(shown) >= 4 and any("cleared" in n[1] for n in app.notes))
+        notes = [n[1] for n in app.notes]
+    # THEN the log says when it appeared and when it cleared, once each, with the step
+    appeared = [n for n in notes if n.endswith("WARN Gradient explosion")]
+    cleared = [n for n in notes if n.endswith("cleared: Gradient explosion")]
+    assert len(appeared) == 1 and len(cleared) == 1, notes
+    assert appeared[0].startswith("step ") and cleared[0].startswith("step ")
+    assert int(appeared[0].split()[1].rstrip(":").replace(",", "")) < int(cleared[0].split()[1].rstrip(":").replace(",", ""))

@@ -149,3 +149,24 @@ def test_block_summaries_keep_every_spike_and_nan_of_a_long_window():
     other = Column(summary, values, 1, start, stop).envelope(100)
     nan_col = int(np.searchsorted(other.first, 250_000 - start, side="right")) - 1
     assert other.nonfinite[nan_col] and other.nonfinite.sum() == 1
+
+
+def test_the_dataset_panel_says_heatmap_targets_have_no_foreground_instead_of_showing_nan():
+    import math
+
+    from rich.console import Console
+
+    from octa_tui.protocol.messages import DatasetReport
+    from octa_tui.tui.panels import render_dataset
+
+    def shown(report: DatasetReport) -> str:
+        console = Console(width=100, record=True)
+        console.print(render_dataset(report))
+        return console.export_text()
+
+    heatmaps = DatasetReport("r", "synthetic heatmaps x256", 256, 0, (), math.nan, (), math.nan, image_size=(32, 32))
+    text = shown(heatmaps)
+    assert "nan" not in text.lower() and "heatmaps), not masks" in text and "32x32" in text
+    masks = DatasetReport("r", "data/", 10, 2, (0.0, 1.0), 0.01, (0.01,) * 10, 99.0)
+    text = shown(masks)
+    assert "binary ✓" in text and "1.00%" in text and "(< 2%: imbalance)" in text and "99.0 suggested" in text
