@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 ENV_RUN_DIR = "OCTA_TUI_RUN_DIR"
+# Set by a monitor that starts its own trainer (``octa-tui demo``) to its pid: the trainer
+# stops at the next step once that process is gone (closed terminal, dropped SSH, kill -9).
+ENV_STOP_WITH_PARENT = "OCTA_TUI_STOP_WITH_PARENT"
 SUFFIX = ".json"
 MAX_RUN_FILE_BYTES = 64 * 1024
 

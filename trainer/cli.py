@@ -15,10 +15,13 @@ import math
 import os
 import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from typing import Any, NoReturn
 
 from octa_tui.protocol.errors import ProtocolError
+from octa_tui.protocol.runfiles import ENV_STOP_WITH_PARENT
 
 from .config import (
     DEVICES,
@@ -257,6 +260,7 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
     if not trainer.is_main:  # under torchrun, rank 0 prints for the run
         trainer.reporter = None
     previous = _install_stop_handlers(trainer)
+    watch_parent(trainer)
     state = "failed"
     try:
         try:
@@ -290,6 +294,33 @@ def _install_stop_handlers(trainer: Any) -> dict[int, Any]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, stop)
     return previous
+
+
+PARENT_POLL_S = 0.5
+
+
+def watch_parent(trainer: Any, environ: Any = os.environ, poll_s: float = PARENT_POLL_S) -> threading.Thread | None:
+    """Stop ``trainer`` at its next step once the process named by ``OCTA_TUI_STOP_WITH_PARENT``
+    stops being this process's parent: the monitor that started it (``octa-tui demo``) died
+    without stopping it. Nothing is watched without the variable (or with a value that is not a
+    pid); a daemon thread polls ``os.getppid()``, so a trainer started by hand is never affected."""
+    value = environ.get(ENV_STOP_WITH_PARENT, "")
+    if not value.isdigit() or int(value) <= 1:
+        return None
+    parent = int(value)
+
+    def watch() -> None:
+        while not trainer._stop_signal:
+            if os.getppid() != parent:
+                print(f"octa-train: the monitor that started this trainer (pid {parent}) is gone; "
+                      "stopping at the next step", file=sys.stderr, flush=True)
+                trainer.stop()
+                return
+            time.sleep(poll_s)
+
+    thread = threading.Thread(target=watch, name="octa-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _restore_handlers(previous: dict[int, Any]) -> None:

@@ -4,7 +4,9 @@
 bound to loopback port 0, reads the endpoints it chose from its output, and on
 :meth:`DemoTrainer.stop` sends SIGINT (a clean stop at the next step), waits, and kills it
 if it does not go. It is a context manager, so no trainer is left behind even when the
-monitor fails.
+monitor fails; and the child is told this process's pid (``OCTA_TUI_STOP_WITH_PARENT``), so
+it stops by itself when the monitor dies without cleaning up (terminal closed, SSH dropped,
+SIGKILL).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..protocol.runfiles import ENV_STOP_WITH_PARENT
 
 ENDPOINT_LINE = re.compile(r"^\s*(telemetry|control)\s+(\S+)\s*$")
 START_TIMEOUT_S = 120.0
@@ -66,7 +70,7 @@ class DemoTrainer:
         try:
             self.process = subprocess.Popen(
                 self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", ENV_STOP_WITH_PARENT: str(os.getpid())},
             )
         finally:
             log.close()
