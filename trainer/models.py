@@ -200,6 +200,14 @@ class UNet_Transformer(UNet):  # noqa: N801 - the seed's name, kept so users rec
         return self.transformer(x)
 
 
+def _check_heatmap_net(in_channels: int, base_width: int, output_activation: str) -> None:
+    """The settings both CRAFT nets take, checked alike."""
+    _check_positive("in_channels", in_channels)
+    _check_positive("base_width", base_width)
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+
+
 def _conv_bn_relu(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm)]
     if batch_norm:
@@ -226,12 +234,7 @@ class CraftLike(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive("in_channels", in_channels)
-        _check_positive("base_width", base_width)
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
-            )
+        _check_heatmap_net(in_channels, base_width, output_activation)
         self.output_activation = output_activation
         w = base_width
         self.stage1 = nn.Sequential(
@@ -292,12 +295,7 @@ class CraftVGG16(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive("in_channels", in_channels)
-        _check_positive("base_width", base_width)
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
-            )
+        _check_heatmap_net(in_channels, base_width, output_activation)
         self.output_activation = output_activation
         w = base_width
 

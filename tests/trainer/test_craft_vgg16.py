@@ -1,4 +1,5 @@
-"""CraftVGG16: the seed-shaped CRAFT net - heatmap outputs, its layout and start, its settings checks."""
+"""CraftVGG16: the seed-shaped CRAFT net - its layout and start, its settings checks (its outputs:
+test_models.py, with CraftLike)."""
 
 from dataclasses import replace
 
@@ -9,21 +10,6 @@ from torch import nn
 from octa_tui.trainer.config import ConfigError, TrainConfig
 from octa_tui.trainer.loop import build_model
 from octa_tui.trainer.models import CraftVGG16
-
-
-def test_outputs_two_heatmaps_at_input_resolution_and_sigmoid_bounds_them():
-    # GIVEN the same weights with and without the final sigmoid
-    torch.manual_seed(0)
-    with_sigmoid = CraftVGG16(base_width=4, output_activation="sigmoid")
-    without = CraftVGG16(base_width=4, output_activation="none")
-    without.load_state_dict(with_sigmoid.state_dict())
-    x = torch.rand(2, 3, 32, 48) * 255.0
-    # WHEN both run
-    bounded, raw = with_sigmoid(x), without(x)
-    # THEN region and affinity maps at the input's size; the sigmoid one is the other's sigmoid
-    assert bounded.shape == raw.shape == (2, 2, 32, 48)
-    assert bounded.min() >= 0.0 and bounded.max() <= 1.0
-    torch.testing.assert_close(torch.sigmoid(raw), bounded)
 
 
 def test_it_has_the_vgg16_encoder_the_upconv_decoder_and_crafts_head_in_forward_order():

@@ -5,6 +5,7 @@ import torch
 
 from octa_tui.trainer.models import (
     CraftLike,
+    CraftVGG16,
     PlainSigmoidCNN,
     UNet,
     UNet_Transformer,
@@ -52,17 +53,18 @@ def test_transformer_heads_must_divide_the_bottleneck_width():
         UNet_Transformer(base_width=8, heads=3)
 
 
-def test_craftlike_outputs_two_heatmaps_and_sigmoid_bounds_them():
-    # GIVEN the same CRAFT-like weights with and without the final sigmoid
+@pytest.mark.parametrize("net", [CraftLike, CraftVGG16])
+def test_craft_nets_output_two_heatmaps_and_sigmoid_bounds_them(net):
+    # GIVEN the same CRAFT weights with and without the final sigmoid
     torch.manual_seed(0)
-    with_sigmoid = CraftLike(base_width=8, output_activation="sigmoid")
-    without = CraftLike(base_width=8, output_activation="none")
+    with_sigmoid = net(base_width=8, output_activation="sigmoid")
+    without = net(base_width=8, output_activation="none")
     without.load_state_dict(with_sigmoid.state_dict())
-    x = torch.rand(2, 3, 32, 32) * 255.0
+    x = torch.rand(2, 3, 32, 48) * 255.0
     # WHEN both run
     bounded, raw = with_sigmoid(x), without(x)
-    # THEN region and affinity maps; the sigmoid one is in [0, 1], the other is its logit
-    assert bounded.shape == raw.shape == (2, 2, 32, 32)
+    # THEN region and affinity maps at the input's size; the sigmoid one is in [0, 1], the other is its logit
+    assert bounded.shape == raw.shape == (2, 2, 32, 48)
     assert bounded.min() >= 0.0 and bounded.max() <= 1.0
     torch.testing.assert_close(torch.sigmoid(raw), bounded)
 
