@@ -166,7 +166,7 @@ def _loss_series(history: RunHistory, summary: view.HistorySummary, start: int, 
 def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int, baseline: float | None,
                 markers: Sequence[int]) -> Text:
     """Total loss and its components over the window, the constant baseline dashed, a marker
-    where a setting changed; val Dice per epoch on the last line."""
+    where a setting changed; val Dice (a heatmap run: val loss) per epoch on the last line."""
     series = _loss_series(history, summary, start, rows)
     if not series or rows <= start:
         return Text("waiting for the first step...", style="bright_black")
@@ -174,15 +174,16 @@ def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, st
     legend = render_legend(series, latest_values)
     if baseline is not None:
         legend.append(f"  ┄ constant {format_number(baseline)}", style="bright_black")
-    dice = view.val_dice(history)
+    name, per_epoch = view.val_metric(history)
     dice_line = Text(no_wrap=True, overflow="ellipsis")
-    dice_line.append("val Dice ", style="bold")
-    if dice:
-        shown = dice[-max(1, (width - 9) // 6):]
-        dice_line.append(" ".join(f"{d:.2f}" for _, d in shown), style="green")
-        dice_line.append(f"  (epoch {shown[-1][0]})", style="bright_black")
+    dice_line.append(f"val {name} ", style="bold")
+    if per_epoch:
+        texts = [f"{v:.2f}" if name == "Dice" else format_number(v) for _, v in per_epoch]
+        keep = max(1, (width - 9) // (max(len(t) for t in texts) + 2))
+        dice_line.append(" ".join(texts[-keep:]), style="green")
+        dice_line.append(f"  (epoch {per_epoch[-1][0]})", style="bright_black")
     else:
-        dice_line.append("- (no epoch finished)", style="bright_black")
+        dice_line.append("- (no epoch finished)" if not history.epochs else "- (not reported)", style="bright_black")
     chart_height = max(height - 2, 1)
     local_markers = [m - start for m in markers if start <= m < rows]
     chart = render_chart(series, width, chart_height, reference=baseline, markers=local_markers)

@@ -407,9 +407,13 @@ def constant_baseline(history: RunHistory) -> float | None:
     return None
 
 
-def val_dice(history: RunHistory) -> list[tuple[int, float]]:
-    """(epoch, validation Dice) of every finished epoch that reported one."""
-    return [(e.epoch, float(e.val["dice"])) for e in history.epochs if "dice" in e.val]
+def val_metric(history: RunHistory) -> tuple[str, list[tuple[int, float]]]:
+    """The validation figure the run reports per epoch and its (epoch, value) list: Dice for a
+    segmentation run, else the validation loss (a heatmap run has no Dice)."""
+    dice = [(e.epoch, float(e.val["dice"])) for e in history.epochs if "dice" in e.val]
+    if dice or history.schema.task == "segmentation":
+        return "Dice", dice
+    return "loss", [(e.epoch, float(e.val["loss"])) for e in history.epochs if "loss" in e.val]
 
 
 class ChangeMarkerCache:

@@ -170,3 +170,31 @@ def test_the_dataset_panel_says_heatmap_targets_have_no_foreground_instead_of_sh
     masks = DatasetReport("r", "data/", 10, 2, (0.0, 1.0), 0.01, (0.01,) * 10, 99.0)
     text = shown(masks)
     assert "binary ✓" in text and "1.00%" in text and "(< 2%: imbalance)" in text and "99.0 suggested" in text
+
+
+def test_the_loss_panel_shows_val_dice_for_segmentation_and_val_loss_for_heatmaps():
+    from dataclasses import replace
+
+    from seeded import RUN_ID, seeded_chunk, seeded_schema
+
+    from octa_tui.protocol.messages import EpochSummary
+    from octa_tui.protocol.run import RunHistory
+    from octa_tui.tui.panels import render_loss
+    from octa_tui.tui.view import HistorySummary
+
+    def last_line(task: str, val: dict | None, epochs: int = 3) -> str:
+        schema = replace(seeded_schema(), task=task)
+        history = RunHistory(schema)
+        history.add(seeded_chunk(schema, 200))
+        for epoch in range(epochs):
+            history.add(EpochSummary(RUN_ID, epoch, 50 * epoch + 49, schema.started_at, {"loss": 0.6},
+                                     dict(val or {}, loss=0.0488 - 0.001 * epoch) if val is not None else {}))
+        text = render_loss(history, HistorySummary(), 200, 0, 80, 12, None, [])
+        return text.plain.splitlines()[-1]
+
+    # a segmentation run reports Dice per epoch; a heatmap run has none: its validation loss is shown
+    assert last_line("segmentation", {"dice": 0.87}).startswith("val Dice 0.87 0.87 0.87  (epoch 2)")
+    assert last_line("heatmap", {}).startswith("val loss 0.0488 0.0478 0.0468  (epoch 2)")
+    # before the first epoch, and epochs that reported no validation
+    assert "no epoch finished" in last_line("heatmap", {}, epochs=0)
+    assert "not reported" in last_line("heatmap", None)
