@@ -27,6 +27,7 @@ from textual.widgets import Footer
 
 from ..diagnosis import Severity
 from ..diagnosis.trial import trials as fix_trials
+from ..protocol import channels as ch
 from ..protocol.messages import Command, Reply
 from . import panels, view
 from .control import (
@@ -77,6 +78,9 @@ CONTROL_ACTIONS = frozenset(
     {"lr_up", "lr_down", "prompt_lr", "dice_up", "dice_down", "prompt_pos_weight", "prompt_clip", "pause_trainer",
      "checkpoint", "apply_fix", "undo_change", "stop_trainer"}
 )
+# Keys that change a loss setting: offered only when the run reports that setting.
+LOSS_SETTING_ACTIONS = {"dice_up": ch.OPT_DICE_WEIGHT, "dice_down": ch.OPT_DICE_WEIGHT,
+                        "prompt_pos_weight": ch.OPT_POS_WEIGHT}
 REPLAY_ACTIONS = frozenset(
     {"play_pause", "replay_speed", "seek_back", "seek_forward", "seek_start", "seek_end", "next_event", "next_verdict"}
 )
@@ -552,8 +556,11 @@ class MonitorApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Trainer keys are greyed out without a trainer (or in replay); replay keys are hidden
-        when not replaying."""
+        when not replaying, and keys for a loss setting the run does not report (Dice weight,
+        pos_weight of a heatmap run) are hidden."""
         if action in CONTROL_ACTIONS:
+            if action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
+                return False  # hidden: e.g. a heatmap run's MSE has no Dice weight or pos_weight to change
             return True if self._can_control() else None
         if action in REPLAY_ACTIONS:
             return self.source.kind == "replay" and self.opened
@@ -562,13 +569,20 @@ class MonitorApp(App[int]):
     def _can_control(self) -> bool:
         return self.source.can_control and self.opened and not self.failure
 
+    def _run_has(self, channel: str) -> bool:
+        """Whether the run reports ``channel`` (True before its schema is known)."""
+        history = self.source.history
+        return history is None or channel in history.schema.channels
+
     def binding_rows(self) -> list[tuple[str, str, str]]:
         """(key, description, availability) of every binding, for the help screen."""
         rows = []
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
             action = binding.action.split("(")[0]
-            if action in CONTROL_ACTIONS:
+            if action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
+                when = "with a trainer whose loss has this setting  (not this run)"
+            elif action in CONTROL_ACTIONS:
                 when = "with a trainer" + ("" if self._can_control() else "  (not now)")
             elif action in REPLAY_ACTIONS:
                 when = "in replay" + ("" if self.source.kind == "replay" else "  (not now)")

@@ -252,3 +252,39 @@ async def test_a_warning_verdict_goes_to_the_event_log_with_its_step_when_it_app
     assert len(appeared) == 1 and len(cleared) == 1, notes
     assert appeared[0].startswith("step ") and cleared[0].startswith("step ")
     assert int(appeared[0].split()[1].rstrip(":").replace(",", "")) < int(cleared[0].split()[1].rstrip(":").replace(",", ""))
+
+
+@run_async
+async def test_keys_for_loss_settings_a_run_does_not_have_are_not_offered():
+    # GIVEN a heatmap run (MSE: no Dice weight, no pos_weight) with a trainer to steer
+    from dataclasses import replace
+
+    import numpy as np
+    from seeded import seeded_schema
+
+    from octa_tui.protocol.messages import StepChunk
+    from octa_tui.protocol.run import RunHistory
+
+    schema = replace(seeded_schema(), task="heatmap", loss=("total", "region", "affinity"),
+                     opt=("lr", "clip", "update_ratio"), config={"loss": "mse"})
+    history = RunHistory(schema)
+    n = 20
+    values = np.full((n, schema.width), 0.1, dtype=np.float32)
+    history.add(StepChunk(schema.run_id, np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.int64),
+                          np.zeros(n, dtype=np.int32), np.arange(n, dtype=np.float64), values))
+    app = make_app(MemorySource(history, replies=Trainer()))
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        await pilot.pause(0.2)
+        # THEN the Dice and pos_weight keys are neither shown nor live; the lr and clip keys are
+        assert app.check_action("dice_up", ()) is False and app.check_action("prompt_pos_weight", ()) is False
+        assert app.check_action("lr_up", ()) is True and app.check_action("prompt_clip", ()) is True
+        footer = screen_text(app).splitlines()[-1]
+        assert "lr x2" in footer and "Dice +" not in footer and "pos_weight" not in footer
+        rows = {description: when for _, description, when in app.binding_rows()}
+        assert "(not this run)" in rows["pos_weight"]
+    # and a segmentation run still offers them
+    seg = app_with(Trainer())
+    async with seg.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: seg.opened)
+        assert seg.check_action("dice_up", ()) is True and seg.check_action("prompt_pos_weight", ()) is True
