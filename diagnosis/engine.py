@@ -6,6 +6,13 @@ verdict the rule gave stays shown. An evaluation counts only when the history ha
 the previous one (new steps, epochs, events or a data set report), so a UI that refreshes
 faster than the run streams neither ages nor confirms a verdict by repetition, and a repeated
 call costs a comparison.
+
+Nothing between two evaluations is missed: the windows of the two event rules (gradient
+explosion, non-finite values) cover at least every step since the previous evaluation (up to
+``window_steps``, what an evaluation reads), so a burst that a fast run streams between two
+refreshes of the monitor is still seen. Those two measured faults can be over within one
+evaluation, so they appear on their first hit (:data:`IMMEDIATE`); like every verdict they
+clear only after ``release`` evaluations without it, so they stay up long enough to be read.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from octa_tui.protocol.run import RunHistory
 from .rules import evaluate_rules
 from .thresholds import Thresholds
 from .verdict import Verdict, check_lang
+
+# Verdicts shown at their first hit: measured facts, possibly brief (a burst of gradients in the
+# first steps, a single NaN step), that a hold of several evaluations would let pass unseen.
+IMMEDIATE = frozenset({"gradient_explosion", "nonfinite"})
 
 
 @dataclass
@@ -30,13 +41,14 @@ class _Track:
 class Hysteresis:
     """Per-code debouncing of raw verdicts: appear after ``hold`` hits, clear after ``release`` misses."""
 
-    def __init__(self, hold: int = 3, release: int = 3) -> None:
+    def __init__(self, hold: int = 3, release: int = 3, immediate: frozenset[str] = frozenset()) -> None:
         if hold < 1 or release < 1:
             raise ValueError(
                 f"hold and release must be at least 1 evaluation, got hold={hold}, release={release}"
             )
         self.hold = hold
         self.release = release
+        self.immediate = frozenset(immediate)  # codes that appear on their first hit
         self._tracks: dict[str, _Track] = {}
         self._order: dict[str, int] = {}
 
@@ -51,7 +63,7 @@ class Hysteresis:
                 track.hits += 1
                 track.misses = 0
                 track.last = fired[code]
-                if track.hits >= self.hold:
+                if track.hits >= self.hold or code in self.immediate:
                     track.shown = True
             else:
                 track.misses += 1
@@ -81,7 +93,7 @@ class Engine:
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         self.lang = check_lang(lang)
-        self._hysteresis = Hysteresis(hold, release)
+        self._hysteresis = Hysteresis(hold, release, IMMEDIATE)
         self._seen: tuple | None = None
         self._shown: list[Verdict] = []
 
@@ -104,8 +116,10 @@ class Engine:
         seen = self._seen
         if seen is not None and (state[0] != seen[0] or state[1] < seen[1] or state[2] < seen[2]):
             self.reset()
+        # The steps since the previous evaluation: the event rules read all of them.
+        unseen = state[1] - (self._seen[1] if self._seen is not None else 0)
         self._seen = state
-        self._shown = self._hysteresis.update(evaluate_rules(history, self.thresholds, self.lang))
+        self._shown = self._hysteresis.update(evaluate_rules(history, self.thresholds, self.lang, unseen))
         return list(self._shown)
 
     def reset(self) -> None:

@@ -69,9 +69,13 @@ class BaselineComparison:
 class Context:
     """One evaluation's inputs and the quantities the rules share, each computed on first use."""
 
-    def __init__(self, history: RunHistory, thresholds: Thresholds, lang: str) -> None:
+    def __init__(self, history: RunHistory, thresholds: Thresholds, lang: str, unseen_steps: int = 0) -> None:
         self.t = thresholds
         self.lang = check_lang(lang)
+        # Steps no earlier evaluation read: the event rules (explosion, non-finite) look at all
+        # of them, so a burst streamed between two evaluations is not missed.
+        self.explosion_steps = max(thresholds.recent_steps, unseen_steps)
+        self.nonfinite_steps = max(thresholds.nonfinite_steps, unseen_steps)
         window = max(thresholds.window_steps, thresholds.plateau_epochs * thresholds.plateau_block_steps)
         self.view = RunView(history, window)
 
@@ -169,7 +173,7 @@ class Context:
         """Recent steps over the bound."""
         if self.view.n_steps == 0:
             return None
-        rows = self.t.recent_steps
+        rows = self.explosion_steps
         return explosion_summary(
             self.view.steps[-rows:],
             self.view.recent(ch.GRAD_N_OVER_BOUND, rows),
@@ -179,9 +183,10 @@ class Context:
 
     @cached_property
     def exploding(self) -> bool:
-        """Whether enough recent steps exceeded the bound to call it an explosion."""
+        """Whether enough recent steps exceeded the bound to call it an explosion (a run's very first
+        steps count only once there are that many: one large first gradient is not an explosion)."""
         e = self.explosion
-        return e is not None and e.steps_over >= min(self.t.explosion_min_steps, e.window)
+        return e is not None and e.steps_over >= self.t.explosion_min_steps
 
     @cached_property
     def nonfinite_rows(self) -> tuple[int, list[str], int]:
@@ -192,7 +197,7 @@ class Context:
         keys = list(view.group("loss"))
         stats = [k for k in (ch.GRAD_TOTAL_NORM,) if view.has(k)]
         keys += stats if stats or view.has(ch.GRAD_NONFINITE) else list(view.group("grad"))
-        rows = self.t.nonfinite_steps
+        rows = self.nonfinite_steps
         bad = (
             ~np.isfinite(view.recent_matrix(keys, rows))
             if keys
@@ -302,7 +307,7 @@ def rule_nonfinite(ctx: Context) -> Verdict | None:
         what=what,
         step=step,
         count=count,
-        window=min(ctx.t.nonfinite_steps, ctx.view.window),
+        window=min(ctx.nonfinite_steps, ctx.view.window),
     )
     return ctx.verdict(
         "nonfinite", Severity.CRIT, evidence, confidence=MEASURED, fixes=(make_command("pause"),)
@@ -736,10 +741,13 @@ RULE_CODES: tuple[str, ...] = tuple(rule.__name__.removeprefix("rule_") for rule
 
 
 def evaluate_rules(
-    history: RunHistory, thresholds: Thresholds | None = None, lang: str = "en"
+    history: RunHistory, thresholds: Thresholds | None = None, lang: str = "en", unseen_steps: int = 0
 ) -> list[Verdict]:
-    """Every rule once over ``history``, no hysteresis: the raw verdicts, most severe first."""
-    ctx = Context(history, thresholds or Thresholds(), lang)
+    """Every rule once over ``history``, no hysteresis: the raw verdicts, most severe first.
+
+    ``unseen_steps``: how many of the newest steps no earlier evaluation read; the explosion
+    and non-finite rules look at all of them (at least their usual windows)."""
+    ctx = Context(history, thresholds or Thresholds(), lang, unseen_steps)
     verdicts = [v for rule in RULES if (v := rule(ctx)) is not None]
     verdicts.sort(key=lambda v: -v.severity)  # stable: rule order breaks ties
     return verdicts

@@ -115,9 +115,10 @@ SCENARIOS: dict[str, Scenario] = {
             "exploding", "seed 002's net and settings: a VGG16-layout CRAFT (26 convolutions, Xavier-initialised) "
             "without normalisation layers, raw 0-255 inputs, MSE, no sigmoid; Adam lr 0.001, clip 5.0; 32x32 images",
             "gradient_explosion",
-            "'gradient explosion': parameters with gradient norm > 10 (hundreds to thousands), the maximum; "
-            "outputs far outside [0, 1] ('missing sigmoid' follows). The net rescales itself to the raw inputs "
-            "within ~10 steps, so the explosion is over before a fix can act",
+            "'gradient explosion' within the first second: parameters with gradient norm > 10 (hundreds to "
+            "thousands), the maximum; outputs far outside [0, 1] ('missing sigmoid' follows). The net rescales "
+            "itself to the raw inputs within ~10 steps, so the explosion is over before a fix can act; the event "
+            "log keeps the steps the verdict appeared and cleared",
             "the verdict's key: set_clip 1.0 and set_lr /10 together (judged as a trial; here it does not help: "
             "the seed's own improvement came with the sigmoid)",
             changes={"task": "heatmap", "model": "craft_vgg16", "base_width": 32, "output_activation": "none",

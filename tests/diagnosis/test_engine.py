@@ -148,3 +148,41 @@ def test_a_history_that_goes_back_in_time_starts_over() -> None:
     rewound.add(b.history.steps.chunk(b.schema.run_id, 0, 50))
     # THEN the verdict from the future is gone
     assert engine.evaluate(rewound) == []
+
+
+def test_an_explosion_streamed_between_two_evaluations_is_shown_at_once_then_clears() -> None:
+    # GIVEN a fast run: 200 steps arrive between two refreshes of the monitor, a burst of
+    # gradients over the bound in 5 of them, then healthy steps
+    b = healthy_run(300)
+    engine = Engine(hold=3, release=3)
+    assert "gradient_explosion" not in {v.code for v in engine.evaluate(b.history)}
+    b.steps(40).steps(5, gradstat__n_over_bound=16, gradstat__max_param_norm=1870.0).steps(155)
+    # WHEN the engine evaluates once THEN it names the explosion at once (a measured fact that
+    # a hold of three evaluations would let pass), with the burst's worst step
+    shown = {v.code: v for v in engine.evaluate(b.history)}
+    assert "gradient_explosion" in shown
+    evidence = shown["gradient_explosion"].evidence
+    assert "(max 1.87e+03) at step 344" in evidence and "5 of the last 200 steps" in evidence
+    # AND it stays up for the release evaluations, then clears
+    codes = []
+    for _ in range(4):
+        b.steps(200)
+        codes.append("gradient_explosion" in {v.code for v in engine.evaluate(b.history)})
+    assert codes == [True, True, False, False]
+
+
+def test_a_nan_step_streamed_between_two_evaluations_is_critical_at_once() -> None:
+    b = healthy_run(300)
+    engine = Engine(hold=3, release=3)
+    engine.evaluate(b.history)
+    b.steps(50).steps(1, loss__total=float("nan")).steps(149)
+    shown = engine.evaluate(b.history)
+    assert shown and shown[0].code == "nonfinite" and shown[0].severity == Severity.CRIT
+
+
+def test_a_sustained_verdict_still_waits_for_its_hold() -> None:
+    # the output-range rule is not an event: its verdict needs hold evaluations in a row
+    b = Builder(heatmap_schema()).steps(50)
+    engine = Engine(Thresholds(recent_steps=1), hold=3)
+    out_of_range_step(b, True)
+    assert engine.evaluate(b.history) == []
