@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -260,7 +259,8 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
     if not trainer.is_main:  # under torchrun, rank 0 prints for the run
         trainer.reporter = None
     previous = _install_stop_handlers(trainer)
-    watch_parent(trainer)
+    finished = threading.Event()
+    watch_parent(trainer, done=finished)
     state = "failed"
     try:
         try:
@@ -276,6 +276,7 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
             return 1
         state = trainer.result.state
     finally:
+        finished.set()
         trainer.cleanup(state)  # closes the probe, which removes the run file
         _restore_handlers(previous)
     if trainer.result.recording and trainer.is_main:
@@ -299,15 +300,18 @@ def _install_stop_handlers(trainer: Any) -> dict[int, Any]:
 PARENT_POLL_S = 0.5
 
 
-def watch_parent(trainer: Any, environ: Any = os.environ, poll_s: float = PARENT_POLL_S) -> threading.Thread | None:
+def watch_parent(trainer: Any, environ: Any = os.environ, poll_s: float = PARENT_POLL_S,
+                 done: threading.Event | None = None) -> threading.Thread | None:
     """Stop ``trainer`` at its next step once the process named by ``OCTA_TUI_STOP_WITH_PARENT``
     stops being this process's parent: the monitor that started it (``octa-tui demo``) died
     without stopping it. Nothing is watched without the variable (or with a value that is not a
-    pid); a daemon thread polls ``os.getppid()``, so a trainer started by hand is never affected."""
+    pid); a daemon thread polls ``os.getppid()``, so a trainer started by hand is never affected.
+    The thread ends with the run: when ``done`` is set or the trainer was asked to stop."""
     value = environ.get(ENV_STOP_WITH_PARENT, "")
     if not value.isdigit() or int(value) <= 1:
         return None
     parent = int(value)
+    finished = done or threading.Event()
 
     def watch() -> None:
         while not trainer._stop_signal:
@@ -316,7 +320,8 @@ def watch_parent(trainer: Any, environ: Any = os.environ, poll_s: float = PARENT
                       "stopping at the next step", file=sys.stderr, flush=True)
                 trainer.stop()
                 return
-            time.sleep(poll_s)
+            if finished.wait(poll_s):
+                return
 
     thread = threading.Thread(target=watch, name="octa-parent-watch", daemon=True)
     thread.start()

@@ -283,7 +283,7 @@ class CraftVGG16(nn.Module):
     at that scale) and CRAFT's ``conv_cls`` head, 26 convolutions in all. Weights start as
     CRAFT's own code starts the layers it does not take from a pretrained VGG16: Xavier-uniform
     weights and zero biases. Without BatchNorm and fed raw 0-255 pixels this net starts with
-    outputs in the tens and gradient norms in the thousands - seed 002's state. Input height and
+    outputs in the tens and gradient norms in the hundreds to thousands - seed 002's state. Input height and
     width must be divisible by 16.
     """
 

@@ -254,6 +254,7 @@ class MonitorApp(App[int]):
         self._events_version = 0
         self._loud_verdicts: dict[str, Any] = {}  # warn/crit verdicts last shown, by code
         self._loud_history = 0  # id() of the history they were for
+        self._bound_schema: Any = None  # the run schema the shown keys were chosen for
         self._columns = 0
         self._verdict_jump: int | None = None
         self._widgets: dict[str, Any] = {}
@@ -348,9 +349,9 @@ class MonitorApp(App[int]):
                 if dirty and now - last_diagnosis >= self.verdict_interval_s:
                     last_diagnosis, dirty = now, False
                     try:
+                        step = _newest_step(history)
                         verdicts, matrix = diagnose(history)
-                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history),
-                                            step=_newest_step(history))
+                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history), step=step)
                     except Exception as err:  # noqa: BLE001
                         result = _Diagnosis([], None, id(history), error=_one_line(err))
                     self.post_message(VerdictsComputed(result))
@@ -489,6 +490,10 @@ class MonitorApp(App[int]):
         if status.warnings:
             self._note_warnings(status)
         history = self.source.history
+        if history is not None and history.schema is not self._bound_schema:
+            # A new run's schema decides which loss-setting keys apply (see check_action).
+            self._bound_schema = history.schema
+            self.refresh_bindings()
         header = self._widgets["header"]
         if self.failure:
             facts_text = Text.assemble((" octa-tui ", "bold reverse"), ("  " + self.failure, "bold red"))
@@ -572,7 +577,7 @@ class MonitorApp(App[int]):
     def _run_has(self, channel: str) -> bool:
         """Whether the run reports ``channel`` (True before its schema is known)."""
         history = self.source.history
-        return history is None or channel in history.schema.channels
+        return history is None or history.schema.has(channel)
 
     def binding_rows(self) -> list[tuple[str, str, str]]:
         """(key, description, availability) of every binding, for the help screen."""

@@ -335,7 +335,7 @@ def render_dataset(report: DatasetReport | None) -> Table | Text:
     table.add_column()
     table.add_row("source", Text(report.source, overflow="ellipsis", no_wrap=True))
     table.add_row("pairs", f"{report.pairs}  (train {report.train_images}, val {report.val_images})")
-    if report.unique_mask_values == 0 and not math.isfinite(report.foreground_ratio):
+    if report.pairs > 0 and report.unique_mask_values == 0 and not math.isfinite(report.foreground_ratio):
         # Continuous targets (heatmaps): mask values, foreground and pos_weight do not apply.
         table.add_row("targets", Text("continuous (heatmaps), not masks: no foreground ratio or pos_weight",
                                       style="bright_black"))

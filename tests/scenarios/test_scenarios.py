@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from octa_tui.diagnosis.trial import HELPED
 from octa_tui.trainer.scenario_check import check_scenario, diagnose_as_it_grows, format_table, train_recorded
@@ -76,8 +77,10 @@ def test_a_change_that_changes_nothing_is_judged_no_effect_on_a_real_run(tmp_pat
 
 
 @pytest.mark.parametrize("seed", (1, 2))
-def test_the_explosion_does_not_depend_on_one_initialisation(tmp_path: Path, seed: int) -> None:
+def test_the_explosion_shows_with_other_initialisations_too(tmp_path: Path, seed: int) -> None:
     # GIVEN the exploding scenario started from other initial weights than the check's seed 0
+    # (it shows with seeds 0, 1, 2 and 4 of 0-4; seed 3 has two steps over the bound, one short)
+    torch.set_num_threads(1)  # as the scenario check trains
     scenario = SCENARIOS["exploding"]
     config = scenario_config("exploding", small=True, seed=seed, max_steps=scenario.budget + 10, epochs=10_000)
     # WHEN the engine reads it as it grows THEN the explosion is named within the same budget

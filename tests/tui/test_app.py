@@ -273,14 +273,15 @@ async def test_keys_for_loss_settings_a_run_does_not_have_are_not_offered():
     history.add(StepChunk(schema.run_id, np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.int64),
                           np.zeros(n, dtype=np.int32), np.arange(n, dtype=np.float64), values))
     app = make_app(MemorySource(history, replies=Trainer()))
+    def footer() -> str:
+        return screen_text(app).splitlines()[-1]
+
     async with app.run_test(size=(200, 50)) as pilot:
-        await wait_for(pilot, lambda: app.opened)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: app.opened and "lr x2" in footer())
         # THEN the Dice and pos_weight keys are neither shown nor live; the lr and clip keys are
         assert app.check_action("dice_up", ()) is False and app.check_action("prompt_pos_weight", ()) is False
         assert app.check_action("lr_up", ()) is True and app.check_action("prompt_clip", ()) is True
-        footer = screen_text(app).splitlines()[-1]
-        assert "lr x2" in footer and "Dice +" not in footer and "pos_weight" not in footer
+        assert "Dice +" not in footer() and "pos_weight" not in footer(), footer()
         rows = {description: when for _, description, when in app.binding_rows()}
         assert "(not this run)" in rows["pos_weight"]
     # and a segmentation run still offers them

@@ -33,16 +33,17 @@ def test_nothing_is_watched_without_the_variable_or_with_a_bad_value():
         assert watch_parent(FakeTrainer(), environ=environ) is None
 
 
-def test_a_live_parent_keeps_the_trainer_going_and_a_different_one_stops_it():
-    alive = FakeTrainer()
-    thread = watch_parent(alive, environ={ENV_STOP_WITH_PARENT: str(os.getppid())}, poll_s=0.02)
+def test_a_live_parent_keeps_the_trainer_going_and_a_different_one_stops_it(monkeypatch):
+    monkeypatch.setattr("octa_tui.trainer.cli.os.getppid", lambda: 4242)  # whatever runs the tests
+    alive, done = FakeTrainer(), threading.Event()
+    thread = watch_parent(alive, environ={ENV_STOP_WITH_PARENT: "4242"}, poll_s=0.02, done=done)
     assert thread is not None
     assert not alive.stopped.wait(0.3)
-    alive._stop_signal = True  # the run ended: the watcher ends with it
+    done.set()  # the run ended (e.g. --max-steps): the watcher ends with it
     thread.join(2)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and not alive.stopped.is_set()
     orphan = FakeTrainer()  # started by a process that is no longer its parent
-    watch_parent(orphan, environ={ENV_STOP_WITH_PARENT: str(os.getpid())}, poll_s=0.02)
+    watch_parent(orphan, environ={ENV_STOP_WITH_PARENT: "4241"}, poll_s=0.02)
     assert orphan.stopped.wait(2)
 
 
