@@ -539,7 +539,8 @@ class MonitorApp(App[int]):
             )
         if self.panel_visible("matrix"):
             match = self.diagnosis.matrix if self.diagnosis is not None else None
-            self._widgets["matrix"].show((id(match),), lambda w, h: panels.render_matrix(match))
+            task = history.schema.task
+            self._widgets["matrix"].show((id(match), task), lambda w, h: panels.render_matrix(match, task))
 
     def _draw_events(self, history) -> None:
         if not self.panel_visible("events"):

@@ -449,10 +449,11 @@ MATRIX_COLUMNS = (("loss", "loss"), ("dice", "Dice"), ("bce", "BCE"), ("dice_los
 GRAD_LEVELS = {0: "ok", 1: "slight", 2: "vanishing"}
 
 
-def render_matrix(match) -> Table | Text:
+def render_matrix(match, task: str = "segmentation") -> Table | Text:
     """The seed's diagnosis matrix (loss level, val Dice, BCE, Dice loss, gradients -> cause
     and quick fix) with the row nearest to the live numbers highlighted, the live numbers
-    underneath."""
+    underneath. The matrix speaks of Dice and BCE: a run of another ``task`` is said to have
+    no numbers for it, rather than none *yet*."""
     if match is None or not match.rows:
         return Text("the diagnosis matrix appears once the engine has run", style="bright_black")
     table = Table(box=None, padding=(0, 1), expand=True, header_style="bold", show_edge=False)
@@ -485,8 +486,9 @@ def render_matrix(match) -> Table | Text:
             table.caption = f"no row is close to this run (nearest distance {distance})"
             table.caption_style = "bright_black"
     else:
-        table.add_row("", "-", "-", "-", "-", "-", "no numbers from this run yet (segmentation runs only)",
-                      style="bright_black")
+        why = ("no numbers from this run yet (segmentation runs only)" if task == "segmentation"
+               else f"a {task} run has no Dice/BCE numbers for it (segmentation runs only)")
+        table.add_row("", "-", "-", "-", "-", "-", why, style="bright_black")
     return table
 
 

@@ -198,3 +198,23 @@ def test_the_loss_panel_shows_val_dice_for_segmentation_and_val_loss_for_heatmap
     # before the first epoch, and epochs that reported no validation
     assert "no epoch finished" in last_line("heatmap", {}, epochs=0)
     assert "not reported" in last_line("heatmap", None)
+
+
+def test_the_matrix_panel_tells_a_heatmap_run_it_has_no_numbers_for_it_rather_than_none_yet():
+    from rich.console import Console
+    from seeded import seeded_schema  # noqa: I001 - the tests' own helper
+
+    from octa_tui.diagnosis import match_matrix
+    from octa_tui.protocol.run import RunHistory
+    from octa_tui.tui.panels import render_matrix
+
+    match = match_matrix(RunHistory(seeded_schema()))  # nothing observed: the rows alone
+
+    def shown(task: str) -> str:
+        console = Console(width=120, record=True)
+        console.print(render_matrix(match, task))
+        return console.export_text()
+
+    assert "no numbers from this run yet" in shown("segmentation")
+    text = shown("heatmap")
+    assert "a heatmap run has no Dice/BCE numbers" in text and "yet" not in text
