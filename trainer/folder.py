@@ -224,7 +224,7 @@ def load_folder(root: str | Path, size: int, channels: int = 3, skip_bad: bool =
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise DataError(
             f"{len(problems)} problem(s) in {root}: {listing}{more}. Fix or remove these files, "
-            "or skip them (skip_bad)",
+            "or leave them out: octa-train --skip-bad-files (in Python: skip_bad=True)",
             tuple(problems),
         )
     if not images:

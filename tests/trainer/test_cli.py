@@ -53,6 +53,20 @@ def test_a_data_folder_without_images_is_named_in_the_error(tmp_path: Path, caps
     assert len(err) == 1 and str(tmp_path) in err[0]
 
 
+def test_a_data_folder_with_bad_files_suggests_the_flag_that_skips_them(tmp_path: Path, capsys):
+    from octa_tui.trainer.synthetic import write_synthetic_folder
+
+    # GIVEN a data folder whose first image is not an image
+    root = write_synthetic_folder(tmp_path / "ds", 4, size=32, seed=0)
+    (root / "images" / "0000.png").write_bytes(b"garbage")
+    # WHEN octa-train is pointed at it
+    assert main(["--data", str(root), *SMALL, "--telemetry", "tcp://127.0.0.1:0"]) == 2
+    # THEN the one error line names the file and the flag that leaves bad files out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images/0000.png" in err[0], err
+    assert "--skip-bad-files" in err[0] and "(skip_bad)" not in err[0], err
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, OCTA_TUI_RUN_DIR=str(tmp_path / "run-files"), OMP_NUM_THREADS="1",
                PYTHONUNBUFFERED="1")
