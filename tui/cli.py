@@ -1,8 +1,10 @@
-"""The ``octa-tui`` command line: demo, list, connect, replay, diagnose-dataset, export, attach.
+"""The ``octa-tui`` command line: demo, list, connect, replay, diagnose-dataset, export, attach,
+run, compare, and the commands for scripts (send, watch, verdicts).
 
-Every subcommand builds a source and hands it to :func:`octa_tui.tui.app.make_app` (the
-same factory the tests use). Errors are one line on stderr and a non-zero exit status,
-never a traceback.
+Every monitor subcommand builds a source and hands it to :func:`octa_tui.tui.app.make_app`
+(the same factory the tests use). Errors are one line on stderr and a non-zero exit status,
+never a traceback. Output for scripts (``list --json``, ``send``, ``watch --json``,
+``verdicts --json``) ends quietly when its reader goes away (``| head``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,22 @@ from dataclasses import asdict
 EXIT_ERROR = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+LANGUAGES = ("en", "zh")
+ENV_LANG = "OCTA_TUI_LANG"
+# Subcommands whose arguments belong to another module's parser; passed on verbatim.
+DELEGATED = {
+    "run": ("octa_tui.tui.run_command", "run a training script under the monitor: octa-tui run -- python train.py ARGS"),
+    "compare": ("octa_tui.tui.compare.cli", "compare recorded or running sessions side by side"),
+}
 
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+def _add_lang(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lang", choices=LANGUAGES, default=None,
+                        help=f"language of the verdicts (default: ${ENV_LANG}, else en)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.add_argument("--list", action="store_true", help="list the scenarios (fault, verdict, fix) and exit")
     scenarios.add_argument("--seed", type=int, default=0)
     scenarios.add_argument("--keep", metavar="DIR", help="keep the recordings in DIR")
+    _add_lang(scenarios)
+    _add_lang(demo)
 
-    lister = sub.add_parser("list", help="list the trainers running on this machine and attach to one")
+    lister = sub.add_parser("list", help="list the trainers running on this machine (at a terminal: attach to "
+                                         "the one you pick)")
     lister.add_argument("--json", action="store_true", help="print the list as JSON and exit")
+    _add_lang(lister)
 
     connect = sub.add_parser("connect", help="monitor a trainer by endpoint or run id")
     connect.add_argument("target", help="telemetry endpoint (tcp://127.0.0.1:PORT, ipc://PATH) or run id")
@@ -59,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "DIR/trainer.key (the trainer's public key)")
     connect.add_argument("--insecure", action="store_true",
                          help="connect to a non-loopback endpoint without keys")
+    _add_lang(connect)
 
     keys = sub.add_parser("keys", help="CurveZMQ keys for trainers bound beyond loopback")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -71,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=int, default=1, choices=(1, 4, 16, 64))
     replay.add_argument("--paused", action="store_true", help="start paused at the beginning")
     replay.add_argument("--at-end", action="store_true", help="start at the end of the recording")
+    _add_lang(replay)
 
     dataset = sub.add_parser("diagnose-dataset", help="the seed's dataset check as a report", add_help=False)
     dataset.add_argument("rest", nargs=argparse.REMAINDER)
@@ -110,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how to run octa-tui on the host, e.g. ~/venv/bin/octa-tui (default %(default)s)")
     attach.add_argument("--keys", metavar="DIR", default=None, help="CurveZMQ keys, for a trainer bound with --keys")
     attach.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the trainer")
+    _add_lang(attach)
+    for name, (_module, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)  # parsed by its own module (see main)
     return parser
 
 
@@ -158,25 +181,77 @@ def _running():
     return list_run_files()
 
 
+def describe_run(info, now: float | None = None) -> str:
+    """One line per running trainer, as ``octa-tui list`` prints it."""
+    import time
+
+    age = ""
+    if info.started_at:
+        seconds = max(0, int((time.time() if now is None else now) - info.started_at))
+        age = f"  up {seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 60 else f"  up {seconds}s"
+    what = " ".join(part for part in (info.task, info.model) if part) or "trainer"
+    return f"run {info.run_id}  {what}  pid {info.pid}{age}  {info.telemetry}"
+
+
+def choose_run(runs: Sequence, ask) -> object | None:
+    """The run the user picks at a terminal, or None when they pick none.
+
+    ``ask(prompt)`` returns the typed answer. One run is attached to only when the user says
+    so (Enter or y); several are picked by number; an empty answer or ``q`` picks none.
+    Anything else raises :class:`CliError` naming the choices.
+    """
+    if len(runs) == 1:
+        answer = ask("attach to it? [Y/n] ").strip().lower()
+        if answer in ("", "y", "yes"):
+            return runs[0]
+        if answer in ("n", "no", "q"):
+            return None
+        raise CliError(f"{answer!r} is not y or n")
+    answer = ask(f"attach to which trainer? [1-{len(runs)}, Enter: none] ").strip().lower()
+    if answer in ("", "q", "n", "no"):
+        return None
+    if not answer.isdigit() or not 1 <= int(answer) <= len(runs):
+        raise CliError(f"{answer!r} is not one of 1-{len(runs)}")
+    return runs[int(answer) - 1]
+
+
+def _interactive() -> bool:
+    """Whether a person is at this terminal (stdin and stdout both a tty)."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    """List running trainers; attach to the one picked (or the only one)."""
+    """List running trainers and exit; at a terminal, attach to the one the user picks.
+
+    Output that is not a terminal (a pipe, a file, a script) gets the list and nothing else:
+    no screen is ever started there, and no run is attached to unless the user chose it.
+    """
     runs = _running()
     if args.json:
-        print(json.dumps([asdict(info) for info in runs], indent=2))
+        _write_out(json.dumps([asdict(info) for info in runs], indent=2) + "\n")
         return 0
     if not runs:
         raise CliError("no trainer is running on this machine; start one with `octa-train --synthetic 64` "
                        "or try `octa-tui demo`")
-    if len(runs) == 1:
-        chosen = runs[0]
-    else:
-        for i, info in enumerate(runs, 1):
-            print(f"  {i}. run {info.run_id}  {info.task} {info.model}  pid {info.pid}  {info.telemetry}")
-        answer = input(f"attach to which trainer? [1-{len(runs)}] ").strip()
-        if not answer.isdigit() or not 1 <= int(answer) <= len(runs):
-            raise CliError(f"{answer!r} is not one of 1-{len(runs)}")
-        chosen = runs[int(answer) - 1]
+    lines = [f"  {i}. {describe_run(info)}" for i, info in enumerate(runs, 1)]
+    if not _interactive():
+        _write_out("\n".join(lines) + "\nattach with: octa-tui connect RUN_ID (or octa-tui send/watch RUN_ID, "
+                   "see octa-tui send --help)\n")
+        return 0
+    _write_out("\n".join(lines) + "\n")
+    chosen = choose_run(runs, input)
+    if chosen is None:
+        return 0
     return _connect(chosen.telemetry, chosen.control)
+
+
+def _write_out(text: str) -> None:
+    """Write to stdout and flush now, so a closed pipe is seen here (and ended quietly by main)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _connect(telemetry: str, control: str, timeout_s: float = 5.0, keys: str | None = None,
@@ -349,17 +424,87 @@ def _one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def apply_language(lang: str | None) -> None:
+    """Use ``lang`` for the verdicts' text here and in every process started from here.
+
+    Without ``--lang`` the diagnosis texts read ``$OCTA_TUI_LANG`` themselves.
+    """
+    if not lang:
+        return
+    os.environ[ENV_LANG] = lang
+    from ..diagnosis import texts
+
+    setter = getattr(texts, "set_language", None)
+    if setter is not None:
+        setter(lang)
+
+
+def _split_lang(rest: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``--lang X`` / ``--lang=X`` taken out of a pass-through argument list."""
+    lang, kept, items = None, [], list(rest)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item == "--lang" and i + 1 < len(items):
+            lang, i = items[i + 1], i + 2
+            continue
+        if item.startswith("--lang="):
+            lang, i = item.split("=", 1)[1], i + 1
+            continue
+        kept.append(item)
+        i += 1
+    if lang is not None and lang not in LANGUAGES:
+        raise CliError(f"--lang {lang}: choose one of {', '.join(LANGUAGES)}")
+    return lang, kept
+
+
+def run_delegated(name: str, argv: Sequence[str]) -> int:
+    """``octa-tui run ...`` / ``octa-tui compare ...``: the arguments go verbatim to the module
+    that owns the subcommand, imported only now."""
+    import importlib
+
+    module_name = DELEGATED[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise CliError(f"`octa-tui {name}` is not available in this installation ({module_name} is "
+                           "missing); reinstall octa-tui") from None
+        raise
+    return int(module.main(list(argv)) or 0)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout left (``| head``): end quietly, as other command line tools do.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``octa-tui``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["list"])
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in DELEGATED:
+            return run_delegated(argv[0], argv[1:])
+        if argv and argv[0] == "diagnose-dataset":  # its flags are the dataset report's own
+            lang, rest = _split_lang(argv[1:])
+            apply_language(lang)
+            return COMMANDS["diagnose-dataset"](argparse.Namespace(command="diagnose-dataset", rest=rest))
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["list"])
+        apply_language(getattr(args, "lang", None))
         return COMMANDS[args.command](args)
     except CliError as err:
         print(f"octa-tui: error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print("octa-tui: interrupted", file=sys.stderr)
         return 130
