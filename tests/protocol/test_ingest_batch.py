@@ -38,6 +38,11 @@ WIDTH = 7
 RUN_A = "0123456789abcdef"
 RUN_B = "fedcba9876543210"
 
+# Every wait below is for a condition; this ceiling only ends a test that would otherwise hang.
+# It is generous because a loaded 2-core machine can stall a thread for seconds (a 15 s
+# deadline once failed there while the condition was still on its way).
+CEILING_S = 120.0
+
 
 def schema_of(run_id: str) -> Schema:
     return Schema(
@@ -157,7 +162,7 @@ def test_drain_blocks_keeps_order_and_counts_malformed_messages_like_drain() -> 
     reference = TelemetrySubscriber(pub.endpoint)
     fast = TelemetrySubscriber(pub.endpoint)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CEILING_S
         while reference.recv(0.02) is None or fast.recv(0.02) is None:
             assert time.monotonic() < deadline, "subscription did not start"
             pub.send(Heartbeat(RUN_A, "trainer", 1.0))
@@ -197,7 +202,7 @@ def test_drain_blocks_keeps_order_and_counts_malformed_messages_like_drain() -> 
 def drain_all(drain: Callable[..., list], messages: int) -> list:
     """Drain until ``messages`` readable messages (blocks counted by their steps) arrived."""
     got: list = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + CEILING_S
     while sum(len(m) if isinstance(m, StepBlock) else 1 for m in got) < messages:
         assert time.monotonic() < deadline, f"only {got} arrived"
         got.extend(drain(1000, 0.05))
@@ -218,7 +223,7 @@ class ControlThread:
             target=self._main, args=(run_id, telemetry, control, history_steps, ready), daemon=True
         )
         self._thread.start()
-        result = ready.get(timeout=10)
+        result = ready.get(timeout=CEILING_S)
         if isinstance(result, BaseException):
             raise result
 
@@ -249,11 +254,11 @@ class ControlThread:
     def call(self, fn) -> object:
         box: queue.Queue = queue.Queue()
         self._work.put((fn, box))
-        return box.get(timeout=10)
+        return box.get(timeout=CEILING_S)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=CEILING_S)
 
 
 def _send_all(pub: TelemetryPublisher, messages: list) -> None:
@@ -263,7 +268,7 @@ def _send_all(pub: TelemetryPublisher, messages: list) -> None:
 
 
 def _poll_until_marker(followers: list[RunFollower], marker: str, updates: dict) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + CEILING_S
     for f in followers:
         while not any(e.message == marker for e in f.history.events):
             assert time.monotonic() < deadline, f"follower did not reach {marker!r}"
@@ -287,15 +292,15 @@ def test_the_follower_files_a_mixed_stream_exactly_as_the_step_by_step_path(tmp_
     control = f"ipc://{tmp_path / 'control.sock'}"
     trainer = ControlThread(RUN_A, f"ipc://{tmp_path / 'a.sock'}", control, 200)
     pub = TelemetryPublisher("tcp://127.0.0.1:0")
-    fast = RunFollower(pub.endpoint, control, timeout_s=2.0)
-    reference = RunFollower(pub.endpoint, control, timeout_s=2.0)
+    fast = RunFollower(pub.endpoint, control, timeout_s=CEILING_S)
+    reference = RunFollower(pub.endpoint, control, timeout_s=CEILING_S)
     followers = [fast, reference]
     updates: dict = {}
     try:
         for f in followers:
             f.connect()
         reference._sub.drain_blocks = reference._sub.drain  # the one-step-at-a-time path
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CEILING_S
         while any(f._sub.recv(0.02) is None for f in followers):
             assert time.monotonic() < deadline, "subscriptions did not start"
             pub.send(Heartbeat(RUN_A, "trainer", 1.0, last_seq=0))
@@ -360,17 +365,17 @@ def test_a_backlog_is_filed_with_the_rows_the_snapshot_already_holds_left_out(tm
     control = f"ipc://{tmp_path / 'control.sock'}"
     trainer = ControlThread(RUN_A, f"ipc://{tmp_path / 'a.sock'}", control, 20)
     pub = TelemetryPublisher("tcp://127.0.0.1:0")
-    follower = RunFollower(pub.endpoint, control, timeout_s=2.0)
+    follower = RunFollower(pub.endpoint, control, timeout_s=CEILING_S)
     try:
         follower.connect()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CEILING_S
         while follower._sub.recv(0.02) is None:
             assert time.monotonic() < deadline, "subscription did not start"
             pub.send(Heartbeat(RUN_A, "trainer", 1.0, last_seq=0))
         trainer.call(lambda link: ControlThread.add_history(link, 20, 40))
         # WHEN a backlog of steps from `first` to 59 arrives at once
         _send_all(pub, [step_frame(RUN_A, i) for i in range(first, 60)])
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CEILING_S
         while len(follower.history.steps) < 60:
             assert time.monotonic() < deadline, "backlog not filed"
             follower.poll(0.02)
