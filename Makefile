@@ -1,11 +1,13 @@
 # One place that knows how to set up, test and run octa-tui from a fresh checkout.
 # `make demo` and `make test` are the README's two commands; .ci/run calls `make test`.
+# `make test-fast` is the inner loop: every test but those marked slow (real training runs,
+# long-running processes); `make test` stays complete.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +25,9 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/octa-tui demo $(ARGS)
