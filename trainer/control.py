@@ -1,7 +1,7 @@
 """Commands from the monitor, applied on the training thread at a step boundary.
 
-The loop calls :meth:`Controller.poll` at the top of every step, before the learning rate
-for that step is written. Each command is checked against what this run can do, applied,
+The loop calls :meth:`Controller.poll` at the top of every step (a Watch calls it from the
+optimizer's step pre-hook). Each command is checked against what this run can do, applied,
 answered (ok with the step at which it takes effect, i.e. the next step to run; or error
 with the reason and nothing changed) and logged as a ``command_applied`` event in the
 stream and the recording. While paused, ``poll`` keeps heartbeating and answering
@@ -11,6 +11,7 @@ commands until ``resume`` or ``stop``.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .core.lr import LrScale, LrScaleError
 from .probe import Probe
 
 PAUSE_POLL_S = 0.02
@@ -29,11 +31,13 @@ class ControlError(ValueError):
 
 @dataclass
 class LrSchedule:
-    """Step decay (StepLR: ``gamma`` every ``step_size`` epochs) times a live override.
+    """The built-in trainer's step decay (StepLR: ``gamma`` every ``step_size`` epochs).
 
-    The effective lr of group ``i`` at ``epoch`` is ``base_lrs[i] * gamma ** (epoch //
-    step_size) * scale``: ``set_lr`` changes ``scale``, so the schedule keeps decaying from
-    the new value instead of overwriting it at the next step (timm's ``lr_scale``).
+    It writes the scheduler's lr of each group; a live ``set_lr`` does not touch it: the
+    :class:`Controller` multiplies the written lr by its scale just around the optimizer's
+    step (:class:`~octa_tui.trainer.core.lr.LrScale`), as it does for any other scheduler.
+    ``base_lrs`` holds one lr per parameter group; a group beyond the last uses the last.
+    ``scale`` is the live scale a new Controller starts from (e.g. restored from a checkpoint).
     """
 
     base_lrs: tuple[float, ...]
@@ -42,46 +46,53 @@ class LrSchedule:
     scale: float = 1.0
 
     def decay(self, epoch: int) -> float:
-        """The schedule's factor at ``epoch``, without the override."""
+        """The schedule's factor at ``epoch``."""
         return self.gamma ** (epoch // self.step_size)
 
     def lr(self, epoch: int, group: int = 0) -> float:
-        """Effective lr of ``group`` at ``epoch``."""
-        return self.base_lrs[group] * self.decay(epoch) * self.scale
+        """The scheduler's lr of ``group`` at ``epoch`` (without the live scale)."""
+        return self.base_lrs[min(group, len(self.base_lrs) - 1)] * self.decay(epoch)
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
-        """Write every group's effective lr for ``epoch``; returns group 0's."""
+        """Write every group's scheduled lr for ``epoch``; returns group 0's."""
         for index, group in enumerate(optimizer.param_groups):
             group["lr"] = self.lr(epoch, index)
         return self.lr(epoch)
-
-    def scale_for(self, lr: float, epoch: int) -> float:
-        """The override that makes group 0's effective lr equal ``lr`` at ``epoch``."""
-        return lr / (self.base_lrs[0] * self.decay(epoch))
 
 
 class Controller:
     """Applies validated commands to one run: lr, loss weights, pos_weight, clip, pause, stop.
 
     ``probe`` supplies the link, the step counter and the event stream; the controller
-    takes over its command handling. ``schedule`` composes with ``set_lr``; ``criterion``
-    holds ``bce_weight``/``dice_weight``/``pos_weight`` when the task has them;
+    takes over its command handling. ``set_lr`` is a scale around the optimizer's step
+    (:attr:`lr_scale`, registered as the optimizer's step pre/post hooks), so it composes
+    with any scheduler and any number of parameter groups; ``schedule`` (optional, the
+    built-in trainer's) only sets the starting scale. ``criterion`` holds
+    ``bce_weight``/``dice_weight``/``pos_weight`` when the task has them;
     ``save_checkpoint`` (returns the file written) serves ``checkpoint``. ``clip`` is read
-    by the loop each step (0 = off).
+    by the loop each step (0 = off). No command raises into the training loop: a failure
+    is an error reply with its reason.
     """
 
     def __init__(
         self,
         probe: Probe,
         optimizer: torch.optim.Optimizer,
-        schedule: LrSchedule,
+        schedule: LrSchedule | None = None,
         criterion: Any = None,
         save_checkpoint: Callable[[], str] | None = None,
         clip: float = 0.0,
+        *,
+        lr_scale: LrScale | None = None,
+        hook: bool = True,
     ) -> None:
         self.probe = probe
         self.optimizer = optimizer
         self.schedule = schedule
+        self.lr_scale = lr_scale or LrScale(optimizer, schedule.scale if schedule is not None else 1.0)
+        if hook and lr_scale is None:
+            self.lr_scale.hook()
+        probe.lr_scale = self.lr_scale
         self.criterion = criterion
         self.save_checkpoint = save_checkpoint
         self.clip = float(clip)
@@ -134,28 +145,41 @@ class Controller:
         command = pending.command
         step = self.probe.step
         handler = self._ops.get(command.op)
+        extra: dict[str, Any] = {}
         try:
             if handler is None:
                 raise ControlError(f"{command.op}: the trainer does not apply this command")
-            old, new, message = handler(dict(command.args))
+            result = handler(dict(command.args))
+            old, new, message = result[:3]
+            if len(result) > 3:
+                extra = result[3]
         except ControlError as exc:
-            pending.error(f"{exc}; nothing was changed", step)
+            _answer(pending.error, f"{exc}; nothing was changed", step)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a command never raises into the training loop
+            _answer(pending.error, f"{command.op}: failed ({type(exc).__name__}: {exc})", step)
             return False
         self.applied += 1
-        self.probe.event("command_applied", message, op=command.op, old=old, new=new,
-                         request_id=command.request_id)
-        pending.ok(step, {"old": old, "new": new})
+        try:
+            self.probe.event("command_applied", message, op=command.op, old=old, new=new,
+                             request_id=command.request_id, **extra)
+        except Exception as exc:  # noqa: BLE001 - the change stands; the event is best effort
+            print(f"octa-tui: could not publish the command event ({exc})", file=sys.stderr)
+        _answer(pending.ok, step, {"old": old, "new": new, **extra})
         return True
 
     # --- the commands --------------------------------------------------------------------
 
-    def _set_lr(self, args: dict[str, Any]) -> tuple[Any, Any, str]:
-        lr = _positive_finite("set_lr", "lr", args["lr"])
-        epoch = self.probe.epoch
-        old = self.schedule.lr(epoch)
-        self.schedule.scale = self.schedule.scale_for(lr, epoch)
-        new = self.schedule.apply(self.optimizer, epoch)
-        return old, new, f"lr {old:.3g} -> {new:.3g} (schedule x{self.schedule.scale:.3g})"
+    def _set_lr(self, args: dict[str, Any]) -> tuple[Any, Any, str, dict[str, Any]]:
+        lr = _positive_finite("set_lr", "lr", args.get("lr"))
+        try:
+            old, new = self.lr_scale.set_lr(lr)
+        except LrScaleError as exc:
+            raise ControlError(f"set_lr: {exc}") from exc
+        groups = [{"old": o, "new": n} for o, n in zip(old, new)]
+        more = f" ({len(groups)} parameter groups, each x{self.lr_scale.scale:.3g})" if len(groups) > 1 else ""
+        message = f"lr {old[0]:.3g} -> {new[0]:.3g} (scheduler's lr x{self.lr_scale.scale:.3g}){more}"
+        return old[0], new[0], message, {"groups": groups, "scale": self.lr_scale.scale}
 
     def _loss_attribute(self, op: str, name: str) -> float | None:
         if self.criterion is None or not hasattr(self.criterion, name):
@@ -211,6 +235,14 @@ class Controller:
         self.stop_requested = True
         self.paused = False
         return "running", "stopping", f"stop requested before step {self.probe.step}"
+
+
+def _answer(send: Callable[..., None], *args: Any) -> None:
+    """Send a reply; a link that fails to send it must not stop the training loop."""
+    try:
+        send(*args)
+    except Exception as exc:  # noqa: BLE001
+        print(f"octa-tui: could not answer a command ({exc})", file=sys.stderr)
 
 
 def _positive_finite(op: str, name: str, value: Any) -> float:

@@ -343,8 +343,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         settings = state.get("settings", {})
-        self.schedule.scale = float(settings.get("lr_scale", 1.0))
         if self.controller is not None:
+            self.controller.lr_scale.scale = float(settings.get("lr_scale", 1.0))
             self.controller.clip = float(settings.get("clip", self.config.clip))
         for name in ("bce_weight", "dice_weight", "pos_weight"):
             if name in settings and hasattr(self.criterion, name):
@@ -416,7 +416,7 @@ class Trainer:
         self.controller.release()
         step = self.probe.step
         if self._rank_log is not None and self.optimizer is not None:
-            self._rank_log.write(step - 1, float(self.optimizer.param_groups[0]["lr"]))
+            self._rank_log.write(step - 1, self.controller.lr_scale.first_used())
         if self._times is None or not self._times.due(step):
             return
         times = self._times.gather()
@@ -434,7 +434,7 @@ class Trainer:
         model, probe, optimizer = self.model, self.probe, self.optimizer
         assert model is not None and probe is not None and optimizer is not None
         assert self.schedule is not None and self.controller is not None and self._tap is not None
-        lr = self.schedule.apply(optimizer, probe.epoch)
+        self.schedule.apply(optimizer, probe.epoch)  # the controller scales it around the step
         started = time.perf_counter()
         with self._amp():
             outputs = (self._ddp or model)(images)
@@ -460,7 +460,7 @@ class Trainer:
                 self._rank_log.loss = float(total.detach())
             total, components = mean_losses(total, components, self.dist.world_size)
         probe.end_step(loss=total, components=components, outputs=raw, activated=activated,
-                       activation="sigmoid" if activated is None else None, lr=lr)
+                       activation="sigmoid" if activated is None else None)
         if probe.preview_due and self.is_main:
             self._send_preview()
 
@@ -557,7 +557,7 @@ class Trainer:
         """Everything ``--resume`` needs to continue this run where it stands now."""
         assert self.model is not None and self.optimizer is not None and self.probe is not None
         assert self.schedule is not None and self.controller is not None
-        settings: dict[str, Any] = {"lr_scale": self.schedule.scale, "clip": self.controller.clip}
+        settings: dict[str, Any] = {"lr_scale": self.controller.lr_scale.scale, "clip": self.controller.clip}
         for name in ("bce_weight", "dice_weight", "pos_weight"):
             if hasattr(self.criterion, name):
                 settings[name] = getattr(self.criterion, name)

@@ -224,6 +224,7 @@ class Probe:
         self.published = 0
         self.on_values: list[Callable[[int, int, np.ndarray], None]] = []
         self.command_handler: Any = None  # a Controller takes commands over; see control.py
+        self.lr_scale: Any = None  # a Controller's LrScale: opt/lr is the lr the step really used
 
         self._params, self._layers = find_layers(model, group_depth)
         self.device = self._params[0].device
@@ -561,7 +562,7 @@ class Probe:
         nothing else needs their sigmoid, ``activation="sigmoid"`` (instead of
         ``activated``) lets the probe apply it: cheaper, since a monotone activation's range
         is that of the raw range and a sigmoid's output cannot leave [0, 1], so only the
-        mean needs the activated values. ``lr`` defaults to the optimizer's first group;
+        mean needs the activated values. ``lr`` defaults to the lr group 0's last step used (scale included);
         ``batch_size`` to the outputs' first dimension.
         """
         if self._closed:
@@ -588,7 +589,12 @@ class Probe:
             first = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else outputs
             batch_size = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
         if lr is None:
-            lr = float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else math.nan
+            if self.lr_scale is not None and self.lr_scale.used:
+                lr = self.lr_scale.used[0]
+            elif self.optimizer is not None:
+                lr = float(self.optimizer.param_groups[0]["lr"])
+            else:
+                lr = math.nan
         host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
         host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
         if self._on_host:  # every number is in host memory: read them as they are, publish now

@@ -50,7 +50,7 @@ class StepLog:
 
     def step(self, trainer):
         step = trainer.probe.step - 1
-        self.lr_at[step] = trainer.optimizer.param_groups[0]["lr"]
+        self.lr_at[step] = trainer.controller.lr_scale.first_used()  # the lr the step really used
         self.weights_at[step] = (trainer.criterion.bce_weight, trainer.criterion.dice_weight)
 
     def epoch(self, trainer, train, val):
@@ -200,14 +200,17 @@ def test_set_lr_is_an_override_that_the_step_schedule_keeps_decaying():
     # GIVEN StepLR halving every 2 epochs, at epoch 1
     controller, optimizer, probe = _controller(DiceBCELoss())
     probe.epoch = 1
+    controller.schedule.apply(optimizer, 1)
     # WHEN the lr is set to 5e-3
     pending = Pending("set_lr", lr=5e-3)
     assert controller.apply(pending)
-    # THEN it is in force now and the schedule decays from it instead of overwriting it
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
-    assert controller.schedule.apply(optimizer, 1) == pytest.approx(5e-3)
-    assert controller.schedule.apply(optimizer, 2) == pytest.approx(2.5e-3)
+    # THEN it is in force for the next step and the schedule decays from it instead of overwriting it
+    assert controller.schedule.apply(optimizer, 1) == pytest.approx(1e-3)  # the schedule's own view
+    assert controller.lr_scale.effective() == pytest.approx([5e-3])
+    controller.schedule.apply(optimizer, 2)
+    assert controller.lr_scale.effective() == pytest.approx([2.5e-3])
     assert pending.answer[0] == "ok" and pending.answer[2]["new"] == pytest.approx(5e-3)
+    assert pending.answer[2]["old"] == pytest.approx(1e-3)
 
 
 def test_loss_settings_are_refused_on_the_heatmap_task_and_nothing_changes():

@@ -71,7 +71,7 @@ def test_resume_continues_the_same_run_with_its_step_count_and_lr_override(tmp_p
     base = dict(**SMALL, epochs=3, lr=1e-3, step_size=1, gamma=0.5, checkpoint_dir=str(tmp_path))
     first = Trainer(TrainConfig(**base, max_steps=3, record=str(tmp_path / "a.octa")))
     first.setup()
-    first.schedule.scale = 2.0
+    first.controller.lr_scale.scale = 2.0
     try:
         first.train()
     finally:
