@@ -275,6 +275,7 @@ class Trainer:
             start_step=int(state["step"]) if state else 0,
             start_epoch=int(state["epoch"]) if state else 0,
             preview_every=config.preview_every,
+            scaler=self._scaler,
         )
         if config.telemetry is None or config.control is None or not self.is_main:
             self.probe = Probe(self.model, **probe_args)

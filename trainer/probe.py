@@ -57,6 +57,9 @@ from octa_tui.protocol.messages import (
 )
 
 GRADSTAT_CHANNELS = ("total_norm", "n_over_bound", "max_param_norm", "nonfinite")
+AMP_GRADSTAT = "amp_skipped"  # 1.0 when a GradScaler skipped the step (inf/NaN gradients)
+AMP_OPT = "amp_scale"  # the GradScaler's scale in force for the step
+AMP_EVENT_INTERVAL_S = 1.0  # "amp_step_skipped" events: at most one a second
 OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mean", "frac_outside_01")
 ACTIVATIONS = ("sigmoid",)  # what end_step(activation=...) can apply to the outputs itself
 TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
@@ -68,8 +71,10 @@ LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
 # range (computed on the host); None when the step had no outputs.
 OutputsPart = tuple[int, int, list[torch.Tensor] | None, bool] | None
 # A step's host-side numbers: the values in host-channel order, (source position, value) for
-# losses given as plain numbers, and the outputs' part.
-HostPart = tuple[list[float], list[tuple[int, float]], OutputsPart]
+# losses given as plain numbers, the outputs' part, and optionally the parameters that had no
+# gradient (their layers publish NaN when none of their parameters had one).
+HostPart = tuple[list[float], list[tuple[int, float]], OutputsPart] | tuple[
+    list[float], list[tuple[int, float]], OutputsPart, frozenset[int]]
 
 EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
 PREVIEW_SIDE = 64
@@ -206,6 +211,7 @@ class Probe:
         update_every: int = 20,
         group_depth: int | None = None,
         link: Any = None,
+        scaler: Any = None,
     ) -> None:
         names = [str(n) for n in loss_components]
         if "total" in names or len(set(names)) != len(names):
@@ -231,7 +237,13 @@ class Probe:
         self._components = tuple(names)
         self._component_set = frozenset(names)
         self._weights = tuple(a for a in LOSS_WEIGHT_ATTRIBUTES if criterion is not None and hasattr(criterion, a))
-        opt = ("lr", *self._weights, "clip", "update_ratio")
+        self.scaler = scaler if _scaler_enabled(scaler) else None
+        self._amp = self.scaler is not None
+        opt = ("lr", *self._weights, "clip", "update_ratio", *((AMP_OPT,) if self._amp else ()))
+        gradstat = GRADSTAT_CHANNELS + ((AMP_GRADSTAT,) if self._amp else ())
+        config = dict(config or {})
+        if self._amp:
+            config.setdefault("amp", "fp16")
         parameters = sum(p.numel() for p in model.parameters())
         self.schema = Schema(
             run_id=run_id or new_run_id(),
@@ -239,17 +251,18 @@ class Probe:
             model=ModelSummary(model_name or type(model).__name__, int(parameters), str(self.device)),
             loss=("total", *self._components),
             grad=tuple(layer.name for layer in self._layers),
-            gradstat=GRADSTAT_CHANNELS,
+            gradstat=gradstat,
             out=OUT_CHANNELS,
             opt=opt,
             time=TIME_CHANNELS,
             loss_expects_probabilities=bool(loss_expects_probabilities),
             started_at=time.time(),
-            config=dict(config or {}),
+            config=config,
         )
         self._layout_vector()
         self._nan = torch.full((), math.nan, device=self.device)
         self._zero = torch.zeros((), device=self.device)
+        self._one = torch.ones((), device=self.device)
         self._update_ratio = self._nan
         self._no_outputs = [self._nan] * len(OUT_CHANNELS)
         self._update_meter = UpdateMeter(self._params)
@@ -271,6 +284,18 @@ class Probe:
         self._last_service = 0.0
         self._closed = False
         self._run_file: Any = None  # written by start(announce=True), removed by close()
+        self._missing: frozenset[int] = frozenset()  # parameters without a gradient this step
+        self._unused_reported = False
+        self._amp_scale: torch.Tensor | None = None  # the scaler's scale when the step was measured
+        self._amp_skipped: torch.Tensor | None = None  # set by mark_skipped()
+        self._amp_warned = False
+        self._amp_event_at = -math.inf
+        self._scaler_watch: Any = None
+        self._updates_seen = 0
+        if self._amp:
+            from .core.amp import ScalerWatch
+
+            self._scaler_watch = ScalerWatch(self.scaler)
         if link is not None:
             self.attach(link)
 
@@ -356,8 +381,11 @@ class Probe:
         scalar_keys = ["gradstat/total_norm", *(f"loss/{n}" for n in schema.loss)]
         scalar_keys += [f"out/{n}" for n in schema.out]
         scalar_keys.append("opt/update_ratio")
+        if self._amp:  # the scaler's scale and whether it skipped: device numbers too
+            scalar_keys += [f"opt/{AMP_OPT}", f"gradstat/{AMP_GRADSTAT}"]
         # nonfinite is derived from the total norm on the host when the vector is published.
-        host_keys = ["gradstat/nonfinite"] + [f"opt/{n}" for n in schema.opt if n != "update_ratio"]
+        device_opt = {"update_ratio", AMP_OPT}
+        host_keys = ["gradstat/nonfinite"] + [f"opt/{n}" for n in schema.opt if n not in device_opt]
         host_keys += [f"time/{n}" for n in schema.time]
         self._param_count = len(self._params)
         layer_of_param = [0] * self._param_count
@@ -379,6 +407,12 @@ class Probe:
         self._act_mean_source = source_keys.index("out/act_mean")
         self._act_max_source = source_keys.index("out/act_max")
         self._outside_source = source_keys.index("out/frac_outside_01")
+        self._total_source = source_keys.index("gradstat/total_norm")
+        self._over_source = source_keys.index("gradstat/n_over_bound")
+        self._max_source = source_keys.index("gradstat/max_param_norm")
+        self._grad_sources = [source_keys.index(f"grad/{n}") for n in schema.grad]
+        self._skipped_source = source_keys.index(f"gradstat/{AMP_GRADSTAT}") if self._amp else -1
+        self._scale_source = source_keys.index(f"opt/{AMP_OPT}") if self._amp else -1
         # Plain-number losses are written over their device slot (NaN) by source index.
         self._loss_pos = list(range(1, 1 + len(schema.loss)))
         self._scalar_count = len(scalar_keys)
@@ -424,14 +458,19 @@ class Probe:
                                  "and before optimizer.zero_grad()")
             grads = [g for g in grads if g is not None]
         norms = torch._foreach_norm(grads)
+        if self._amp:
+            norms = self._unscaled(norms, before_step)
         if self._plain_grads is None:
             self._plain_grads = all(n.device == self.device and n.dtype == torch.float32 for n in norms)
         if not self._plain_grads:
             norms = [n.to(self.device, torch.float32, non_blocking=True) for n in norms]
-        if missing:  # a parameter without a gradient has norm 0; the vector keeps its slot
+        if missing:  # a parameter without a gradient has norm 0; its layer is NaN if none has one
             present = iter(norms)
-            absent = set(missing)
+            absent = frozenset(missing)
             norms = [self._zero if i in absent else next(present) for i in range(self._param_count)]
+            if absent != self._missing:
+                self._note_unused(absent)
+        self._missing = frozenset(missing)
         self._grads = grads
         self._norms = torch.stack(norms)  # stacked once: the total and the step's vector use it
         self._total = torch.linalg.vector_norm(self._norms)
@@ -440,6 +479,66 @@ class Probe:
             self._update_meter.before_step()
             self._snapshot_taken = True
         return self._total
+
+    def _unscaled(self, norms: list[torch.Tensor], before_step: bool) -> list[torch.Tensor]:
+        """Gradient norms divided by the GradScaler's scale when measured before ``unscale_``.
+
+        Also keeps the scale in force (a device tensor: no synchronisation). Measuring before
+        ``scaler.unscale_(optimizer)`` is said once, loudly (stderr and a warning event).
+        """
+        scaler = self.scaler
+        scale = getattr(scaler, "_scale", None)
+        if scale is None:  # the scaler has not scaled anything yet
+            self._amp_scale = self._nan
+            return norms
+        self._amp_scale = scale.detach().reshape(()).to(self.device, torch.float32, non_blocking=True).clone()
+        if self.optimizer is None or _unscaled_already(scaler, self.optimizer, before_step):
+            return norms
+        if not self._amp_warned:
+            self._amp_warned = True
+            text = ("the probe measured gradients before scaler.unscale_(optimizer): the norms are divided by the "
+                    "GradScaler's scale here; call scaler.unscale_(optimizer) before measuring (or use octa_tui.watch, "
+                    "which measures at the optimizer step)")
+            print(f"octa-tui: {text}", file=sys.stderr)
+            self.event("warning", text, source="amp")
+        inverse = (1.0 / scale.detach().reshape(()).double()).float()
+        return list(torch._foreach_mul(norms, inverse.to(norms[0].device)))
+
+    def mark_skipped(self) -> None:
+        """Say that the GradScaler skipped this step's ``optimizer.step`` (inf/NaN gradients)."""
+        self._amp_skipped = self._one if self._amp else None
+
+    def _amp_scalars(self) -> list[torch.Tensor]:
+        """The step's scale in force and whether the scaler skipped it, as device scalars.
+
+        Skipped is read without a synchronisation: from the scaler's inf check for this
+        optimizer when ``update()`` has not run yet, else from the scale having dropped.
+        """
+        watch = self._scaler_watch
+        scale, skipped = self._amp_scale, self._amp_skipped
+        if watch.updates != self._updates_seen and watch.scale is not None:  # update() ran for this step
+            self._updates_seen = watch.updates
+            scale = watch.scale
+            if skipped is None:
+                skipped = watch.skipped
+        if scale is None:
+            live = getattr(self.scaler, "_scale", None)
+            scale = self._nan if live is None else live.detach().reshape(()).to(torch.float32).clone()
+        if skipped is None:
+            skipped = watch.found_inf(self.optimizer)
+        if skipped is None:
+            skipped = self._zero
+        self._amp_scale = self._amp_skipped = None
+        return [scale.to(self.device), skipped.to(self.device)]
+
+    def _note_unused(self, absent: frozenset[int]) -> None:
+        """Report, once, the layers none of whose parameters received a gradient."""
+        layers = [layer.name for layer in self._layers if all(i in absent for i in layer.params)]
+        if layers and not self._unused_reported:
+            self._unused_reported = True
+            shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+            self.event("unused_parameters", f"{len(layers)} layer(s) never received a gradient: {shown} "
+                       "(their gradient channels are NaN, not vanishing)", layers=layers)
 
     @torch.no_grad()
     def clip_(self, max_norm: float | None) -> torch.Tensor:
@@ -581,6 +680,8 @@ class Probe:
         else:
             out, outputs_part = self._no_outputs, None
         scalars = [self._total, *losses, *out, self._update_ratio]
+        if self._amp:
+            scalars += self._amp_scalars()
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -600,10 +701,10 @@ class Probe:
         if self._on_host:  # every number is in host memory: read them as they are, publish now
             values = self._norms.tolist()
             values += [p.item() for p in scalars]
-            self._publish(self.step, self.epoch, values, (host, overrides, outputs_part))
+            self._publish(self.step, self.epoch, values, (host, overrides, outputs_part, self._missing))
         else:
             device_vector = torch.cat((self._norms, self._stack(scalars)))
-            self._queue(self.step, self.epoch, device_vector, (host, overrides, outputs_part))
+            self._queue(self.step, self.epoch, device_vector, (host, overrides, outputs_part, self._missing))
         self._norms = self._total = None
         self._grads = []
         self.step += 1
@@ -662,7 +763,8 @@ class Probe:
         Layer norms are sums of squared parameter norms per layer (in float64); a
         non-finite parameter norm shows in its own layer only.
         """
-        host_values, overrides, outputs_part = host
+        host_values, overrides, outputs_part = host[:3]
+        missing = host[3] if len(host) > 3 else None
         count = self._param_count
         bound = self.explosion_bound
         squares = [0.0] * len(self._layers)
@@ -679,6 +781,12 @@ class Probe:
         source[self._nonfinite_source] = 0.0 if math.isfinite(total) else 1.0
         for pos, value in overrides:
             source[pos] = value
+        if missing:  # a layer none of whose parameters had a gradient: NaN ("unused"), not 0
+            for row, layer in enumerate(self._layers):
+                if all(i in missing for i in layer.params):
+                    source[self._grad_sources[row]] = math.nan
+        if self._amp and source[self._skipped_source] > 0.5:
+            self._skipped_step(step, source)
         if outputs_part is not None:
             raw_count, act_count, outside_check, derived = outputs_part
             source[self._raw_mean_source] /= raw_count
@@ -696,6 +804,29 @@ class Probe:
             self.link.publish_step(step, epoch, vector)
         for callback in self.on_values:
             callback(step, epoch, vector)
+
+    def _skipped_step(self, step: int, source: list[float]) -> None:
+        """A step the GradScaler skipped: its gradients were discarded, not applied.
+
+        The gradient channels hold NaN (nothing was applied), ``nonfinite`` stays 0 (the
+        scaler's overflow is its normal working, not a diverging run) and an
+        ``amp_step_skipped`` event says so, at most once a second.
+        """
+        for pos in self._grad_sources:
+            source[pos] = math.nan
+        source[self._total_source] = math.nan
+        source[self._max_source] = math.nan
+        source[self._over_source] = 0.0
+        source[self._nonfinite_source] = 0.0
+        now = time.monotonic()
+        if now - self._amp_event_at >= AMP_EVENT_INTERVAL_S:
+            self._amp_event_at = now
+            old = source[self._scale_source]
+            new = old * float(getattr(self.scaler, "_backoff_factor", 0.5))
+            self.publish(Event(run_id=self.run_id, step=step, time=time.time(), kind="amp_step_skipped",
+                               message=f"the GradScaler skipped step {step} (inf/NaN in the fp16 gradients): "
+                               f"scale {old:g} -> {new:g}; a normal part of fp16 training, not a fault",
+                               data={"scale": old, "new_scale": new}))
 
     def flush(self) -> None:
         """Publish every measured step now (waits for the GPU; at epoch ends and before pausing)."""
@@ -791,6 +922,8 @@ class Probe:
         finally:
             if self._run_file is not None:
                 self._run_file.unlink(missing_ok=True)
+            if self._scaler_watch is not None:
+                self._scaler_watch.close()
             if self.link is not None:
                 self.link.close(state)
 
@@ -838,6 +971,35 @@ class UpdateMeter:
             delta = _total_norm(self._copies, params[0].device)
         weight = _total_norm(params, params[0].device)
         return (delta / weight).to(torch.float32)
+
+
+def _scaler_enabled(scaler: Any) -> bool:
+    """Whether ``scaler`` is a GradScaler that scales (a disabled one changes nothing)."""
+    if scaler is None:
+        return False
+    try:
+        return bool(scaler.is_enabled())
+    except Exception:  # noqa: BLE001 - not a GradScaler
+        return False
+
+
+def _optimizer_state(scaler: Any, optimizer: Any) -> dict | None:
+    states = getattr(scaler, "_per_optimizer_states", None)
+    return states.get(id(optimizer)) if isinstance(states, dict) else None
+
+
+def _unscaled_already(scaler: Any, optimizer: Any, before_step: bool) -> bool:
+    """Whether ``scaler.unscale_(optimizer)`` ran for this step (the gradients are true values).
+
+    Before the optimizer's step the scaler has no state for it until ``unscale_``; after the
+    step (measured from ``end_step``) ``scaler.step`` has unscaled them, and ``update()`` may
+    have cleared the state since.
+    """
+    state = _optimizer_state(scaler, optimizer)
+    if state is None:
+        return not before_step
+    stage = state.get("stage")
+    return getattr(stage, "name", "") in ("UNSCALED", "STEPPED")
 
 
 def _total_norm(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -218,14 +218,17 @@ def test_lazy_measurement_without_after_backward_gives_the_same_norms():
     assert _value(probe, "grad/head") == pytest.approx(expected["head"], rel=1e-5)
 
 
-def test_parameters_without_gradients_count_as_zero():
+def test_a_layer_without_gradients_is_nan_not_vanishing():
     # GIVEN a model with a branch that the loss does not use
     model = nn.ModuleDict({"used": nn.Linear(3, 3), "unused": nn.Linear(3, 3)})
     probe = Probe(model)
     model["used"](torch.rand(2, 3)).sum().backward()
     probe.end_step(loss=1.0)
-    assert _value(probe, "grad/unused") == 0.0
+    # THEN its channel says "no gradient" (NaN), not a vanishing 0, and the run is not called non-finite
+    assert math.isnan(_value(probe, "grad/unused"))
     assert _value(probe, "grad/used") > 0
+    assert _value(probe, "gradstat/nonfinite") == 0.0
+    assert math.isfinite(_value(probe, "gradstat/total_norm"))
 
 
 def test_undeclared_loss_component_is_refused_with_the_fix():
