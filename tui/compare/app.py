@@ -79,9 +79,12 @@ def run_row(run: CompareRun) -> RunRow:
         return RunRow(run.number, run.label, run.target.kind, run.state(), 0, math.nan, math.nan, math.nan, math.nan,
                       {}, (), ())
     facts = run_facts(history)
+    verdicts = tuple(v.code for v in run.verdicts)
+    if not verdicts and any(w.startswith("diagnosis failed") for w in run.warnings):
+        verdicts = ("diagnosis failed",)
     return RunRow(run.number, run.label, run.target.kind, run.state(), facts["steps"], facts["loss_now"],
                   facts["best_dice"], facts["last_dice"], facts["steps_per_s"], dict(history.schema.config),
-                  tuple(v.code for v in run.verdicts), changes_of(history, run.trials))
+                  verdicts, changes_of(history, run.trials))
 
 
 def run_curve(run: CompareRun, channel: str, mode: str) -> Curve:
@@ -102,7 +105,7 @@ class CompareApp(App[Any]):
     CSS = """
     #header { height: 1; background: $boost; }
     #chart { height: 12; }
-    #legend { height: auto; max-height: 3; }
+    #legend { height: 1; }
     #notes { height: 1; color: $text-muted; }
     #runs { height: 8; }
     """
@@ -135,6 +138,7 @@ class CompareApp(App[Any]):
         self._drawn: tuple | None = None
         self._table_cells: tuple | None = None
         self._verified = False
+        self._legend_lines = 1
         self.first_frame_at: float | None = None
         channels = self.channels()
         if self.state.channel not in channels and channels:
@@ -177,23 +181,26 @@ class CompareApp(App[Any]):
         self._layout()
         self.refresh_view(force=True)
 
-    def table_height(self, height: int) -> int:
-        """Lines the run table gets in a terminal ``height`` lines tall (0: hidden); the
-        chart keeps :data:`CHART_MIN_ROWS` and at least half of what is left."""
-        legend = 1 if len(self.session.runs) <= 4 else 2
+    def table_height(self, height: int, legend: int = 1) -> int:
+        """Lines the run table gets in a terminal ``height`` lines tall (0: hidden) with a
+        legend of ``legend`` lines; the chart keeps :data:`CHART_MIN_ROWS` and at least half
+        of what is left, so the table collapses first."""
         remaining = height - FIXED_ROWS - (legend - 1)
         wanted = len(self.session.runs) + 1
         table = min(wanted, remaining - CHART_MIN_ROWS, max(2, remaining // 2))
         return table if table >= 2 else 0
 
-    def _layout(self) -> None:
+    def _layout(self, legend: int | None = None) -> None:
+        if legend is None:
+            legend = self._legend_lines
+        self._legend_lines = legend
         height = self.size.height
-        table_h = self.table_height(height)
-        legend = 1 if len(self.session.runs) <= 4 else 2
+        table_h = self.table_height(height, legend)
         chart_h = max(3, height - FIXED_ROWS - (legend - 1) - table_h)
         table = self.query_one("#runs", DataTable)
         table.styles.height = table_h
         table.display = table_h > 0
+        self.query_one("#legend", Static).styles.height = legend
         self.query_one("#chart", Static).styles.height = chart_h
 
     # --- drawing -----------------------------------------------------------------------
@@ -222,7 +229,11 @@ class CompareApp(App[Any]):
         self.chart_view = build_chart(curves, width, height, mode=s.mode, zoom=s.zoom,
                                       log_scale=se.log_scaled(s.channel), groups=self.groups())
         chart.update(self.chart_view.text)
-        self.query_one("#legend", Static).update(render_legend(self.chart_view.legend, width))
+        legend = render_legend(self.chart_view.legend, width)
+        self.query_one("#legend", Static).update(legend)
+        lines = min(3, max(1, -(-legend.cell_len // max(1, self.size.width))))
+        if lines != self._legend_lines:
+            self._layout(lines)
         self.rows = [run_row(run) for run in self.session.runs]
         self._update_table()
         self._update_header()
@@ -233,12 +244,12 @@ class CompareApp(App[Any]):
         runs = self.session.runs
         live = sum(1 for r in runs if r.live)
         group = "none" if s.group_by is None else s.group_by
-        target = "its group" if s.to_group else "selected run"
+        target = "group" if s.to_group else "run"
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" compare ", style="bold reverse")
-        text.append(f" {len(runs)} runs ({len(runs) - live} recorded, {live} live)  ")
+        text.append(f" {len(runs)} runs" + (f", {live} live " if live else " "))
         text.append(s.channel, style="bold")
-        text.append(f"  x: {s.mode}  zoom: {zoom_name(s.mode, s.zoom)}  group: {group}  commands to: {target}")
+        text.append(f" x:{s.mode} zoom:{zoom_name(s.mode, s.zoom)} group:{group} keys to:{target}")
         self.query_one("#header", Static).update(text)
 
     def _update_notes(self) -> None:

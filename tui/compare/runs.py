@@ -312,9 +312,6 @@ class CompareSession:
 
     def diagnose_run(self, run: CompareRun) -> bool:
         """Run the diagnosis engine and the fix trials over one run; True when re-evaluated."""
-        from ...diagnosis import Engine
-        from ...diagnosis.trial import trials
-
         history = run.current
         if history is None:
             return False
@@ -322,14 +319,19 @@ class CompareSession:
         key = (id(history), len(steps), len(history.epochs), len(history.events))
         if key == run.diagnosed:
             return False
-        if run.engine is None or run.diagnosed[:1] != key[:1]:
-            # A recording is judged as it ends; a live run keeps the monitor's hysteresis.
-            run.engine = Engine() if run.live else Engine(hold=1, release=1)
         try:
+            from ...diagnosis import Engine
+            from ...diagnosis.trial import trials
+
+            if run.engine is None or run.diagnosed[:1] != key[:1]:
+                # A recording is judged as it ends; a live run keeps the monitor's hysteresis.
+                run.engine = Engine() if run.live else Engine(hold=1, release=1)
             run.verdicts = tuple(run.engine.evaluate(history))
             run.trials = tuple(trials(history))
         except Exception as err:  # noqa: BLE001 - one run's failure is said, not raised
-            run.warnings.append(f"diagnosis failed: {err}")
+            message = f"diagnosis failed: {err}"
+            if message not in run.warnings:
+                run.warnings.append(message)
         run.diagnosed = key
         return True
 
