@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--keys", metavar="DIR", default=None, help="CurveZMQ keys, for a trainer bound with --keys")
     attach.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the trainer")
     _add_lang(attach)
+    from .agent_cli import add_commands
+
+    add_commands(sub, _add_lang)
     for name, (_module, text) in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)  # parsed by its own module (see main)
     return parser
@@ -416,7 +419,17 @@ COMMANDS = {
     "export": cmd_export,
     "attach": cmd_attach,
     "keys": cmd_keys,
+    "send": lambda args: _agent("cmd_send", args),
+    "watch": lambda args: _agent("cmd_watch", args),
+    "verdicts": lambda args: _agent("cmd_verdicts", args),
 }
+
+
+def _agent(name: str, args: argparse.Namespace) -> int:
+    """The commands for scripts and agents live in :mod:`octa_tui.tui.agent_cli`."""
+    from . import agent_cli
+
+    return getattr(agent_cli, name)(args)
 
 
 def _one_line(err: BaseException) -> str:
