@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from octa_tui.protocol.run import RunHistory
 
 from .rules import evaluate_rules
+from .texts import get_language
 from .thresholds import Thresholds
-from .verdict import Verdict, check_lang
+from .verdict import Verdict, check_lang, root_cause, sort_key
 
 # Verdicts shown at their first hit: measured facts, possibly brief (a burst of gradients in the
 # first steps, a single NaN step), that a hold of several evaluations would let pass unseen.
@@ -53,7 +54,8 @@ class Hysteresis:
         self._order: dict[str, int] = {}
 
     def update(self, raw: list[Verdict]) -> list[Verdict]:
-        """Feed one evaluation's raw verdicts; return those shown now, most severe first."""
+        """Feed one evaluation's raw verdicts; return those shown now, in cause order (root causes
+        first, notes last; see :func:`~octa_tui.diagnosis.verdict.sort_key`)."""
         fired = {v.code: v for v in raw}
         for i, v in enumerate(raw):
             self._order[v.code] = i
@@ -71,7 +73,7 @@ class Hysteresis:
                 if track.shown and track.misses >= self.release:
                     track.shown = False
         shown = [(code, t.last) for code, t in self._tracks.items() if t.shown and t.last is not None]
-        shown.sort(key=lambda item: (-item[1].severity, self._order.get(item[0], 0)))
+        shown.sort(key=lambda item: sort_key(item[1], self._order.get(item[0], 0)))
         return [v for _, v in shown]
 
     def reset(self) -> None:
@@ -89,10 +91,10 @@ class Engine:
     """
 
     def __init__(
-        self, thresholds: Thresholds | None = None, lang: str = "en", hold: int = 3, release: int = 3
+        self, thresholds: Thresholds | None = None, lang: str | None = None, hold: int = 3, release: int = 3
     ) -> None:
         self.thresholds = thresholds or Thresholds()
-        self.lang = check_lang(lang)
+        self.lang = check_lang(lang or get_language())
         self._hysteresis = Hysteresis(hold, release, IMMEDIATE)
         self._seen: tuple | None = None
         self._shown: list[Verdict] = []
@@ -108,7 +110,8 @@ class Engine:
         return self._hysteresis.release
 
     def evaluate(self, history: RunHistory) -> list[Verdict]:
-        """The verdicts to show now for ``history``, most severe first."""
+        """The verdicts to show now for ``history``, in cause order: the first is the root cause
+        (the one whose fix the monitor's fix key applies, see :meth:`root_cause`)."""
         state = _version(history)
         if state == self._seen:
             return list(self._shown)
@@ -121,6 +124,11 @@ class Engine:
         self._seen = state
         self._shown = self._hysteresis.update(evaluate_rules(history, self.thresholds, self.lang, unseen))
         return list(self._shown)
+
+    def root_cause(self, verdicts: list[Verdict] | None = None) -> Verdict | None:
+        """The verdict whose fix ``f`` applies: the first in cause order of ``verdicts`` (default:
+        those shown by the last evaluation); None when nothing is shown."""
+        return root_cause(self._shown if verdicts is None else verdicts)
 
     def reset(self) -> None:
         """Forget all verdicts; evaluate() does this itself for a new run id or a history that shrank."""

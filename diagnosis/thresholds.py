@@ -20,6 +20,9 @@ class Thresholds:
     nonfinite_steps: int = 5  # a NaN/Inf in any of these newest steps is critical
     grad_steps: int = 50  # per-layer gradient norms: median over these newest steps
     min_steps: int = 10  # no step-based rule speaks before this many steps
+    level_steps: int = 50  # "where the loss is": the mean of these newest steps, with its noise band
+    level_sigmas: float = 2.0  # a level is past a bound only when it is this many standard errors past
+    float_rtol: float = 1e-6  # values travel as float32: 0.3 arrives as 0.30000001
 
     # --- data (seed 000 §1)
     mask_unique_values_max: int = 2  # 000 §1a: a binary mask has 2 values
@@ -47,7 +50,13 @@ class Thresholds:
     lr_flat_decline: float = 0.05  # ... and declining less than 5% over the step window ...
     lr_update_ratio_small: float = 1e-4  # ... with updates |dw|/|w| below this (when measured)
     lr_small: float = 1e-4  # without an update ratio: the seed's too-small Adam lr
-    lr_raise_factor: float = 5.0  # 000: lr 0.0001 -> 0.0005
+    lr_raise_factor: float = 5.0  # 000: lr 0.0001 -> 0.0005 (when the update size is not measured)
+    update_ratio_target: float = 3e-3  # the healthy demo (Adam lr 1e-3) measures |dw|/|w| 2.8e-3 - 3.2e-3
+    lr_max_factor: float = 1000.0  # an lr fix changes the lr by at most this factor at once
+
+    # --- learning rate too high without exploding: the loss oscillates with no trend
+    update_ratio_high: float = 3e-2  # |dw|/|w| ten times the healthy target
+    lr_high_min_steps: int = 200
 
     # --- BCE not settled (seed 000: "BCE > 0.3 -> pixel classification unstable, more epochs")
     bce_settled_max: float = 0.3
@@ -60,6 +69,25 @@ class Thresholds:
     grad_ratio_slight: float = 10.0  # 000: shallow/deep > 10x is "slight" vanishing
     grad_ratio_moderate: float = 100.0
     grad_ratio_strong: float = 1000.0
+    grad_ratio_vanishing: float = 1000.0  # first/last weight layer beyond this, either way, in two windows
+    grad_floor_spread: float = 100.0  # an end below the floor with the other end this far above it
+
+    # --- outputs and loss terms that cannot learn
+    output_steps: int = 50  # the output and loss-term signatures must hold over these newest steps
+    output_min_steps: int = 100  # ... in a run at least this long (a fresh net's outputs sit near 0.5)
+    constant_rtol: float = 1e-6  # a loss term whose spread is below this (relative) is constant
+    ln2_tolerance: float = 0.02  # BCE within this of ln 2 = 0.693 is "pinned"
+
+    # --- mixed precision (float16 with a GradScaler)
+    amp_skip_fraction: float = 0.5  # the scaler skipping more than half the recent steps
+    amp_scale_min: float = 1.0  # a loss scale that collapsed below this
+
+    # --- validation collapse / train-val divergence
+    val_collapse_drop: float = 0.15  # validation Dice this far below its best ...
+    val_collapse_epochs: int = 2  # ... for this many epochs in a row
+    val_dice_learned: float = 0.3  # the best validation Dice must have reached this (it learned)
+    val_all_background: float = 0.05  # validation Dice below this while training Dice is fine
+    val_loss_rise: float = 0.1  # validation loss risen this much (relative) from its best while training falls
 
     # --- gradient explosion (seed 002: 16 parameters with norm > 10, max 32.3)
     explosion_param_norm: float = 10.0
@@ -90,7 +118,8 @@ class Thresholds:
                 raise ValueError(f"threshold {f.name} must be a number, got {value!r}")
             if value < 0:
                 raise ValueError(f"threshold {f.name} must be >= 0, got {value!r}")
-        for name in ("window_steps", "recent_steps", "nonfinite_steps", "grad_steps", "plateau_block_steps"):
+        for name in ("window_steps", "recent_steps", "nonfinite_steps", "grad_steps", "plateau_block_steps",
+                     "level_steps", "output_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"threshold {name} must be at least 1 step, got {getattr(self, name)!r}")
         if self.plateau_epochs < 3:

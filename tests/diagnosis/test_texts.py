@@ -19,8 +19,8 @@ def placeholders(template: str) -> set[str]:
 
 
 def test_every_rule_has_texts_in_both_languages_with_the_same_placeholders() -> None:
-    assert set(TEXTS["en"]) == set(TEXTS["zh"]) == set(RULE_CODES)
-    for code in RULE_CODES:
+    assert set(TEXTS["en"]) == set(TEXTS["zh"]) == {*RULE_CODES, "links"}
+    for code in (*RULE_CODES, "links"):
         assert set(TEXTS["en"][code]) == set(TEXTS["zh"][code]), code
         for key, template in TEXTS["en"][code].items():
             assert placeholders(template) == placeholders(TEXTS["zh"][code][key]), (code, key)
@@ -54,3 +54,20 @@ def test_hypotheses_are_worded_as_such() -> None:
 def test_severity_names_have_one_home() -> None:
     assert [severity_name(s) for s in Severity] == ["ok", "info", "warning", "critical"]
     assert [severity_name(s, "zh") for s in Severity] == ["正常", "提示", "警告", "严重"]
+
+
+def test_set_language_and_the_environment(monkeypatch) -> None:
+    from octa_tui.diagnosis import Engine, get_language, set_language
+
+    monkeypatch.setenv("OCTA_TUI_LANG", "zh_CN.UTF-8")
+    try:
+        set_language(None)
+        assert get_language() == "zh" and Engine().lang == "zh" and severity_name(Severity.WARN) == "警告"
+        assert set_language("en") == "en" and Engine().lang == "en"
+        monkeypatch.setenv("OCTA_TUI_LANG", "fr")
+        set_language(None)
+        assert get_language() == "en"  # an unsupported value does not stop a monitor from starting
+        with pytest.raises(ValueError, match="en, zh"):
+            set_language("fr")
+    finally:
+        set_language(None)
