@@ -212,6 +212,7 @@ class Probe:
         group_depth: int | None = None,
         link: Any = None,
         scaler: Any = None,
+        scaler_watch: Any = None,
     ) -> None:
         names = [str(n) for n in loss_components]
         if "total" in names or len(set(names)) != len(names):
@@ -290,12 +291,14 @@ class Probe:
         self._amp_skipped: torch.Tensor | None = None  # set by mark_skipped()
         self._amp_warned = False
         self._amp_event_at = -math.inf
-        self._scaler_watch: Any = None
+        self._scaler_watch: Any = scaler_watch if self._amp else None
+        self._own_scaler_watch = False
         self._updates_seen = 0
-        if self._amp:
+        if self._amp and self._scaler_watch is None:
             from .core.amp import ScalerWatch
 
             self._scaler_watch = ScalerWatch(self.scaler)
+            self._own_scaler_watch = True
         if link is not None:
             self.attach(link)
 
@@ -922,7 +925,7 @@ class Probe:
         finally:
             if self._run_file is not None:
                 self._run_file.unlink(missing_ok=True)
-            if self._scaler_watch is not None:
+            if self._scaler_watch is not None and self._own_scaler_watch:
                 self._scaler_watch.close()
             if self.link is not None:
                 self.link.close(state)

@@ -1,0 +1,167 @@
+"""Observe a training loop where it already passes: the loss functions and ``backward``.
+
+Every loss in PyTorch ends in a ``torch.nn.functional`` loss (``nn.MSELoss``,
+``nn.BCEWithLogitsLoss``, ... call them, and so do most hand-written losses), and every
+training step calls ``backward`` on its loss. While :func:`listen` has a listener
+installed, those functions are wrapped: each call is reported with the function's name, what
+the loss was given (the model's outputs, the target) and its value; each ``backward`` on a
+one-element tensor is reported with that tensor (the total loss, as scaled by a GradScaler).
+The wrappers return exactly what the originals return and never raise anything of their own
+(a listener that fails is dropped with one line on stderr). With no listener left, the
+originals are put back.
+
+From these calls the attach core takes measured facts instead of declarations: the loss
+terms (one component per call, named by function), whether the loss expects probabilities
+(``binary_cross_entropy`` does; the ``_with_logits``, ``cross_entropy`` and ``nll_loss``
+losses do not; a regression loss (MSE, L1, ...) does when its target lies in [0, 1], as a
+mask or a heatmap does: outputs outside [0, 1] there are the missing-sigmoid fault), and the
+outputs' statistics as the loss saw them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+# torch.nn.functional loss -> (component name, what the loss expects of its input:
+# "probabilities", "logits", or "target" = probabilities when the target lies in [0, 1]).
+LOSS_FUNCTIONS: dict[str, tuple[str, str]] = {
+    "binary_cross_entropy": ("bce", "probabilities"),
+    "binary_cross_entropy_with_logits": ("bce", "logits"),
+    "cross_entropy": ("ce", "logits"),
+    "nll_loss": ("nll", "logits"),
+    "kl_div": ("kl", "logits"),
+    "mse_loss": ("mse", "target"),
+    "l1_loss": ("l1", "target"),
+    "smooth_l1_loss": ("smooth_l1", "target"),
+    "huber_loss": ("huber", "target"),
+    "poisson_nll_loss": ("poisson_nll", "logits"),
+    "gaussian_nll_loss": ("gaussian_nll", "target"),
+    "soft_margin_loss": ("soft_margin", "logits"),
+    "multilabel_soft_margin_loss": ("multilabel_soft_margin", "logits"),
+    "focal_loss": ("focal", "logits"),
+}
+
+
+class LossListener(Protocol):
+    """What :func:`listen` calls: one loss call, one backward."""
+
+    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> None: ...
+
+    def backward_called(self, tensor: torch.Tensor) -> None: ...
+
+
+_listeners: list[LossListener] = []
+_originals: dict[str, Callable[..., Any]] = {}
+_original_backward: Callable[..., Any] | None = None
+_busy = threading.local()  # a loss that calls another loss reports only the outer one
+_lock = threading.Lock()
+
+
+def listen(listener: LossListener) -> None:
+    """Install the wrappers (once) and report every loss call and backward to ``listener``."""
+    with _lock:
+        if listener in _listeners:
+            return
+        _listeners.append(listener)
+        if len(_listeners) == 1:
+            _install()
+
+
+def stop_listening(listener: LossListener) -> None:
+    """Stop reporting to ``listener``; the last one out puts the originals back."""
+    with _lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+        if not _listeners:
+            _uninstall()
+
+
+def installed() -> bool:
+    """Whether the loss functions are wrapped now."""
+    return bool(_originals)
+
+
+def _install() -> None:
+    global _original_backward
+    for name in LOSS_FUNCTIONS:
+        original = getattr(F, name, None)
+        if original is None or name in _originals:
+            continue
+        _originals[name] = original
+        setattr(F, name, _wrap(name, original))
+    if _original_backward is None:
+        _original_backward = torch.Tensor.backward
+        torch.Tensor.backward = _backward  # type: ignore[method-assign]
+
+
+def _uninstall() -> None:
+    global _original_backward
+    for name, original in _originals.items():
+        setattr(F, name, original)
+    _originals.clear()
+    if _original_backward is not None:
+        torch.Tensor.backward = _original_backward  # type: ignore[method-assign]
+        _original_backward = None
+
+
+def _drop(listener: LossListener, exc: BaseException) -> None:
+    print(f"octa-tui: stopped observing the loss after an internal error ({type(exc).__name__}: {exc})",
+          file=sys.stderr)
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def observed(input: Any, target: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_busy, "on", False):
+            return original(input, target, *args, **kwargs)
+        _busy.on = True
+        try:
+            value = original(input, target, *args, **kwargs)
+        finally:
+            _busy.on = False
+        for listener in list(_listeners):
+            try:
+                listener.loss_called(name, input, target, value)
+            except Exception as exc:  # noqa: BLE001 - observing never breaks the user's loss
+                _drop(listener, exc)
+        return value
+
+    observed.__name__ = getattr(original, "__name__", name)
+    observed.__doc__ = original.__doc__
+    observed.__wrapped__ = original  # type: ignore[attr-defined]
+    return observed
+
+
+def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    if self.numel() == 1:
+        for listener in list(_listeners):
+            try:
+                listener.backward_called(self)
+            except Exception as exc:  # noqa: BLE001
+                _drop(listener, exc)
+    assert _original_backward is not None
+    return _original_backward(self, *args, **kwargs)
+
+
+def expects_probabilities(function: str, target: Any) -> bool | None:
+    """Whether a call of ``function`` with ``target`` expects probabilities (None: cannot tell).
+
+    One host read of the target's range, done once per run by the caller.
+    """
+    kind = LOSS_FUNCTIONS.get(function, ("", ""))[1]
+    if kind == "probabilities":
+        return True
+    if kind == "logits":
+        return False
+    if kind == "target" and isinstance(target, torch.Tensor) and target.numel() and target.is_floating_point():
+        with torch.no_grad():
+            low, high = torch.aminmax(target.detach())
+        return bool(low >= 0) and bool(high <= 1)
+    return None

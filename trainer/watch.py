@@ -1,0 +1,628 @@
+"""``watch``: one call that makes a plain PyTorch loop observable and steerable.
+
+::
+
+    import octa_tui
+    w = octa_tui.watch(model, optimizer)          # before the loop; that is all
+    for x, y in loader:                           # the loop is unchanged
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+    w.close()                                     # optional: also done when the process exits
+
+A :class:`Watch` hooks the optimizer's step (its own step pre/post hooks, or the global ones
+when no optimizer is given: the first optimizer that steps is adopted, and its model is found
+as the module that owns its parameters). At the pre-hook, on the training thread, between
+``backward`` and the update: commands from the monitor are applied (lr as a scale around this
+step, clipping, pause, checkpoint, stop), the gradients are measured (already unscaled when a
+GradScaler calls the step) and clipped when the monitor asked for it. After the step the step's
+vector is published. The loss terms, the outputs and whether the loss expects probabilities
+are observed at the ``torch.nn.functional`` losses (:mod:`octa_tui.trainer.observe`), the
+total at ``backward``; epochs are inferred from ``model.train()``/``model.eval()`` switches
+(validation -> training = an epoch ended) unless :meth:`Watch.end_epoch` is called. A
+GradScaler (passed, set with :meth:`Watch.set_scaler`, or found by ``octa-tui run``) adds its
+scale and skipped steps. The run is announced (``octa-tui`` lists it) at the first step, when
+the loss terms are known.
+
+Nothing here raises into the user's loop: an internal failure is said once on stderr and the
+Watch stops measuring; the loop goes on. The one exception is asked for: with
+``on_stop="exit"`` (what ``octa-tui run`` uses) a ``stop`` from the monitor raises
+:class:`StopRun` (a ``SystemExit``) at the next step boundary, before that step's update.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import observe
+from .control import Controller
+from .probe import Probe
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
+
+
+class StopRun(SystemExit):
+    """Raised at a step boundary when the monitor stopped a run started with ``on_stop="exit"``."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(0)
+        self.step = step
+
+    def __str__(self) -> str:
+        return f"stopped from the monitor before step {self.step}"
+
+
+def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.Module | None:
+    """The module that owns the optimizer's parameters: the smallest one that holds most of them.
+
+    ``candidates`` are modules seen running (``octa-tui run`` notes them); without them every
+    live module is scanned once. A DataParallel/DistributedDataParallel wrapper is unwrapped.
+    """
+    wanted = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not wanted:
+        return None
+    if candidates is None:
+        import gc
+
+        candidates = [o for o in gc.get_objects() if isinstance(o, nn.Module)]
+    best: tuple[int, int] | None = None
+    chosen: nn.Module | None = None
+    for module in candidates:
+        try:
+            ids = {id(p) for p in module.parameters()}
+        except Exception:  # noqa: BLE001 - a half-built module
+            continue
+        covered = len(ids & wanted)
+        if covered == 0:
+            continue
+        key = (-covered, len(ids))
+        if best is None or key < best:
+            best, chosen = key, module
+        elif key == best and chosen is not None and module in set(chosen.modules()):
+            chosen = module  # same parameters: the inner module (its names read as written)
+    inner = getattr(chosen, "module", None)
+    if isinstance(inner, nn.Module) and type(chosen).__name__ in ("DistributedDataParallel", "DataParallel"):
+        chosen = inner
+    return chosen
+
+
+class Watch:
+    """A run watched through its optimizer's steps; see :func:`watch` and the module docstring.
+
+    Properties: :attr:`probe` (None until the first step), :attr:`stop_requested`,
+    :attr:`paused`, :attr:`clip` (the max norm the monitor asked for, 0 = off; applied here).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        optimizer: Any = None,
+        *,
+        task: str = "custom",
+        data: str | os.PathLike[str] | None = None,
+        record: str | os.PathLike[str] | None = None,
+        scaler: Any = None,
+        telemetry: str | None = DEFAULT_ENDPOINT,
+        control: str | None = DEFAULT_ENDPOINT,
+        name: str | None = None,
+        announce: bool = True,
+        observe_loss: bool = True,
+        infer_epochs: bool = True,
+        on_stop: str = "flag",
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        link_options: Mapping[str, Any] | None = None,
+        find_modules: Any = None,
+        **probe_kwargs: Any,
+    ) -> None:
+        if on_stop not in ("flag", "exit"):
+            raise ValueError(f"on_stop must be 'flag' or 'exit', got {on_stop!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.task = task
+        self.name = name
+        self.record = None if record is None else str(record)
+        self.telemetry, self.control, self.announce = telemetry, control, announce
+        self.on_stop = on_stop
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.link_options = dict(link_options or {})
+        self.probe_kwargs = dict(probe_kwargs)
+        self.controller: Controller | None = None
+        self.scaler: Any = None
+        self.scaler_watch: Any = None
+        self.failed: str | None = None  # why the watch stopped measuring, if it did
+        self.checkpoints: list[str] = []
+        self._find_modules = find_modules  # () -> candidate modules, for octa-tui run
+        self._probe: Probe | None = None
+        self._handles: list[Any] = []
+        self._closed = False
+        self._stepped = False  # the optimizer's step ran since the scaler's last update
+        self._observe = observe_loss
+        self._auto_epochs = infer_epochs
+        self._in_validation = False
+        self._steps_in_epoch = 0
+        self._epoch_loss: list[torch.Tensor] = []
+        self._train_wrapped: nn.Module | None = None
+        # this step's observations
+        self._totals: list[torch.Tensor] = []
+        self._calls: dict[str, list[torch.Tensor]] = {}
+        self._occurrence: dict[str, int] = {}
+        self._order: list[str] = []  # component names in first-seen order
+        self._functions: list[str] = []  # torch.nn.functional losses seen, first-seen order
+        self._output: tuple[str, Any] | None = None  # (function, input) the loss saw first
+        self._expects: bool | None = None
+        self._autocast: str | None = None
+        self._val: dict[str, list[float]] = {}
+        self._noted_loss: Any = None
+        self._noted_components: Mapping[str, Any] | None = None
+        self._noted_outputs: Any = None
+        self._data_report: Any = None
+        self._lock = threading.Lock()
+        if scaler is not None:
+            self.set_scaler(scaler)
+        if data is not None:
+            self._scan_data(data)
+        self._hook()
+        if observe_loss:
+            observe.listen(self)
+        _open_watches.add(self)
+
+    # --- public ------------------------------------------------------------------------------
+
+    @property
+    def probe(self) -> Probe | None:
+        """The probe measuring the run (built at the first optimizer step)."""
+        return self._probe
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the monitor asked the run to stop (check it in the loop to stop cleanly)."""
+        return self.controller is not None and self.controller.stop_requested
+
+    @property
+    def paused(self) -> bool:
+        """Whether the run is paused by the monitor (the next step waits)."""
+        return self.controller is not None and self.controller.paused
+
+    @property
+    def clip(self) -> float:
+        """The max gradient norm the monitor asked for (0 = off); the Watch applies it itself."""
+        return self.controller.clip if self.controller is not None else 0.0
+
+    def set_scaler(self, scaler: Any) -> None:
+        """Use this GradScaler's scale and skipped steps (call before the first step)."""
+        from .core.amp import ScalerWatch
+
+        if scaler is None or scaler is self.scaler:
+            return
+        if self._probe is not None:
+            print("octa-tui: set_scaler() after the first step: the run's channels are fixed, the scaler is "
+                  "not reported (pass scaler= to watch())", file=sys.stderr)
+            return
+        try:
+            enabled = bool(scaler.is_enabled())
+        except Exception:  # noqa: BLE001
+            enabled = False
+        if not enabled:
+            return
+        if self.scaler_watch is not None:
+            self.scaler_watch.close()
+        self.scaler = scaler
+        self.scaler_watch = ScalerWatch(scaler)
+        self.scaler_watch.on_update.append(self._scaler_updated)
+
+    def note_loss(self, loss: Any, components: Mapping[str, Any] | None = None) -> None:
+        """Give this step's loss (and its terms) instead of what was observed."""
+        self._noted_loss, self._noted_components = loss, components
+
+    def note_outputs(self, outputs: Any) -> None:
+        """Give this step's model outputs (used when no loss function saw them)."""
+        self._noted_outputs = outputs
+
+    def end_epoch(self, train: Mapping[str, float], val: Mapping[str, float]) -> None:
+        """Publish an epoch's metrics yourself (epochs are then no longer inferred)."""
+        self._auto_epochs = False
+        if self._probe is None or self.failed:
+            return
+        self._guard(lambda: self._probe.end_epoch(train, val))
+        self._steps_in_epoch = 0
+        self._epoch_loss = []
+
+    def serve(self) -> None:
+        """Heartbeat and take commands between steps (a long validation); applied at the next step."""
+        if self.controller is not None and not self.failed:
+            self._guard(self.controller.heartbeat)
+
+    def close(self, state: str = "finished") -> None:
+        """Finish the run: the last epoch (if inferred), the link, the hooks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _open_watches.discard(self)
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self._observe:
+            observe.stop_listening(self)
+        if self._train_wrapped is not None:
+            self._train_wrapped.__dict__.pop("train", None)
+            self._train_wrapped = None
+        if self.scaler_watch is not None:
+            self.scaler_watch.close()
+        if self._probe is None:
+            return
+        if self._auto_epochs and self._in_validation and self._steps_in_epoch and not self.failed:
+            self._guard(self._infer_epoch_end)
+        try:
+            if self.controller is not None:
+                self.controller.lr_scale.after_step()
+                self.controller.close()
+            if state == "finished" and self.stop_requested:
+                state = "stopped"
+            self._probe.close(state)
+        except Exception as exc:  # noqa: BLE001
+            print(f"octa-tui: could not close the run cleanly ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close("finished" if exc_type is None or isinstance(exc, StopRun) else "failed")
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def _hook(self) -> None:
+        if self.optimizer is not None:
+            self._handles = [self.optimizer.register_step_pre_hook(self._pre_step),
+                             self.optimizer.register_step_post_hook(self._post_step)]
+        else:
+            from torch.optim.optimizer import (
+                register_optimizer_step_post_hook,
+                register_optimizer_step_pre_hook,
+            )
+
+            self._handles = [register_optimizer_step_pre_hook(self._pre_step),
+                             register_optimizer_step_post_hook(self._post_step)]
+
+    def _ours(self, optimizer: Any) -> bool:
+        if self.failed or self._closed:
+            return False
+        if self.optimizer is None:
+            if self.model is not None:
+                wanted = {id(p) for p in self.model.parameters()}
+                if not any(id(p) in wanted for g in optimizer.param_groups for p in g["params"]):
+                    return False
+            self.optimizer = optimizer  # the first optimizer that steps is the run's
+        return optimizer is self.optimizer
+
+    def _pre_step(self, optimizer: Any, *_: Any) -> None:
+        if not self._ours(optimizer):
+            return
+        self._stepped = True
+        stop = self._guard(self._before_step)
+        if stop:
+            raise StopRun(self._probe.step if self._probe is not None else 0)
+
+    def _before_step(self) -> bool:
+        self._ensure_probe()
+        controller, probe = self.controller, self._probe
+        assert controller is not None and probe is not None
+        self._publish_data_report()
+        controller.poll()  # commands at the step boundary; waits here while paused
+        if controller.stop_requested and self.on_stop == "exit":
+            return True
+        probe.clip_(controller.clip)  # measures every gradient; clips when the monitor asked
+        controller.lr_scale.before_step()
+        return False
+
+    def _post_step(self, optimizer: Any, *_: Any) -> None:
+        if not self._ours(optimizer) or self._probe is None:
+            return
+        if self.controller is not None:
+            self.controller.lr_scale.after_step()
+        self._guard(self._finish_step)
+
+    def _scaler_updated(self, scaler_watch: Any) -> None:
+        """The scaler's update(): a step it skipped never reached the optimizer: publish it here."""
+        stepped, self._stepped = self._stepped, False
+        if stepped or self.failed or self._closed or self.optimizer is None:
+            return
+        if scaler_watch.found_inf(self.optimizer) is None:
+            return  # scaler.step was not called for this optimizer (another optimizer's update)
+        self._guard(self._skipped_step)
+
+    def _skipped_step(self) -> None:
+        self._ensure_probe()
+        assert self._probe is not None and self.controller is not None
+        self.controller.poll()
+        self._probe.mark_skipped()
+        self._finish_step()
+
+    def _finish_step(self) -> None:
+        probe = self._probe
+        assert probe is not None
+        loss, components, outputs, activation = self._step_numbers()
+        probe.end_step(loss=loss, components=components, outputs=outputs, activation=activation)
+        if self._auto_epochs:
+            self._steps_in_epoch += 1
+            if isinstance(loss, torch.Tensor):
+                self._epoch_loss.append(loss.detach().reshape(()).float())
+        self._reset_step()
+
+    # --- observations ------------------------------------------------------------------------
+
+    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> None:
+        """A ``torch.nn.functional`` loss ran (see :mod:`octa_tui.trainer.observe`)."""
+        if self.failed or self._closed or not isinstance(value, torch.Tensor):
+            return
+        training = torch.is_grad_enabled() and value.requires_grad
+        if self.model is not None and not self.model.training:
+            training = False
+        short = observe.LOSS_FUNCTIONS.get(function, (function, ""))[0]
+        if not training:
+            if self._probe is not None:
+                with self._lock:
+                    tally = self._val.setdefault(short, [0.0, 0])
+                    tally[0] += float(value.detach().float().mean())
+                    tally[1] += 1
+                self.serve()
+            return
+        count = self._occurrence.get(short, 0) + 1
+        self._occurrence[short] = count
+        key = short if count == 1 else f"{short}_{count}"
+        self._calls.setdefault(key, []).append(value.detach().float().mean())
+        if function not in self._functions:
+            self._functions.append(function)
+        if self._probe is None and key not in self._order:
+            self._order.append(key)
+        if isinstance(input, torch.Tensor) and (self._output is None or count == 1 and key == self._order[0]):
+            self._output = (function, input.detach())
+        if self._expects is None and self._probe is None and isinstance(input, torch.Tensor):
+            self._expects = observe.expects_probabilities(function, target)
+        if self._autocast is None and isinstance(input, torch.Tensor):
+            if input.dtype == torch.float16:
+                self._autocast = "fp16"
+            elif input.dtype == torch.bfloat16:
+                self._autocast = "bf16"
+
+    def backward_called(self, tensor: torch.Tensor) -> None:
+        """``backward`` ran on a one-element tensor: the step's (micro-batch's) total loss."""
+        if self.failed or self._closed or not tensor.requires_grad:
+            return
+        value = tensor.detach().reshape(()).float()
+        scale = getattr(self.scaler, "_scale", None) if self.scaler is not None else None
+        if scale is not None:  # scaler.scale(loss).backward(): the total as the user computed it
+            value = value / scale.reshape(()).to(value.device)
+        self._totals.append(value)
+        self._occurrence = {}
+
+    def _step_numbers(self) -> tuple[Any, dict[str, Any], Any, str | None]:
+        """This step's loss, components (means over micro-batches), outputs and activation."""
+        components: dict[str, Any] = {}
+        known = self._probe.schema.loss[1:] if self._probe is not None else ()
+        for name, values in self._calls.items():
+            if name in known:
+                components[name] = values[0] if len(values) == 1 else torch.stack(values).mean()
+        if self._noted_loss is not None:
+            loss = self._noted_loss
+            if self._noted_components is not None:
+                components = {k: v for k, v in self._noted_components.items() if k in known}
+        elif self._totals:
+            loss = self._totals[0] if len(self._totals) == 1 else torch.stack(self._totals).sum()
+        elif components:
+            loss = sum(components.values())
+        else:
+            loss = math.nan
+        outputs, activation = None, None
+        if self._output is not None:
+            function, outputs = self._output
+            if observe.LOSS_FUNCTIONS.get(function, ("", ""))[0] == "bce" and function.endswith("_with_logits"):
+                activation = "sigmoid"  # the loss applies it: its outputs are what the loss compared
+        elif self._noted_outputs is not None:
+            outputs = self._noted_outputs
+        return loss, components, outputs, activation
+
+    def _reset_step(self) -> None:
+        self._totals = []
+        self._calls = {}
+        self._occurrence = {}
+        self._output = None
+        self._noted_loss = self._noted_components = self._noted_outputs = None
+
+    # --- epochs from train()/eval() ------------------------------------------------------------
+
+    def _wrap_train(self, model: nn.Module) -> None:
+        original = model.train
+        watch_ref = weakref.ref(self)
+
+        def train(mode: bool = True) -> nn.Module:
+            result = original(mode)
+            current = watch_ref()
+            if current is not None:
+                current._guard(lambda: current._mode(bool(mode)))
+            return result
+
+        model.__dict__["train"] = train
+        self._train_wrapped = model
+
+    def _mode(self, training: bool) -> None:
+        if not self._auto_epochs or self._probe is None:
+            return
+        if not training:
+            if self._steps_in_epoch:
+                self._probe.flush()
+                self._in_validation = True
+            return
+        if self._in_validation:
+            self._infer_epoch_end()
+
+    def _infer_epoch_end(self) -> None:
+        probe = self._probe
+        assert probe is not None
+        train: dict[str, float] = {}
+        if self._epoch_loss:
+            train["loss"] = float(torch.stack([t.to(self._epoch_loss[0].device) for t in self._epoch_loss]).mean())
+        with self._lock:
+            val = {name: total / count for name, (total, count) in self._val.items() if count}
+            self._val = {}
+        if val:
+            val["loss"] = sum(val.values())
+        probe.end_epoch(train, val)
+        self._in_validation = False
+        self._steps_in_epoch = 0
+        self._epoch_loss = []
+
+    # --- set-up at the first step -------------------------------------------------------------
+
+    def _ensure_probe(self) -> None:
+        if self._probe is not None:
+            return
+        if self.model is None:
+            candidates = self._find_modules() if self._find_modules is not None else None
+            self.model = find_model(self.optimizer, candidates)
+            if self.model is None:
+                raise RuntimeError("could not find the model whose parameters the optimizer updates")
+        kwargs = dict(self.probe_kwargs)
+        config = dict(kwargs.pop("config", None) or {})
+        if self._functions:
+            config["loss_functions"] = list(self._functions)
+        if self._autocast and self.scaler is None:
+            config.setdefault("amp", self._autocast)
+        if self.name:
+            config["name"] = self.name
+        components = tuple(kwargs.pop("loss_components", ()) or self._order)
+        if "loss_expects_probabilities" not in kwargs:
+            kwargs["loss_expects_probabilities"] = True if self._expects is None else self._expects
+        if self._expects is not None:
+            config["loss_expects_probabilities_observed"] = True
+        kwargs.setdefault("model_name", type(self.model).__name__)
+        common = dict(task=self.task, loss_components=components, optimizer=self.optimizer, config=config,
+                      scaler=self.scaler, scaler_watch=self.scaler_watch, **kwargs)
+        if self.telemetry is None or self.control is None:
+            probe = Probe(self.model, **common)
+        else:
+            probe = Probe.start(self.model, telemetry=self.telemetry, control=self.control, record=self.record,
+                                announce=self.announce, link_options=self.link_options, **common)
+        self._probe = probe
+        self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False)
+        if self._auto_epochs:
+            self._wrap_train(self.model)
+        probe.event("run_started", f"{self.task} run started: {type(self.model).__name__}, "
+                    f"{len(probe.layer_names)} layers, loss {', '.join(self._functions) or 'not observed'}")
+
+    def _save_checkpoint(self) -> str:
+        probe = self._probe
+        assert probe is not None and self.model is not None
+        folder = self.checkpoint_dir
+        if folder is None:
+            if self.record:
+                folder = Path(self.record).resolve().parent
+            else:
+                folder = Path.home() / ".cache" / "octa-tui" / "checkpoints" / probe.run_id
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from .checkpoint import save_checkpoint
+
+        path = save_checkpoint(folder / f"step-{probe.step:08d}.pt", {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": probe.step,
+            "epoch": probe.epoch,
+            "run_id": probe.run_id,
+            "config": dict(probe.schema.config),
+            "settings": {"lr_scale": self.controller.lr_scale.scale if self.controller else 1.0,
+                         "clip": self.clip},
+        })
+        os.chmod(path, 0o600)
+        self.checkpoints.append(str(path))
+        probe.event("checkpoint_saved", f"checkpoint {path.name} written (from the monitor)", path=str(path),
+                    step=probe.step)
+        return str(path)
+
+    # --- the data set report -------------------------------------------------------------------
+
+    def _scan_data(self, path: str | os.PathLike[str]) -> None:
+        def scan() -> None:
+            try:
+                from .dataset_report import scan_folder
+
+                self._data_report = scan_folder(path)
+            except Exception as exc:  # noqa: BLE001 - a data report never stops training
+                self._data_report = exc
+
+        threading.Thread(target=scan, name="octa-tui dataset report", daemon=True).start()
+
+    def _publish_data_report(self) -> None:
+        report = self._data_report
+        if report is None or self._probe is None:
+            return
+        self._data_report = None
+        if isinstance(report, Exception):
+            self._probe.event("warning", f"the dataset report could not be made: {report}", source="data")
+            return
+        from dataclasses import replace
+
+        self._probe.publish(replace(report, run_id=self._probe.run_id))
+
+    # --- failures ------------------------------------------------------------------------------
+
+    def _guard(self, work: Any) -> Any:
+        """Run ``work``; a failure is said once and stops the watch, never raised into the loop."""
+        try:
+            return work()
+        except StopRun:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if self.failed is None:
+                self.failed = f"{type(exc).__name__}: {exc}"
+                print(f"octa-tui: stopped watching this run after an internal error ({self.failed}); "
+                      "training goes on", file=sys.stderr)
+                if self.controller is not None:
+                    self.controller.lr_scale.after_step()
+            return None
+
+
+_open_watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_watches() -> None:
+    for w in list(_open_watches):
+        w.close()
+
+
+def watch(
+    model: nn.Module | None = None,
+    optimizer: Any = None,
+    *,
+    task: str = "custom",
+    data: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | None = None,
+    scaler: Any = None,
+    telemetry: str | None = DEFAULT_ENDPOINT,
+    control: str | None = DEFAULT_ENDPOINT,
+    **probe_kwargs: Any,
+) -> Watch:
+    """Watch a training loop through its optimizer's steps: one call, before the loop.
+
+    ``model`` and ``optimizer`` may be left out (the first optimizer that steps and the module
+    owning its parameters are used). ``data`` is a data set folder (images/ + masks/) scanned in
+    the background for the dataset report; ``record`` a recording file; ``scaler`` a GradScaler.
+    ``telemetry``/``control`` are the endpoints to bind (loopback, any free port, by default;
+    None for both measures without a link). Other keywords go to the Watch (``name``,
+    ``on_stop``, ``checkpoint_dir``, ``infer_epochs``, ``observe_loss``, ``link_options``) or
+    the :class:`~octa_tui.trainer.probe.Probe` (``explosion_bound``, ``group_depth``, ...).
+    """
+    return Watch(model, optimizer, task=task, data=data, record=record, scaler=scaler, telemetry=telemetry,
+                 control=control, **probe_kwargs)
+
+
+__all__ = ["StopRun", "Watch", "find_model", "watch"]
