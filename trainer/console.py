@@ -16,8 +16,13 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .loop import Trainer, TrainResult
 
+from octa_tui.diagnosis.gradients import RATIO_NAME, format_ratio
+from octa_tui.diagnosis.thresholds import Thresholds
+
 VANISHING_NORM = 1e-4  # seed 000: every layer should stay above 1e-4
-SHALLOW_DEEP_RATIO = 10.0  # seed 000: shallow/deep > 10x is mild vanishing
+# The engine's bound: first/last weight layer this far apart (either way) is vanishing. Seed 000's
+# 10x flags healthy BatchNorm/skip nets (10x-20x) and the seed calls its own 18x run normal.
+SHALLOW_DEEP_RATIO = Thresholds().grad_ratio_vanishing
 
 
 def gradient_picks(names: Sequence[str], kinds: Sequence[str] = ()) -> list[int]:
@@ -35,9 +40,12 @@ def gradient_picks(names: Sequence[str], kinds: Sequence[str] = ()) -> list[int]
 
 
 def gradient_hint(names: Sequence[str], norms: Sequence[float], kinds: Sequence[str] = ()) -> str:
-    """The seed's verdict on one step's layer norms: all above 1e-4, vanishing, or shallow/deep > 10x.
+    """The seed's verdict on one step's layer norms: all above 1e-4, a layer below it, or the ends apart.
 
-    Like :func:`gradient_picks`, it judges the weight layers (not normalisation layers).
+    Like :func:`gradient_picks`, it judges the weight layers (not normalisation layers). The
+    ratio is the one every surface prints: shallow/deep = first weight layer / last weight
+    layer, formatted by :func:`octa_tui.diagnosis.gradients.format_ratio`, flagged when the ends
+    are orders of magnitude apart (the engine's vanishing bound).
     """
     if not norms:
         return "no gradients"
@@ -50,10 +58,10 @@ def gradient_hint(names: Sequence[str], norms: Sequence[float], kinds: Sequence[
         value, name = min(low)
         return f"⚠ vanishing: {len(low)} layer(s) < 1e-4 (smallest {name}: {value:.2e})"
     picks = gradient_picks(names, kinds)
-    shallow, deep = norms[picks[0]], norms[picks[(len(picks) - 1) // 2]]
+    shallow, deep = norms[picks[0]], norms[picks[-1]]
     ratio = shallow / deep if deep > 0 else math.inf
     if ratio > SHALLOW_DEEP_RATIO or ratio < 1 / SHALLOW_DEEP_RATIO:
-        return f"⚠ shallow/deep {ratio:.1f}x (> 10x apart), mild vanishing"
+        return f"⚠ {RATIO_NAME} {format_ratio(ratio)} ({names[picks[0]]} vs {names[picks[-1]]}): vanishing"
     return "✓ all layers > 1e-4"
 
 
