@@ -1,19 +1,26 @@
-"""The monitor app: panels over one injected :class:`~octa_tui.tui.sources.Source`.
+"""The monitor app: composition, layout and the global keys, over one injected
+:class:`~octa_tui.tui.sources.Source`.
 
-A worker thread opens the source, polls it into the run history and posts one
-:class:`HistoryChanged` per batch; every second it also runs the diagnosis engine there and
-posts the verdicts. The UI thread never waits on a socket: it redraws on timers (the header
-at ``refresh_hz``, the charts at ``chart_hz``), only the panels whose data changed, and sends
-commands from short-lived worker threads.
+The parts it puts together:
+
+- :mod:`~octa_tui.tui.workers`: the ingest loop (opens and polls the source, extends the
+  panels' derived stores as rows arrive) and the diagnosis loop (the engine on its own
+  schedule), each on its own thread, talking to the app only through
+  :mod:`~octa_tui.tui.messages`;
+- :mod:`~octa_tui.tui.panel_widgets`: one widget per panel, each owning its derived data and
+  deciding when it needs to draw again;
+- :mod:`~octa_tui.tui.commands`: every command the monitor sends, with its log and undo;
+- :mod:`~octa_tui.tui.replay_bar`: the replay's bar and keys, mounted only for a replay.
+
+The UI thread never waits on a socket: it redraws on timers (the header at ``refresh_hz``,
+the charts at ``chart_hz``).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,37 +29,46 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.message import Message
-from textual.widgets import Footer
 
 from ..diagnosis import Severity
-from ..diagnosis.trial import trials as fix_trials
 from ..protocol import channels as ch
-from ..protocol.messages import Command, Reply
+from ..protocol.messages import Command
 from . import panels, view
-from .control import (
-    DICE_STEP,
-    CommandInputError,
-    CommandLog,
-    exact_clip,
-    exact_lr,
-    exact_pos_weight,
-    restoring_command,
-    scale_lr,
-    shift_dice_weight,
-)
+from .commands import CommandDesk
+from .control import DICE_STEP, CommandInputError, CommandLog, exact_clip, exact_lr, exact_pos_weight
 from .format import format_command, format_number
+from .messages import (  # noqa: F401 - re-exported: the app's messages were defined here before
+    CommandFailed,
+    CommandReplied,
+    DerivedReady,
+    Diagnosis,
+    HistoryChanged,
+    SourceFailed,
+    SourceOpened,
+    SourceVerified,
+    VerdictsComputed,
+    one_line,
+)
+from .panel_widgets import (
+    DatasetPanel,
+    EventsPanel,
+    Frame,
+    GradientsPanel,
+    LossPanel,
+    MatrixPanel,
+    OptimizerPanel,
+    OutputsPanel,
+    PreviewPanel,
+)
+from .replay_bar import REPLAY_ACTIONS, REPLAY_BINDINGS, ReplayBar, first_verdict_change
 from .screens import ConfirmScreen, HelpScreen, PromptScreen
 from .sources import Source, SourceStatus
-from .widgets import Panel, VerdictList
+from .widgets import KeyBar, Panel, VerdictList
+from .workers import INGEST_BATCH_S, POLL_TIMEOUT_S, DiagnosisLoop, IngestLoop  # noqa: F401
 
+_Diagnosis = Diagnosis  # the name it had here
 WINDOWS = (None, 10_000, 1_000, 100)
 VERDICT_INTERVAL_S = 1.0
-POLL_TIMEOUT_S = 0.05
-# A poll that brought something is followed by the next one no sooner than this: a 1k
-# steps/s stream is then drained 20 times a second, not once per message (each drain and each
-# wake-up of the UI loop costs more than decoding the steps it carries).
-INGEST_BATCH_S = 0.05
 CHART_HZ = 2.5  # the panels of charts redraw at this rate; the header at ``refresh_hz``
 
 # Panels in toggle-key order: (id, title).
@@ -67,6 +83,10 @@ PANELS = (
     ("dataset", "Dataset"),
     ("preview", "Prediction preview"),
 )
+PANEL_CLASSES: dict[str, type] = {
+    "loss": LossPanel, "gradients": GradientsPanel, "optimizer": OptimizerPanel, "outputs": OutputsPanel,
+    "events": EventsPanel, "matrix": MatrixPanel, "dataset": DatasetPanel, "preview": PreviewPanel,
+}
 LAYOUTS = (
     # (min width, min height, columns, panels shown by default)
     (150, 36, 3, {"loss", "gradients", "verdicts", "optimizer", "outputs", "events", "matrix", "dataset", "preview"}),
@@ -81,87 +101,11 @@ CONTROL_ACTIONS = frozenset(
 # Keys that change a loss setting: offered only when the run reports that setting.
 LOSS_SETTING_ACTIONS = {"dice_up": ch.OPT_DICE_WEIGHT, "dice_down": ch.OPT_DICE_WEIGHT,
                         "prompt_pos_weight": ch.OPT_POS_WEIGHT}
-REPLAY_ACTIONS = frozenset(
-    {"play_pause", "replay_speed", "seek_back", "seek_forward", "seek_start", "seek_end", "next_event", "next_verdict"}
-)
-
-
-# --- messages (small, named for what happened) ---------------------------------------------
-
-
-class SourceOpened(Message):
-    """The source is connected or loaded."""
-
-
-class SourceFailed(Message):
-    """Opening or polling the source failed; ``reason`` is shown to the user."""
-
-    def __init__(self, reason: str, fatal: bool) -> None:
-        super().__init__()
-        self.reason = reason
-        self.fatal = fatal
-
-
-class SourceVerified(Message):
-    """The source's slow checks finished: ``problems`` found (empty: all good), or the
-    ``error`` that stopped the check."""
-
-    def __init__(self, problems: list[str], error: str = "") -> None:
-        super().__init__()
-        self.problems = problems
-        self.error = error
-
-
-class HistoryChanged(Message):
-    """New steps or records arrived (one per batch; a newer one replaces a queued one)."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, HistoryChanged)
-
-
-@dataclass
-class _Diagnosis:
-    verdicts: list
-    matrix: Any
-    history_id: int
-    error: str = ""
-    trials: list = field(default_factory=list)  # fix trials: each change and what followed it
-    step: int = -1  # the newest step of the history the verdicts are for
-
-
-class VerdictsComputed(Message):
-    """The engine's verdicts and the matrix match for the history as it is now."""
-
-    def __init__(self, diagnosis: _Diagnosis) -> None:
-        super().__init__()
-        self.diagnosis = diagnosis
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, VerdictsComputed)
-
-
-class CommandReplied(Message):
-    """The trainer answered a command."""
-
-    def __init__(self, request_id: str, reply: Reply) -> None:
-        super().__init__()
-        self.request_id = request_id
-        self.reply = reply
-
-
-class CommandFailed(Message):
-    """A command got no answer (timeout, lost connection, refused before sending)."""
-
-    def __init__(self, request_id: str, reason: str) -> None:
-        super().__init__()
-        self.request_id = request_id
-        self.reason = reason
-
-
-def _newest_step(history: Any) -> int:
-    """The step number of the newest row of ``history`` (-1 when it has none yet)."""
-    steps = history.steps.step
-    return int(steps[-1]) if len(steps) else -1
+# The key bar's order: the keys a person reaches for first (those that apply now are shown).
+KEY_BAR_ORDER = ("quit_monitor", "pause_trainer", "apply_fix", "undo_change", "play_pause", "replay_speed",
+                 "next_verdict", "next_event", "lr_up", "lr_down", "prompt_lr", "checkpoint", "zoom", "prompt_clip",
+                 "dice_up", "dice_down", "prompt_pos_weight", "stop_trainer")
+VERDICT_KEYS = (("up/down", "Select a verdict (f applies its fix)"),)
 
 
 def default_diagnose(live: bool) -> Callable[[Any], tuple[list, Any]]:
@@ -195,14 +139,7 @@ class MonitorApp(App[int]):
     BINDINGS = [
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_monitor", "Quit"),
-        Binding("p", "play_pause", "Play/pause"),
-        Binding("s", "replay_speed", "Speed"),
-        Binding("left", "seek_back", "Back 5%", show=False),
-        Binding("right", "seek_forward", "Forward 5%", show=False),
-        Binding("home", "seek_start", "Start", show=False),
-        Binding("end", "seek_end", "End", show=False),
-        Binding("n", "next_event", "Next event"),
-        Binding("v", "next_verdict", "Next verdict"),
+        *REPLAY_BINDINGS,
         Binding("right_square_bracket", "lr_up", "lr x2"),
         Binding("left_square_bracket", "lr_down", "lr /2"),
         Binding("r", "prompt_lr", "Set lr"),
@@ -240,24 +177,28 @@ class MonitorApp(App[int]):
         self.verdict_interval_s = verdict_interval_s
         self.clock = clock
         self.commands = CommandLog(clock=clock)
+        self.desk = CommandDesk(source, self.commands, self._spawn, self.post_message)
         self.notes: list[tuple[float, str, str]] = []
         self._warned: set[str] = set()  # source warnings already in the event log
         self.window_index = 0
         self.opened = False
         self.failure = ""
-        self.diagnosis: _Diagnosis | None = None
+        self.diagnosis: Diagnosis | None = None
         self.panel_override: dict[str, bool] = {}
-        self._summary = view.HistorySummary()
         self._marker_cache = view.ChangeMarkerCache()
+        self._markers_lock = threading.Lock()
         self._stop = threading.Event()
-        self._follow_done = threading.Event()
-        self._events_version = 0
+        self._notes_version = 0
         self._loud_verdicts: dict[str, Any] = {}  # warn/crit verdicts last shown, by code
         self._loud_history = 0  # id() of the history they were for
         self._bound_schema: Any = None  # the run schema the shown keys were chosen for
-        self._columns = 0
-        self._verdict_jump: int | None = None
         self._widgets: dict[str, Any] = {}
+        self._ingest = IngestLoop(source, self.post_message, self._stop, derive=self._derive)
+        self._diagnosis_loop = (DiagnosisLoop(source, self.post_message, self._stop, diagnose_factory,
+                                              verdict_interval_s, wait_for=self._ingest.opened)
+                                if diagnose_factory is not None else None)
+        self._replay_bar: ReplayBar | None = None
+        self._verdict_search = False
 
     # --- layout --------------------------------------------------------------------------
 
@@ -268,20 +209,27 @@ class MonitorApp(App[int]):
                 if panel_id == "verdicts":
                     yield VerdictList(id="verdicts")
                 else:
-                    yield Panel(title, id=panel_id)
-        yield Footer()
+                    yield PANEL_CLASSES[panel_id](title, id=panel_id)
+        if self.source.kind == "replay":
+            yield ReplayBar(self.source, id="replay-bar")
+        yield KeyBar(id="keys")
 
     def on_mount(self) -> None:
         # Kept by reference: while a modal screen is up, queries would search that screen.
         self._widgets = {pid: self.query_one(f"#{pid}") for pid, _ in PANELS}
         self._widgets["header"] = self.query_one("#header")
+        self._widgets["keys"] = self.query_one("#keys", KeyBar)
+        if self.source.kind == "replay":
+            self._replay_bar = self.query_one("#replay-bar", ReplayBar)
         self._grid = self.query_one("#panels", Grid)
         self._apply_layout()
         # The header (step counter, speed, connection) follows closely; the charts, whose
         # redraw is most of the monitor's cost, at a calmer rate that still reads as live.
         self.set_interval(1.0 / max(self.refresh_hz, 0.5), partial(self._redraw, charts=False))
         self.set_interval(1.0 / max(min(self.chart_hz, self.refresh_hz), 0.5), self._redraw)
-        self.run_worker(self._follow, thread=True, name="follow", group="follow")
+        self.run_worker(self._ingest.run, thread=True, name="ingest", group="ingest")
+        if self._diagnosis_loop is not None:
+            self.run_worker(self._diagnosis_loop.run, thread=True, name="diagnosis", group="diagnosis")
         self._redraw()
 
     def on_resize(self) -> None:
@@ -297,10 +245,8 @@ class MonitorApp(App[int]):
         if not self._widgets:
             return  # a resize before mount
         columns, shown = self._layout_for(self.size.width, self.size.height)
-        grid = self._grid
         visible = [pid for pid, _ in PANELS if self.panel_override.get(pid, pid in shown)]
-        columns = max(1, min(columns, len(visible)))
-        grid.styles.grid_size_columns = columns
+        self._grid.styles.grid_size_columns = max(1, min(columns, len(visible)))
         for panel_id, _ in PANELS:
             self._widgets[panel_id].display = panel_id in visible
 
@@ -308,59 +254,25 @@ class MonitorApp(App[int]):
         """Whether a panel is on screen now."""
         return bool(self._widgets[panel_id].display)
 
-    # --- the worker thread: follow the source, diagnose ----------------------------------
+    # --- workers -------------------------------------------------------------------------
 
-    def _follow(self) -> None:
-        try:
-            self.source.open()
-        except Exception as err:  # noqa: BLE001 - every failure becomes one line on screen
-            self.post_message(SourceFailed(_one_line(err), fatal=True))
-            self._follow_done.set()
-            return
-        self.post_message(SourceOpened())
-        diagnose = None
-        diagnosed_history = None
-        last_diagnosis = -math.inf
-        dirty = True
-        failures = 0
-        try:
-            while not self._stop.is_set():
-                polled_at = time.monotonic()
-                try:
-                    changed = self.source.poll(POLL_TIMEOUT_S)
-                    failures = 0
-                except Exception as err:  # noqa: BLE001
-                    failures += 1
-                    if failures == 1:
-                        self.post_message(SourceFailed(_one_line(err), fatal=False))
-                    time.sleep(0.5)
-                    continue
-                if changed:
-                    dirty = True
-                    self.post_message(HistoryChanged())
-                    # Let the next batch gather (a poll that took that long goes straight on).
-                    self._stop.wait(max(0.0, polled_at + INGEST_BATCH_S - time.monotonic()))
-                history = self.source.history
-                if history is None or self.diagnose_factory is None:
-                    continue
-                now = time.monotonic()
-                if history is not diagnosed_history:
-                    diagnose, diagnosed_history, dirty = self.diagnose_factory(self.source.kind == "live"), history, True
-                if dirty and now - last_diagnosis >= self.verdict_interval_s:
-                    last_diagnosis, dirty = now, False
-                    try:
-                        step = _newest_step(history)
-                        verdicts, matrix = diagnose(history)
-                        result = _Diagnosis(list(verdicts), matrix, id(history), trials=fix_trials(history), step=step)
-                    except Exception as err:  # noqa: BLE001
-                        result = _Diagnosis([], None, id(history), error=_one_line(err))
-                    self.post_message(VerdictsComputed(result))
-        finally:
-            self._follow_done.set()
+    def _derive(self, history: Any) -> None:
+        """On the ingest thread: bring the visible chart panels' stores and the change markers
+        up to the history's rows, so a redraw only reads them."""
+        rows = len(history.steps)
+        with self._markers_lock:
+            self._marker_cache.markers(history, rows)
+        for panel_id, _ in PANELS:
+            widget = self._widgets.get(panel_id)
+            if widget is not None and widget.display and hasattr(widget, "prepare"):
+                widget.prepare(history, rows)
+
+    def _spawn(self, work: Callable[[], None]) -> None:
+        self.run_worker(work, thread=True, group="commands")
 
     def _stop_following(self) -> None:
         self._stop.set()
-        self._follow_done.wait(timeout=3.0)
+        self._ingest.done.wait(timeout=3.0)
         try:
             self.source.close()
         except Exception:  # noqa: BLE001 - closing must never stop the monitor from quitting
@@ -386,7 +298,7 @@ class MonitorApp(App[int]):
         try:
             problems = self.source.verify()
         except Exception as err:  # noqa: BLE001 - a check that could not run is said, never skipped silently
-            self.post_message(SourceVerified([], error=_one_line(err)))
+            self.post_message(SourceVerified([], error=one_line(err)))
             return
         if problems is not None:
             self.post_message(SourceVerified(problems))
@@ -413,16 +325,24 @@ class MonitorApp(App[int]):
     def on_history_changed(self, message: HistoryChanged) -> None:
         pass  # the redraw timer picks it up; the message wakes the loop
 
+    def on_derived_ready(self, message: DerivedReady) -> None:
+        for panel_id, _ in PANELS:
+            widget = self._widgets.get(panel_id)
+            if hasattr(widget, "derived_ready"):
+                widget.derived_ready()
+
     def on_verdicts_computed(self, message: VerdictsComputed) -> None:
         result = message.diagnosis
+        if result.history_id != id(self.source.history) and self.source.history is not None:
+            return  # for a history no longer shown (a replay seeked back meanwhile)
         if result.error and (self.diagnosis is None or self.diagnosis.error != result.error):
             self.note(f"diagnosis failed: {result.error}", "bold red")
         self._log_verdict_changes(result)
         self.diagnosis = result
         self._widgets["verdicts"].show_verdicts(result.verdicts)
-        self._check_verdict_jump(result)
+        self._redraw_keys()
 
-    def _log_verdict_changes(self, result: _Diagnosis) -> None:
+    def _log_verdict_changes(self, result: Diagnosis) -> None:
         """Put each warning or critical verdict in the event log when it appears and when it
         clears, with the step: a fault that lasts a few seconds (an explosion in the first
         steps) leaves a trace after the panel has moved on. Not in a replay, where seeking
@@ -441,23 +361,15 @@ class MonitorApp(App[int]):
                 self.note(f"{at}cleared: {verdict.title}", "green")
 
     def on_command_replied(self, message: CommandReplied) -> None:
-        entry = self.commands.replied(message.request_id, message.reply)
+        entry = self.desk.replied(message.request_id, message.reply)
         if entry is not None and not message.reply.ok:
             self.notify(entry.describe(), severity="error", timeout=6)
-        if entry is not None and entry.is_undo and message.reply.ok:
-            for earlier in reversed(self.commands.entries):
-                if earlier.restore is not None and earlier.restore.op == entry.command.op and not earlier.undone \
-                        and not earlier.is_undo and earlier.status == "applied":
-                    earlier.undone = True
-                    break
-        self._events_version += 1
         self._redraw()
 
     def on_command_failed(self, message: CommandFailed) -> None:
-        entry = self.commands.failed(message.request_id, message.reason)
+        entry = self.desk.failed(message.request_id, message.reason)
         if entry is not None:
             self.notify(entry.describe(), severity="error", timeout=6)
-        self._events_version += 1
         self._redraw()
 
     # --- drawing ----------------------------------------------------------------------------
@@ -466,6 +378,11 @@ class MonitorApp(App[int]):
     def window_steps(self) -> int | None:
         """How many of the newest steps the charts show (None: all)."""
         return WINDOWS[self.window_index]
+
+    @property
+    def _summary(self) -> view.HistorySummary:
+        """The loss panel's summaries (what the loss chart is drawn from)."""
+        return self._widgets["loss"].summary
 
     def _note_warnings(self, status: SourceStatus) -> None:
         """Put each of the source's warnings in the event log once, when it first appears."""
@@ -477,13 +394,11 @@ class MonitorApp(App[int]):
     def note(self, text: str, style: str = "") -> None:
         """Add a line of the monitor's own to the event log."""
         self.notes.append((self.clock(), text, style))
-        self._events_version += 1
+        self._notes_version += 1
 
     def _redraw(self, charts: bool = True) -> None:
-        """Update the header and the event log; with ``charts``, every other visible panel too.
-
-        A panel is drawn again only when the key naming its data changed.
-        """
+        """Update the header, the key bar and the event log; with ``charts``, every other
+        visible panel too (each draws again only when its data changed)."""
         if not self._widgets or not self.is_running:
             return
         status = self.source.status()
@@ -499,64 +414,31 @@ class MonitorApp(App[int]):
             facts_text = Text.assemble((" octa-tui ", "bold reverse"), ("  " + self.failure, "bold red"))
             header.show(("failed", self.failure), lambda w, h, t=facts_text: t)
         else:
-            facts = panels.header_facts(history, status)
-            header.show(facts, lambda w, h, f=facts: panels.render_header(f))
+            facts = panels.header_facts(history, status, **panels.source_end(self.source))
+            header.show(facts, lambda w, h, f=facts: panels.render_header(f, w))
+        self._redraw_keys()
+        if self._replay_bar is not None:
+            self._replay_bar.refresh()
         self._draw_events(history)
         if history is None or not charts:
             return
         rows = len(history.steps)
-        start = view.window_start(rows, self.window_steps)
-        base = (id(history), rows, start)
-        window_label = "all steps" if self.window_steps is None else f"last {self.window_steps:,} steps"
-        markers = self._marker_cache.markers(history, rows)
-        if self.panel_visible("loss"):
-            baseline = view.constant_baseline(history)
-            loss = self._widgets["loss"]
-            loss.border_subtitle = f"{window_label} (z zooms)"
-            loss.show(
-                (*base, len(history.epochs), baseline, len(markers)),
-                lambda w, h: panels.render_loss(history, self._summary, rows, start, w, h, baseline, markers),
-            )
-        if self.panel_visible("gradients"):
-            self._widgets["gradients"].show(
-                base, lambda w, h: panels.render_gradients(history, self._summary, rows, start, w, h)
-            )
-        if self.panel_visible("outputs"):
-            self._widgets["outputs"].show(
-                base, lambda w, h: panels.render_outputs(history, self._summary, rows, start, w, h)
-            )
-        if self.panel_visible("optimizer"):
-            self._widgets["optimizer"].show(
-                (*base, len(markers)), lambda w, h: panels.render_optimizer(history, self._summary, rows, start, w, h, markers)
-            )
-        if self.panel_visible("dataset"):
-            report = history.dataset
-            self._widgets["dataset"].show((id(report),), lambda w, h: panels.render_dataset(report))
-        if self.panel_visible("preview"):
-            preview = history.previews[-1] if history.previews else None
-            self._widgets["preview"].show(
-                (id(preview),), lambda w, h: panels.render_preview(preview, w, h)
-            )
-        if self.panel_visible("matrix"):
-            match = self.diagnosis.matrix if self.diagnosis is not None else None
-            task = history.schema.task
-            self._widgets["matrix"].show((id(match), task), lambda w, h: panels.render_matrix(match, task))
+        with self._markers_lock:
+            markers = list(self._marker_cache.markers(history, rows))
+        frame = Frame(history, rows, view.window_start(rows, self.window_steps), self.window_steps, markers,
+                      self.diagnosis, history.schema.task)
+        for panel_id, _ in PANELS:
+            widget = self._widgets[panel_id]
+            if panel_id not in ("verdicts", "events") and widget.display:
+                widget.update_frame(frame)
 
     def _draw_events(self, history) -> None:
         if not self.panel_visible("events"):
             return
         events = list(history.events) if history is not None else []
         trial_list = self.diagnosis.trials if self.diagnosis is not None else []
-        key = (id(history), len(events), self._events_version, tuple(t.summary for t in trial_list))
-        lines = None
-
-        def draw(w: int, h: int) -> Text:
-            nonlocal lines
-            if lines is None:
-                lines = panels.event_lines(events, self.commands.entries, self.notes, trial_list)
-            return panels.render_events(lines, w, h)
-
-        self._widgets["events"].show(key, draw)
+        version = (id(history), self._notes_version, self.desk.version)
+        self._widgets["events"].update_events(events, self.commands.entries, self.notes, trial_list, version)
 
     # --- keys: availability -------------------------------------------------------------
 
@@ -580,22 +462,64 @@ class MonitorApp(App[int]):
         history = self.source.history
         return history is None or history.schema.has(channel)
 
+    def _binding_for(self, action: str) -> Binding:
+        return next(b for b in self.BINDINGS if isinstance(b, Binding) and b.action == action)
+
+    def _useful_now(self, action: str) -> bool:
+        """Whether a key is worth a place on the key bar now (it works, and does something)."""
+        if self.check_action(action, ()) is not True:
+            return False
+        if action == "apply_fix":
+            verdict = self._widgets["verdicts"].selected_verdict() if self._widgets else None
+            return verdict is not None
+        if action == "undo_change":
+            entry = self.commands.undoable()
+            return entry is not None and entry.restore is not None
+        return True
+
+    def key_bar_keys(self) -> list[tuple[str, str]]:
+        """(key, what it does) of the keys that work and matter now, most useful first."""
+        keys = []
+        for action in KEY_BAR_ORDER:
+            if self._useful_now(action):
+                binding = self._binding_for(action)
+                description = binding.description
+                if action == "pause_trainer":
+                    description = "Resume" if self.source.status().trainer_state == "paused" else "Pause"
+                keys.append((self.get_key_display(binding), description))
+        return keys
+
+    def _redraw_keys(self) -> None:
+        if self._widgets:
+            self._widgets["keys"].show_keys(self.key_bar_keys())
+
     def binding_rows(self) -> list[tuple[str, str, str]]:
-        """(key, description, availability) of every binding, for the help screen."""
-        rows = []
+        """(key, description, availability) for the help screen: the keys that work now first,
+        then the panel toggles and the verdict selection, then the keys that need a trainer
+        when there is none. Replay keys are listed only in a replay."""
+        now, toggles, later = [], [], []
+        replay = self.source.kind == "replay"
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
             action = binding.action.split("(")[0]
-            if action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
-                when = "with a trainer whose loss has this setting  (not this run)"
+            row_key = self.get_key_display(binding)
+            if action in REPLAY_ACTIONS:
+                if replay:
+                    now.append((row_key, binding.description, "in replay"))
+                continue
+            if action == "toggle_panel":
+                toggles.append((row_key, binding.description, "always"))
+            elif action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
+                later.append((row_key, binding.description, "with a trainer whose loss has this setting  (not this run)"))
             elif action in CONTROL_ACTIONS:
-                when = "with a trainer" + ("" if self._can_control() else "  (not now)")
-            elif action in REPLAY_ACTIONS:
-                when = "in replay" + ("" if self.source.kind == "replay" else "  (not now)")
+                if self._can_control():
+                    now.append((row_key, binding.description, "with a trainer"))
+                else:
+                    later.append((row_key, binding.description, "with a trainer  (not now)"))
             else:
-                when = "always"
-            rows.append((self.get_key_display(binding), binding.description, when))
-        return rows
+                now.append((row_key, binding.description, "always"))
+        verdict_rows = [(key, description, "in the Verdicts panel") for key, description in VERDICT_KEYS]
+        return now + verdict_rows + toggles + later
 
     # --- keys: actions ----------------------------------------------------------------------
 
@@ -621,11 +545,7 @@ class MonitorApp(App[int]):
         self._redraw()
 
     def _settings(self) -> view.Settings:
-        history = self.source.history
-        if history is None:
-            nan = math.nan
-            return view.Settings(nan, nan, nan, nan, nan)
-        return view.current_settings(history)
+        return self.desk.settings()
 
     def _build_and_send(self, build: Callable[[], Command]) -> None:
         try:
@@ -639,38 +559,27 @@ class MonitorApp(App[int]):
 
     def send_command(self, command: Command, *, is_undo: bool = False) -> None:
         """Send a validated command off the UI thread; the event log shows its fate."""
-        restore = None if is_undo else restoring_command(command.op, self._settings())
-        entry = self.commands.sent(command, restore, is_undo=is_undo)
-        self._events_version += 1
-        self.run_worker(partial(self._request, entry.request_id, entry.command), thread=True, group="commands")
+        self.desk.send(command, is_undo=is_undo)
         self._redraw()
-
-    def _request(self, request_id: str, command: Command) -> None:
-        try:
-            reply = self.source.request(command)
-        except Exception as err:  # noqa: BLE001 - a failed send is shown, never raised
-            self.post_message(CommandFailed(request_id, _one_line(err)))
-            return
-        self.post_message(CommandReplied(request_id, reply))
 
     def action_lr_up(self) -> None:
         """Double the learning rate."""
-        self._build_and_send(lambda: scale_lr(self._settings(), 2.0))
+        self._build_and_send(lambda: self.desk.lr_scaled(2.0))
 
     def action_lr_down(self) -> None:
         """Halve the learning rate."""
-        self._build_and_send(lambda: scale_lr(self._settings(), 0.5))
+        self._build_and_send(lambda: self.desk.lr_scaled(0.5))
 
     def action_dice_up(self) -> None:
         """Dice weight +0.05 (BCE = 1 - Dice)."""
-        self._build_and_send(lambda: shift_dice_weight(self._settings(), DICE_STEP))
+        self._build_and_send(lambda: self.desk.dice_shifted(DICE_STEP))
 
     def action_dice_down(self) -> None:
         """Dice weight -0.05 (BCE = 1 - Dice)."""
-        self._build_and_send(lambda: shift_dice_weight(self._settings(), -DICE_STEP))
+        self._build_and_send(lambda: self.desk.dice_shifted(-DICE_STEP))
 
     def _prompt(self, question: str, parse: Callable[[str], Command], current: float) -> None:
-        value = format_number(current) if math.isfinite(current) else ""
+        value = format_number(current) if current == current and abs(current) != float("inf") else ""
 
         def sent(command: Command | None) -> None:
             if command is not None:
@@ -722,11 +631,10 @@ class MonitorApp(App[int]):
 
     def action_undo_change(self) -> None:
         """Send the old value of the last applied change back."""
-        entry = self.commands.undoable()
-        if entry is None or entry.restore is None:
+        if self.desk.undo() is None:
             self.notify("nothing to undo", timeout=3)
             return
-        self.send_command(entry.restore, is_undo=True)
+        self._redraw()
 
     def action_stop_trainer(self) -> None:
         """Stop the trainer cleanly (asks first)."""
@@ -737,7 +645,7 @@ class MonitorApp(App[int]):
 
         self.push_screen(ConfirmScreen("Stop the trainer? Training ends (a checkpoint is kept)."), answered)
 
-    # --- replay keys -----------------------------------------------------------------------
+    # --- replay keys (the bar is mounted only for a replay) ----------------------------------
 
     def _replay(self):
         return self.source if self.source.kind == "replay" else None
@@ -783,34 +691,52 @@ class MonitorApp(App[int]):
             replay.seek(row)
 
     def action_next_verdict(self) -> None:
-        """Play fast until the verdicts change (or the recording ends)."""
-        if (replay := self._replay()) is None:
-            return
-        current = self.diagnosis.verdicts if self.diagnosis is not None else []
-        self._verdict_jump = hash(tuple(v.code for v in current))
-        self._verdict_jump_speed = replay.speed
-        while replay.speed != 64:
-            replay.cycle_speed()
-        if not replay.playing:
-            replay.toggle_play()
-        self.notify("playing at 64x until the verdicts change", timeout=3)
-
-    def _check_verdict_jump(self, result: _Diagnosis) -> None:
+        """Jump to the first step where the verdicts change (the speed stays as it was)."""
         replay = self._replay()
-        if self._verdict_jump is None or replay is None:
+        if replay is None or self._verdict_search or self.diagnose_factory is None:
             return
-        codes = hash(tuple(v.code for v in result.verdicts))
-        if codes != self._verdict_jump or replay.at_end:
-            self._verdict_jump = None
-            if replay.playing:
-                replay.toggle_play()
-            self.note(f"verdicts changed at step {panels.header_facts(replay.history, SourceStatus('replay')).step:,}",
-                      "magenta")
+        full = replay.full
+        if full is None:
+            return
+        if replay.playing:
+            replay.toggle_play()
+        self._verdict_search = True
+        if self._replay_bar is not None:
+            self._replay_bar.searching = True
+            self._replay_bar.refresh()
+        start, factory = replay.position, self.diagnose_factory
+
+        def search() -> None:
+            try:
+                row = first_verdict_change(full, start, factory)
+            except Exception as err:  # noqa: BLE001 - said in the event log, the replay goes on
+                self.call_from_thread(self._verdict_found, None, one_line(err))
+                return
+            self.call_from_thread(self._verdict_found, row, "")
+
+        self.run_worker(search, thread=True, group="verdict-search")
+
+    def _verdict_found(self, row: int | None, error: str) -> None:
+        self._verdict_search = False
+        if self._replay_bar is not None:
+            self._replay_bar.searching = False
+            self._replay_bar.refresh()
+        replay = self._replay()
+        if replay is None:
+            return
+        if error:
+            self.note(f"could not look for the next verdict: {error}", "bold red")
+        elif row is None:
+            self.notify("the verdicts do not change again in this recording", timeout=3)
+        else:
+            replay.seek(row)
+            step = int(replay.full.steps.step[row - 1]) if row else 0
+            self.note(f"verdicts change at step {step:,}", "magenta")
+        self._redraw()
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    return one_line(err)
 
 
 def make_app(source: Source, **options: Any) -> MonitorApp:

@@ -22,6 +22,7 @@ import numpy as np
 from rich.text import Text
 
 from ..protocol.decimate import Envelope, minmax_envelope
+from .fit import Part, fit_parts
 from .format import format_number
 from .theme import MARKER_STYLE, NONFINITE_STYLE, REFERENCE_STYLE
 
@@ -121,13 +122,15 @@ def render_chart(
     reference: float | None = None,
     markers: Sequence[int] = (),
     y_range: tuple[float, float] | None = None,
+    reference_in_range: bool = True,
 ) -> Text:
     """Draw ``series`` (all the same length) into ``width`` x ``height`` cells.
 
     ``reference`` is a y value drawn as a dashed line (the baseline); ``markers`` are row
     indices into the series where a setting changed. The y range covers every finite
-    value of every series and the reference, unless ``y_range`` fixes it. The left
-    ``GUTTER`` columns carry the axis labels.
+    value of every series and the reference (the reference only with
+    ``reference_in_range``; else it is drawn only when it falls inside), unless ``y_range``
+    fixes it. The left ``GUTTER`` columns carry the axis labels.
     """
     height = max(int(height), 1)
     plot_width = int(width) - GUTTER
@@ -145,7 +148,7 @@ def render_chart(
         parts: list[np.ndarray] = []
         for envelope in envelopes:
             parts.extend((envelope.lo, envelope.hi))
-        if reference is not None and math.isfinite(reference):
+        if reference is not None and math.isfinite(reference) and (reference_in_range or not parts):
             parts.append(np.array([reference]))
         limits = value_range(parts, log_scale=log_scale) or (0.0, 1.0)
     lo, hi = _axis(limits[0], limits[1], log_scale)
@@ -272,14 +275,24 @@ def render_sparkline(
     return _styled_row(chars, styles)
 
 
-def render_legend(series: Sequence[Series], latest: Sequence[float] | None = None) -> Text:
-    """``■ total 0.603  ■ bce 0.210`` - each series' colour, label and latest value."""
-    out = Text(no_wrap=True, overflow="ellipsis")
+def legend_parts(series: Sequence[Series], latest: Sequence[float] | None = None) -> list[Part]:
+    """Each series as one part of a legend line (``■ total 0.603``): the first series is kept
+    longest when the line is too narrow for all of them."""
+    parts = []
     for i, s in enumerate(series):
-        if i:
-            out.append("  ")
-        out.append("■ ", style=s.color)
-        out.append(s.label)
+        text = Text()
+        text.append("■ ", style=s.color)
+        text.append(s.label)
         if latest is not None:
-            out.append(f" {format_number(latest[i])}", style="bold")
+            text.append(f" {format_number(latest[i])}", style="bold")
+        parts.append(Part(text.plain, keep=len(series) - i, rich=text))
+    return parts
+
+
+def render_legend(series: Sequence[Series], latest: Sequence[float] | None = None, width: int | None = None) -> Text:
+    """``■ total 0.603  ■ bce 0.210`` - each series' colour, label and latest value. Given
+    ``width``, the series that do not fit are left out whole (the last ones first)."""
+    out = fit_parts(legend_parts(series, latest), 10**6 if width is None else width)
+    if width is None:
+        out.overflow = "ellipsis"
     return out

@@ -171,9 +171,20 @@ class CommandLog:
             return None
         if reply.ok:
             entry.status, entry.step = APPLIED, reply.step
+            if entry.is_undo:
+                self._mark_undone(entry)
         else:
             entry.status, entry.step, entry.reason = REJECTED, reply.step, reply.reason or "no reason given"
         return entry
+
+    def _mark_undone(self, undo: CommandEntry) -> None:
+        """An applied undo puts back the newest applied change of its kind: that one is undone
+        (the next undo reaches further back)."""
+        for earlier in reversed(self.entries):
+            if (earlier.restore is not None and earlier.restore.op == undo.command.op and not earlier.undone
+                    and not earlier.is_undo and earlier.status == APPLIED):
+                earlier.undone = True
+                return
 
     def failed(self, request_id: str, reason: str) -> CommandEntry | None:
         """The command never got an answer (timeout, connection lost)."""

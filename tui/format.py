@@ -86,6 +86,11 @@ def format_eta(current_step: int, total_steps: int | None, steps_per_s: float | 
     return f"ETA {format_duration(eta_seconds(current_step, total_steps, steps_per_s))}"
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 step``, ``2 steps``, ``0 steps``: a count with its noun in the right number."""
+    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 def format_command(op: str, args: dict) -> str:
     """A command as a person would type it: ``set_lr lr=0.001``."""
     if not args:

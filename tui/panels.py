@@ -20,9 +20,10 @@ from ..protocol import channels as ch
 from ..protocol.messages import DatasetReport, Event, Preview
 from ..protocol.run import RunHistory
 from . import view
-from .charts import Series, render_chart, render_legend, render_sparkline, value_range
+from .charts import Series, envelope_of, legend_parts, render_chart, render_sparkline, value_range
 from .control import CommandEntry
-from .format import format_command, format_count, format_eta, format_number, format_rate
+from .fit import Part, abbreviate, fit_parts, wrap_words
+from .format import format_command, format_count, format_eta, format_number, format_rate, plural
 from .halfblock import render_side_by_side
 from .theme import SERIES_COLORS, connection_style, severity_label, severity_style
 
@@ -52,13 +53,30 @@ class HeaderFacts:
     recording_failed: str = ""  # the trainer's recording stopped (disk full, unwritable); live data goes on
     ranks: tuple[float, ...] = ()  # a multi-process run: each rank's latest step time (s), or NaN before the first
     stragglers: tuple[int, ...] = ()  # ranks the trainer flagged as stragglers in that measurement
+    end_state: str = ""  # "finished" | "stopped" once the trainer said so in its last heartbeat; "" otherwise
+    ended_by: str = ""  # who stopped it ("monitor", ...), when the trainer said
+    rejected_frames: int = 0  # frames the follower counted as bad and skipped
 
 
-def header_facts(history: RunHistory | None, status) -> HeaderFacts:
-    """Collect the header's facts from the history and the source's status."""
+def source_end(source) -> dict[str, Any]:
+    """The run's end as the live source knows it (``end_state``, ``ended_by``) and the frames
+    its follower rejected (``rejected_frames``): keyword arguments for :func:`header_facts`.
+    Sources that do not follow a trainer have none of these."""
+    end = getattr(source, "end_state", None)
+    by = getattr(source, "ended_by", None)
+    rejected = getattr(source, "rejected_frames", 0)
+    return {"end_state": end if isinstance(end, str) else "", "ended_by": by if isinstance(by, str) else "",
+            "rejected_frames": rejected if isinstance(rejected, int) else 0}
+
+
+def header_facts(history: RunHistory | None, status, *, end_state: str = "", ended_by: str = "",
+                 rejected_frames: int = 0) -> HeaderFacts:
+    """Collect the header's facts from the history and the source's status (and, from a live
+    source, how the run ended and the frames rejected: see :func:`source_end`)."""
+    ending = {"end_state": end_state or "", "ended_by": ended_by or "", "rejected_frames": int(rejected_frames or 0)}
     if history is None:
         return HeaderFacts("-", "-", "-", 0, "-", 0, 0, None, None, None, status.state, status.monitors, 0, 0,
-                           status.detail, status.trainer_state)
+                           status.detail, status.trainer_state, **ending)
     n = len(history.steps)
     schema = history.schema
     return HeaderFacts(
@@ -81,6 +99,7 @@ def header_facts(history: RunHistory | None, status) -> HeaderFacts:
         insecure=schema.config.get("link") == "insecure",
         recording_failed=_recording_failure(history),
         **_rank_times(history),
+        **ending,
     )
 
 
@@ -107,39 +126,77 @@ def _recording_failure(history: RunHistory) -> str:
     return ""
 
 
-def render_header(facts: HeaderFacts) -> Text:
-    """Two lines: who is training what where; then progress, speed and the connection."""
-    top = Text(no_wrap=True, overflow="ellipsis")
-    top.append(" octa-tui ", style="bold reverse")
-    top.append(f" run {facts.run_id[:8]}  ", style="bold")
-    top.append(f"{facts.task}  ")
-    top.append(f"{facts.model} {format_count(facts.parameters)} params  ", style="cyan")
-    top.append(f"on {facts.device}")
+def run_state(facts: HeaderFacts) -> str:
+    """The one word (or few) the header shows for the run: ``live``, ``paused``, ``finished``,
+    ``stopped (by monitor)``, ``lost``, ``stalled``, ``replay``...
+
+    A run that ended says how (the trainer's last word), never "lost": "lost" is a trainer
+    that went silent without saying it ended.
+    """
+    if facts.end_state == "finished" or facts.trainer_state == "finished":
+        return "finished"
+    if facts.end_state == "stopped" or facts.trainer_state == "stopped":
+        return f"stopped (by {facts.ended_by})" if facts.ended_by else "stopped"
+    if facts.trainer_state == "paused" and facts.state in ("live", "stalled"):
+        return "paused"
+    return facts.state
+
+
+def header_parts(facts: HeaderFacts) -> tuple[list[Part], list[Part]]:
+    """The header's two lines as parts, each with how long it is kept on a narrow screen."""
+    top = [Part(" octa-tui ", "bold reverse", keep=9, gap=""), Part(f"run {facts.run_id[:8]}", "bold", keep=8, gap=" "),
+           Part(facts.task, keep=5), Part(f"{facts.model} {format_count(facts.parameters)} params", "cyan", keep=4),
+           Part(f"on {facts.device}", keep=2)]
     if facts.insecure:
-        top.append("  --insecure: unencrypted, anyone who reaches it can steer ", style="bold white on red")
+        top.append(Part(" --insecure: unencrypted, anyone who reaches it can steer ", "bold white on red", keep=9))
     if facts.recording_failed:
-        top.append("  recording failed ", style="bold black on yellow")
+        top.append(Part(" recording failed ", "bold black on yellow", keep=9))
     if facts.ranks:
-        _append_ranks(top, facts.ranks, facts.stragglers)
-    bottom = Text(no_wrap=True, overflow="ellipsis")
-    state = facts.state
-    if facts.trainer_state in ("paused", "finished") and state == "live":
-        state = facts.trainer_state
-    bottom.append(f" ● {state} ", style=connection_style(state))
+        ranks = _ranks_text(facts.ranks, facts.stragglers)
+        top.append(Part(ranks.plain, keep=3, rich=ranks))
+    state = run_state(facts)
+    ended = state.startswith(("finished", "stopped")) or state == "lost"
+    style_key = state.split(" ")[0]
+    bottom = [Part(f" ● {state} ", connection_style(style_key), keep=9, gap="")]
     if facts.detail:
-        bottom.append(f"{facts.detail} ", style="cyan")
+        bottom.append(Part(facts.detail, "cyan", keep=8, gap=""))
     epochs = f"/{facts.epochs}" if facts.epochs else ""
-    bottom.append(f" step {facts.step:,}  epoch {facts.epoch}{epochs}  ")
-    bottom.append(f"{format_rate(facts.steps_per_s)}  ")
+    bottom.append(Part(f"step {facts.step:,}", keep=8, gap=" "))
+    bottom.append(Part(f"epoch {facts.epoch}{epochs}", keep=6))
+    if facts.rejected_frames:
+        bottom.append(Part(f"{facts.rejected_frames:,} bad frames skipped", "bold yellow", keep=7))
+    # Speed and ETA only while steps are coming: paused or ended they would be stale.
+    moving = state in ("live", "stalled") or facts.state == "replay"
+    if moving:
+        bottom.append(Part(format_rate(facts.steps_per_s), keep=5))
     if facts.state != "replay":
-        bottom.append(f"{format_eta(facts.step, facts.total_steps, facts.steps_per_s)}  ")
-        bottom.append(f"monitors {facts.monitors}  ")
-    gaps = f"gaps filled {facts.gaps_filled}"
+        if moving:
+            bottom.append(Part(format_eta(facts.step, facts.total_steps, facts.steps_per_s), keep=4))
+        if not ended:
+            bottom.append(Part(f"monitors {facts.monitors}", keep=1))
     if facts.missing:
-        bottom.append(f"{gaps}, {facts.missing:,} steps missing", style="yellow")
+        bottom.append(Part(f"gaps filled {facts.gaps_filled}, {facts.missing:,} steps missing", "yellow", keep=7))
     else:
-        bottom.append(gaps, style="bright_black")
-    return _join([top, bottom])
+        bottom.append(Part(f"gaps filled {facts.gaps_filled}", "bright_black", keep=0))
+    return top, bottom
+
+
+def render_header(facts: HeaderFacts, width: int | None = None) -> Text:
+    """Two lines: who is training what where; then the run's state, progress, speed and the
+    connection. Given ``width``, parts that do not fit are left out whole, least important
+    first (never a word cut in half)."""
+    top, bottom = header_parts(facts)
+    lines = []
+    for parts in (top, bottom):
+        lines.append(fit_parts(parts, 10**6 if width is None else width))
+    return _join(lines)
+
+
+def _ranks_text(step_s: tuple[float, ...], stragglers: tuple[int, ...]) -> Text:
+    line = Text()
+    _append_ranks(line, step_s, stragglers)
+    line = line[2:]  # without the separator _append_ranks starts with
+    return line
 
 
 def _append_ranks(line: Text, step_s: tuple[float, ...], stragglers: tuple[int, ...]) -> None:
@@ -163,31 +220,57 @@ def _loss_series(history: RunHistory, summary: view.HistorySummary, start: int, 
     ]
 
 
-def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int, baseline: float | None,
-                markers: Sequence[int]) -> Text:
+def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int, height: int,
+                baseline: float | None, markers: Sequence[int], baseline_channel: str = ch.LOSS_TOTAL) -> Text:
     """Total loss and its components over the window, the constant baseline dashed, a marker
-    where a setting changed; val Dice (a heatmap run: val loss) per epoch on the last line."""
+    where a setting changed; val Dice (a heatmap run: val loss) per epoch on the last line.
+
+    Over the whole run the y range takes the baseline in, so the line a model must beat is
+    always on screen. In a zoomed window the range fits the curves (the baseline far above a
+    converged loss would squeeze them into a row or two); the legend then says where it is.
+    """
     series = _loss_series(history, summary, start, rows)
     if not series or rows <= start:
         return Text("waiting for the first step...", style="bright_black")
     latest_values = [s.values.last() for s in series]
-    legend = render_legend(series, latest_values)
+    parts = legend_parts(series, latest_values)
+    chart_width = max(width, 1)
+    reference_in_range = start == 0
     if baseline is not None:
-        legend.append(f"  ┄ constant {format_number(baseline)}", style="bright_black")
-    name, per_epoch = view.val_metric(history)
-    dice_line = Text(no_wrap=True, overflow="ellipsis")
-    dice_line.append(f"val {name} ", style="bold")
-    if per_epoch:
-        texts = [f"{v:.2f}" if name == "Dice" else format_number(v) for _, v in per_epoch]
-        keep = max(1, (width - 9) // (max(len(t) for t in texts) + 2))
-        dice_line.append(" ".join(texts[-keep:]), style="green")
-        dice_line.append(f"  (epoch {per_epoch[-1][0]})", style="bright_black")
-    else:
-        dice_line.append("- (no epoch finished)" if not history.epochs else "- (not reported)", style="bright_black")
+        where = ""
+        if not reference_in_range:
+            span = value_range([e for s in series for env in (envelope_of(s.values, 2 * max(chart_width - 9, 1)),)
+                                for e in (env.lo, env.hi)])
+            if span is not None and baseline > span[1]:
+                where = " (above)"
+            elif span is not None and baseline < span[0]:
+                where = " (below)"
+        name = "" if baseline_channel == ch.LOSS_TOTAL else f" {baseline_channel.split('/', 1)[-1]}"
+        parts.append(Part(f"┄ constant{name} {format_number(baseline)}{where}", "bright_black", keep=len(series)))
+    legend = fit_parts(parts, width)
     chart_height = max(height - 2, 1)
     local_markers = [m - start for m in markers if start <= m < rows]
-    chart = render_chart(series, width, chart_height, reference=baseline, markers=local_markers)
-    return _join([legend, chart, dice_line])
+    chart = render_chart(series, width, chart_height, reference=baseline, markers=local_markers,
+                         reference_in_range=reference_in_range)
+    return _join([legend, chart, _val_line(history, width)])
+
+
+def _val_line(history: RunHistory, width: int) -> Text:
+    """``val Dice 0.40 0.41 0.43  (epoch 11)``: as many epochs as fit, newest last; the epoch
+    number only where there is room for it."""
+    name, per_epoch = view.val_metric(history)
+    label = Part(f"val {name}", "bold", keep=9)
+    if not per_epoch:
+        why = "- (no epoch finished)" if not history.epochs else "- (not reported)"
+        return fit_parts([label, Part(why, "bright_black", keep=1, gap=" ")], width)
+    texts = [f"{v:.2f}" if name == "Dice" else format_number(v) for _, v in per_epoch]
+    room = max(width - len(label.text) - 1, 0)
+    epoch = Part(f"(epoch {per_epoch[-1][0]})", "bright_black", keep=1)
+    keep_values = max(1, (room - len(epoch.text) - 2 + 1) // (max(len(t) for t in texts) + 1))
+    shown = texts[-keep_values:]
+    if len(" ".join(shown)) > room:  # not even with the epoch left out: as many as fit alone
+        shown = texts[-max(1, (room + 1) // (max(len(t) for t in texts) + 1)):]
+    return fit_parts([label, Part(" ".join(shown), "green", keep=8, gap=" "), epoch], width)
 
 
 def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: int, start: int, width: int,
@@ -209,23 +292,23 @@ def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: in
     lines = []
     for j, (label, _) in enumerate(groups):
         line = Text(no_wrap=True, overflow="crop")
-        line.append(label[:label_width].ljust(label_width) + " ")
+        line.append(abbreviate(label, label_width).ljust(label_width) + " ")
         value = float(latest[j])
         style = "bold red" if not math.isfinite(value) else ("yellow" if value < 1e-4 else "")
         line.append(format_number(value).rjust(9) + " ", style=style)
         line.append_text(render_sparkline(columns[j], spark_width, log_scale=True, y_range=scale))
         lines.append(line)
-    summary = Text(no_wrap=True, overflow="ellipsis")
     ratio = view.shallow_deep_ratio(latest)
-    summary.append("shallow/deep ", style="bold")
     ratio_style = "yellow" if math.isfinite(ratio) and (ratio > 10 or ratio < 0.1) else ""
-    summary.append(f"{format_number(ratio)}x" if math.isfinite(ratio) else "-", style=ratio_style)
+    ratio_text = Text.assemble(("shallow/deep ", "bold"),
+                               (f"{format_number(ratio)}x" if math.isfinite(ratio) else "-", ratio_style))
+    parts = [Part(ratio_text.plain, keep=5, rich=ratio_text)]
     if exploded is not None:
-        summary.append("  explosions ", style="bold")
-        summary.append(f"{exploded} steps", style="bold red" if exploded else "")
+        count = Text.assemble(("explosions ", "bold"), (plural(exploded, "step"), "bold red" if exploded else ""))
+        parts.append(Part(count.plain, keep=4, rich=count))
         now = float(history.steps.values[rows - 1, history.schema.index(ch.GRAD_N_OVER_BOUND)])
-        summary.append(f" (now {format_number(now)} params)")
-    lines.append(summary)
+        parts.append(Part(f"(now {format_number(now)} params)", keep=1, gap=" "))
+    lines.append(fit_parts(parts, width))
     return _join(lines[: max(height, 1)])
 
 
@@ -268,8 +351,11 @@ def render_outputs(history: RunHistory, summary: view.HistorySummary, rows: int,
         return Text("this run does not report its outputs", style="bright_black")
     outside = view.channel_values(history, ch.OUT_FRAC_OUTSIDE_01, rows)
     if outside is not None and history.schema.loss_expects_probabilities and float(outside[rows - 1]) > 0:
-        lines.append(Text(f"{float(outside[rows - 1]):.1%} of outputs outside [0,1] but the loss expects probabilities",
-                          style="bold red", no_wrap=True, overflow="ellipsis"))
+        warning = f"{float(outside[rows - 1]):.1%} of outputs outside [0,1] but the loss expects probabilities"
+        wrapped = [Text(line, style="bold red") for line in wrap_words(warning, width)]
+        # The warning matters more than the last rows of numbers: it takes their place when short of room.
+        room = max(height, 1)
+        lines = lines[: max(room - len(wrapped), 0)] + wrapped
     return _join(lines[: max(height, 1)])
 
 
@@ -298,9 +384,13 @@ def render_optimizer(history: RunHistory, summary: view.HistorySummary, rows: in
                                   markers=local))
     if markers:
         steps = history.steps.step
-        changes = Text("changed at step ", style="bright_black", no_wrap=True, overflow="ellipsis")
-        changes.append(", ".join(f"{int(steps[m]):,}" for m in markers[-6:]), style=MARKER_STEP_STYLE)
-        lines.append(changes)
+        label = "changed at step " if len(markers) == 1 else "changed at steps "
+        shown = [f"{int(steps[m]):,}" for m in markers[-6:]]
+        while len(shown) > 1 and len(label) + len(", ".join(shown)) > width:
+            shown.pop(0)  # the newest changes are kept
+        changes = Text(label, style="bright_black")
+        changes.append(", ".join(shown), style=MARKER_STEP_STYLE)
+        lines.append(fit_parts([Part(changes.plain, rich=changes)], width))
     return _join(lines[: max(height, 1)])
 
 
@@ -449,47 +539,83 @@ MATRIX_COLUMNS = (("loss", "loss"), ("dice", "Dice"), ("bce", "BCE"), ("dice_los
 GRAD_LEVELS = {0: "ok", 1: "slight", 2: "vanishing"}
 
 
-def render_matrix(match, task: str = "segmentation") -> Table | Text:
+MATRIX_TABLE_MIN_WIDTH = 60  # below this the matrix is drawn as lines (cause first) instead of a table
+
+
+def render_matrix(match, task: str = "segmentation", width: int | None = None) -> Table | Text:
     """The seed's diagnosis matrix (loss level, val Dice, BCE, Dice loss, gradients -> cause
     and quick fix) with the row nearest to the live numbers highlighted, the live numbers
     underneath. The matrix speaks of Dice and BCE: a run of another ``task`` is said to have
-    no numbers for it, rather than none *yet*."""
+    no numbers for it, rather than none *yet*. Narrower than ``MATRIX_TABLE_MIN_WIDTH`` (a
+    table would cut every column to ``0.…``) it is drawn as lines: the verdict of the
+    nearest row, this run's numbers, then each row's cause, all wrapped at words."""
     if match is None or not match.rows:
         return Text("the diagnosis matrix appears once the engine has run", style="bright_black")
+    observed = match.observed or {}
+    if width is not None and width < MATRIX_TABLE_MIN_WIDTH:
+        return _matrix_lines(match, task, observed, width)
     table = Table(box=None, padding=(0, 1), expand=True, header_style="bold", show_edge=False)
     table.add_column("", no_wrap=True, width=1)
     for _, title in MATRIX_COLUMNS:
         table.add_column(title, no_wrap=True)
-    table.add_column("likely cause", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("likely cause", ratio=1, overflow="fold")
     for i, row in enumerate(match.rows):
         nearest = i == match.row
         style = ("bold black on yellow" if match.near else "bold") if nearest else ""
         cells = [str(getattr(row, name)).replace("slight vanishing", "slight") for name, _ in MATRIX_COLUMNS]
         table.add_row("▶" if nearest else " ", *cells, row.cause, style=style)
-    observed = match.observed or {}
     if observed:
-        cells = []
-        for name, _ in MATRIX_COLUMNS:
-            value = observed.get(name)
-            if value is None:
-                cells.append("-")
-            elif name == "grad":
-                cells.append(GRAD_LEVELS.get(int(value), str(value)))
-            else:
-                cells.append(format_number(float(value)))
-        table.add_row("=", *cells, "this run", style="cyan")
-        distance = format_number(match.distance) if math.isfinite(match.distance) else "-"
-        if match.row >= 0 and match.near:
-            table.caption = f"nearest row (distance {distance}): quick fix: {match.rows[match.row].fix}"
-            table.caption_style = "bold green"
-        else:
-            table.caption = f"no row is close to this run (nearest distance {distance})"
-            table.caption_style = "bright_black"
+        table.add_row("=", *_observed_cells(observed), "this run", style="cyan")
+        table.caption, table.caption_style = _matrix_caption(match)
     else:
-        why = ("no numbers from this run yet (segmentation runs only)" if task == "segmentation"
-               else f"a {task} run has no Dice/BCE numbers for it (segmentation runs only)")
-        table.add_row("", "-", "-", "-", "-", "-", why, style="bright_black")
+        table.add_row("", "-", "-", "-", "-", "-", _matrix_why_not(task), style="bright_black")
     return table
+
+
+def _observed_cells(observed) -> list[str]:
+    cells = []
+    for name, _ in MATRIX_COLUMNS:
+        value = observed.get(name)
+        if value is None:
+            cells.append("-")
+        elif name == "grad":
+            cells.append(GRAD_LEVELS.get(int(value), str(value)))
+        else:
+            cells.append(format_number(float(value)))
+    return cells
+
+
+def _matrix_caption(match) -> tuple[str, str]:
+    distance = format_number(match.distance) if math.isfinite(match.distance) else "-"
+    if match.row >= 0 and match.near:
+        return f"nearest row (distance {distance}): quick fix: {match.rows[match.row].fix}", "bold green"
+    return f"no row is close to this run (nearest distance {distance})", "bright_black"
+
+
+def _matrix_why_not(task: str) -> str:
+    return ("no numbers from this run yet (segmentation runs only)" if task == "segmentation"
+            else f"a {task} run has no Dice/BCE numbers for it (segmentation runs only)")
+
+
+def _matrix_lines(match, task: str, observed, width: int) -> Text:
+    lines: list[Text] = []
+
+    def add(text: str, style: str = "") -> None:
+        lines.extend(Text(line, style=style) for line in wrap_words(text, width))
+
+    if observed:
+        caption, style = _matrix_caption(match)
+        add(caption, style)
+        numbers = "  ".join(f"{title} {cell}" for (_, title), cell in zip(MATRIX_COLUMNS, _observed_cells(observed)))
+        add(f"this run: {numbers}", "cyan")
+    else:
+        add(_matrix_why_not(task), "bright_black")
+    for i, row in enumerate(match.rows):
+        nearest = i == match.row
+        add(("▶ " if nearest else "  ") + row.cause, ("bold black on yellow" if match.near else "bold") if nearest else "")
+    out = Text("\n").join(lines)
+    out.no_wrap, out.overflow = True, "crop"
+    return out
 
 
 def _join(lines: Sequence[Text]) -> Text:

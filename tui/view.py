@@ -379,32 +379,23 @@ def shallow_deep_ratio(latest_norms: Sequence[float]) -> float:
 def constant_baseline(history: RunHistory) -> float | None:
     """The loss of the best constant prediction for this run's data: the line a model must beat.
 
-    Computed by :mod:`octa_tui.diagnosis.baseline` from the dataset report's target
-    statistics and the loss weights in force now. None when the run sent no dataset report,
-    its statistics are missing, or it uses a loss without a known baseline.
+    Read from :func:`octa_tui.diagnosis.facts.constant_baseline`, the one place the rules and
+    the chart take it from. None when the run sent no dataset report, its statistics are
+    missing, or it uses a loss without a known baseline.
     """
-    from ..diagnosis import baseline
+    base = loss_baseline(history)
+    return base.loss if base is not None else None
 
-    report = history.dataset
-    if report is None:
+
+def loss_baseline(history: RunHistory):
+    """The run's :class:`~octa_tui.diagnosis.facts.ConstantBaseline` (value and the loss
+    channel it compares with), or None; see :func:`constant_baseline`."""
+    from ..diagnosis import facts
+
+    base = facts.constant_baseline(history)
+    if base is None or not math.isfinite(base.loss):
         return None
-    loss = str(history.schema.config.get("loss", ""))
-    settings = current_settings(history)
-    pos_weight = settings.pos_weight if math.isfinite(settings.pos_weight) and settings.pos_weight > 0 else 1.0
-    try:
-        if loss == "mse":
-            terms = max(1, sum(1 for name in history.schema.loss if name != "total"))
-            return baseline.mse_baseline(float(report.target_var), terms).loss
-        mean = float(report.target_mean)
-        if loss == "bce":
-            return baseline.bce_baseline(mean, pos_weight).loss
-        if loss == "dice_bce":
-            bce_w = settings.bce_weight if math.isfinite(settings.bce_weight) else 0.5
-            dice_w = settings.dice_weight if math.isfinite(settings.dice_weight) else 0.5
-            return baseline.dice_bce_baseline(mean, bce_w, dice_w, pos_weight).loss
-    except ValueError:
-        return None
-    return None
+    return base
 
 
 def val_metric(history: RunHistory) -> tuple[str, list[tuple[int, float]]]:

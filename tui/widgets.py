@@ -11,6 +11,7 @@ from textual.widget import Widget
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from .fit import Part, fit_parts
 from .panels import render_verdict
 
 Draw = Callable[[int, int], RenderableType]
@@ -95,3 +96,30 @@ class VerdictList(OptionList, inherit_bindings=False):
         if index is None or not self.verdicts or index >= len(self.verdicts):
             return None
         return self.verdicts[index]
+
+
+class KeyBar(Widget):
+    """The bottom line: the keys that matter now, most useful first, as many as fit, and
+    ``? all keys`` always (the help lists the rest)."""
+
+    DEFAULT_CSS = """
+    KeyBar { height: 1; width: 1fr; background: $panel; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.keys: tuple[tuple[str, str], ...] = ()
+
+    def show_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Show these (key, what it does) pairs, most useful first."""
+        keys = tuple(keys)
+        if keys != self.keys:
+            self.keys = keys
+            self.refresh()
+
+    def render(self) -> RenderableType:
+        parts = [Part(" ? all keys", "bold", keep=len(self.keys) + 2, gap="")]
+        for i, (key, description) in enumerate(self.keys):
+            text = Text.assemble((key, "bold cyan"), " ", description)
+            parts.append(Part(text.plain, keep=len(self.keys) - i, rich=text))
+        return fit_parts(parts, self.content_size.width or 80)

@@ -13,7 +13,7 @@ from screen_text import screen_text
 from seeded import seeded_history
 
 from octa_tui.protocol.messages import Command, Reply
-from octa_tui.tui.app import CONTROL_ACTIONS, MonitorApp, make_app
+from octa_tui.tui.app import CONTROL_ACTIONS, REPLAY_ACTIONS, MonitorApp, make_app
 from octa_tui.tui.screens import ConfirmScreen, HelpScreen, PromptScreen
 from octa_tui.tui.sources import MemorySource
 
@@ -107,7 +107,11 @@ async def test_the_help_screen_lists_every_binding():
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = screen_text(app)
         for binding in MonitorApp.BINDINGS:
-            assert binding.description in text, binding.description
+            if binding.action in REPLAY_ACTIONS:
+                assert binding.description not in text, f"replay-only key listed live: {binding.description}"
+            else:
+                assert binding.description in text, binding.description
+        assert "Select a verdict" in text and "up/down" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
 
@@ -176,7 +180,12 @@ async def test_stopping_the_trainer_asks_first():
 @run_async
 async def test_f_applies_the_selected_verdicts_fix():
     trainer = Trainer()
-    app = app_with(trainer)
+    # a run whose last steps exploded: the explosion verdict has a fix (clip and a lower lr)
+    history = seeded_history(600)
+    over, total = history.schema.index("gradstat/n_over_bound"), history.schema.index("gradstat/total_norm")
+    history.steps.values[590:600, over] = 20
+    history.steps.values[590:600, total] = 1e4
+    app = make_app(MemorySource(history, replies=trainer))
     async with app.run_test(size=(200, 50)) as pilot:
         await wait_for(pilot, lambda: app.diagnosis is not None and app.diagnosis.verdicts)
         verdicts = app.diagnosis.verdicts
@@ -289,3 +298,45 @@ async def test_keys_for_loss_settings_a_run_does_not_have_are_not_offered():
     async with seg.run_test(size=(200, 50)) as pilot:
         await wait_for(pilot, lambda: seg.opened)
         assert seg.check_action("dice_up", ()) is True and seg.check_action("prompt_pos_weight", ()) is True
+
+
+@run_async
+async def test_the_help_lists_the_keys_that_work_now_first_and_no_replay_keys_live():
+    # GIVEN a monitor without a trainer at 100x30 (the keys that need one do not work)
+    app = app_with(None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.opened)
+        rows = app.binding_rows()
+        whens = [when for _, _, when in rows]
+        descriptions = [description for _, description, _ in rows]
+        # THEN the keys that work now come first, then the verdict selection and the panel
+        # toggles, and only then the keys that need a trainer ("not now"); no replay key at all
+        first_not_now = next(i for i, when in enumerate(whens) if "not now" in when)
+        assert all("not now" not in when for when in whens[:first_not_now])
+        assert descriptions.index("Select a verdict (f applies its fix)") < first_not_now
+        assert descriptions.index("Toggle the Loss panel") < first_not_now
+        assert not any(d in descriptions for d in ("Play/pause", "Speed", "Next verdict", "Next event"))
+        # and at 100x30 the help screen shows the toggles without scrolling
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.2)
+        assert "Toggle the Loss panel" in screen_text(app)
+
+
+@run_async
+async def test_the_key_bar_shows_the_keys_that_matter_now_at_80_columns():
+    # GIVEN a live trainer at 80x24
+    app = app_with(Trainer())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.opened and app.diagnosis is not None)
+        await pilot.pause(0.3)
+        bar = screen_text(app).splitlines()[-1]
+        # THEN pause, the fix of the selected verdict and help are on it, nothing is cut
+        assert "space Pause" in bar and "f Apply fix" in bar and "? all keys" in bar, bar
+        assert "u Undo" not in bar, "nothing to undo yet"
+        assert bar.rstrip().endswith(tuple(desc for _, desc in app.key_bar_keys())), bar
+        # WHEN a change was applied THEN undo is offered too
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: app.commands.entries and app.commands.entries[-1].status == "applied")
+        await pilot.pause(0.3)
+        assert "u Undo" in screen_text(app).splitlines()[-1]
