@@ -43,6 +43,9 @@ class SourceStatus:
     trainer_state: str = ""  # running | paused | finished, as the trainer last said
     detail: str = ""  # e.g. the replay position and speed
     warnings: tuple[str, ...] = ()
+    rejected_frames: int = 0  # telemetry frames counted and skipped (live only)
+    end_state: str | None = None  # finished | stopped | failed, as the trainer's last heartbeat said
+    ended_by: str | None = None  # "monitor" when a monitor's stop command ended the run
 
 
 class Source(ABC):
@@ -156,6 +159,9 @@ class LiveSource(Source):
             detail=f"{self._follower.gaps_unfilled} unfilled gaps" if self._follower and self._follower.gaps_unfilled else "",
             # Each said once in the event log: a long run will grow this monitor's memory.
             warnings=self._spill_warnings(),
+            rejected_frames=self.rejected_frames,
+            end_state=self.end_state,
+            ended_by=self.ended_by,
         )
 
     def _spill_warnings(self) -> tuple[str, ...]:
@@ -164,6 +170,31 @@ class LiveSource(Source):
         history = self.history
         failed = history.steps.spill_failed if history is not None else ""
         return (f"steps now kept in memory: {failed}",) if failed else ()
+
+    @property
+    def rejected_frames(self) -> int:
+        """Telemetry frames counted and skipped (unreadable, unconfirmed jumps, ...); 0 when none."""
+        follower = self._follower
+        return follower.rejected_frames if follower is not None else 0
+
+    @property
+    def rejected_detail(self) -> dict[str, int]:
+        """:attr:`rejected_frames` by reason (see ``RunFollower.rejected_detail``)."""
+        follower = self._follower
+        return follower.rejected_detail if follower is not None else {}
+
+    @property
+    def end_state(self) -> str | None:
+        """How the run ended, as the trainer's last heartbeat said: ``finished``, ``stopped``
+        or ``failed``; None while it runs, and when it went silent without a word (lost)."""
+        follower = self._follower
+        return follower.end_state if follower is not None else None
+
+    @property
+    def ended_by(self) -> str | None:
+        """``monitor`` when the run was stopped by a monitor's stop command, else None."""
+        follower = self._follower
+        return follower.ended_by if follower is not None else None
 
     def request(self, command: Command) -> Reply:
         follower = self._follower  # serialises its control socket itself
