@@ -1,4 +1,5 @@
-"""Settings every test shares: monitors spill their step columns into the test's own folder."""
+"""Settings every test shares: monitors spill their step columns into the test session's own
+folder, and runs started without a folder keep it there too, never in the user's home."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ import os
 
 import pytest
 
+from octa_tui.protocol.run_store import ENV_RUNS_DIR
+
+SESSION_FOLDERS = {"OCTA_TUI_SPILL_DIR": "spill", ENV_RUNS_DIR: "runs"}
+
 
 @pytest.fixture(autouse=True, scope="session")
-def _spill_into_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+def _session_folders(tmp_path_factory: pytest.TempPathFactory):
     """Monitors started by tests (and their subprocesses) page old steps to a folder of the
-    test session, not to the user's cache folder."""
-    previous = os.environ.get("OCTA_TUI_SPILL_DIR")
-    os.environ["OCTA_TUI_SPILL_DIR"] = str(tmp_path_factory.mktemp("spill"))
+    test session, not to the user's cache folder; demos and trainers started without
+    --checkpoint-dir keep their run folders in the session's folder, not the user's data folder."""
+    previous = {name: os.environ.get(name) for name in SESSION_FOLDERS}
+    for name, folder in SESSION_FOLDERS.items():
+        os.environ[name] = str(tmp_path_factory.mktemp(folder))
     yield
-    if previous is None:
-        os.environ.pop("OCTA_TUI_SPILL_DIR", None)
-    else:
-        os.environ["OCTA_TUI_SPILL_DIR"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, NoReturn
 
 from octa_tui.protocol.errors import ProtocolError
+from octa_tui.protocol.run_store import new_run_folder, release
 from octa_tui.protocol.runfiles import ENV_STOP_WITH_PARENT
 
 from .config import (
@@ -111,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     opt.add_argument("--seed", type=int, default=d.seed)
     opt.add_argument("--device", choices=DEVICES, default=d.device)
+    opt.add_argument("--threads", type=int, default=0, metavar="N",
+                     help="CPU threads torch may use (0: torch's default, one per core)")
     out = p.add_argument_group("output and link")
-    out.add_argument("--checkpoint-dir", metavar="DIR", help="default: a run folder under ./runs")
+    out.add_argument("--checkpoint-dir", metavar="DIR",
+                     help="default: a private run folder under ~/.local/share/octa-tui/runs (or $OCTA_TUI_RUNS_DIR), "
+                          "where the newest 20 runs are kept")
     out.add_argument("--resume", metavar="CKPT", help="continue the run of a checkpoint (file or run folder)")
     out.add_argument("--record", metavar="PATH", help="session recording (.octa); default: in the run folder")
     out.add_argument("--telemetry", default=d.telemetry, help="endpoint to publish on (default %(default)s)")
@@ -243,6 +248,29 @@ def _print_start(trainer: Any, out: Any) -> None:
     print("  attach with `octa-tui` on this machine (it lists running trainers)", file=out, flush=True)
 
 
+def with_run_folder(config: TrainConfig, environ: Any = os.environ) -> TrainConfig:
+    """``config`` with a fresh private run folder in the run store (see
+    :mod:`octa_tui.protocol.run_store`) when it names none: no ``--checkpoint-dir``, no
+    ``--resume`` (which continues in its own folder), and this is the rank that writes."""
+    if config.checkpoint_dir or config.resume or str(environ.get("RANK", "0")) not in ("", "0"):
+        return config
+    try:
+        folder = new_run_folder(config.task)
+    except OSError as exc:
+        raise UsageError(f"cannot make a run folder ({exc}); give one with --checkpoint-dir DIR") from None
+    return replace(config, checkpoint_dir=str(folder))
+
+
+def set_threads(threads: int) -> None:
+    """``--threads N``: how many CPU threads torch uses (0 leaves torch's default)."""
+    if threads < 0:
+        raise UsageError(f"--threads must be 0 (torch's default) or a positive number, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def run(config: TrainConfig, quiet: bool = False) -> int:
     """Train ``config`` with the console display and the run file; returns the exit status."""
     from .checkpoint import CheckpointError
@@ -250,6 +278,10 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
     from .distributed import DistributedError, RankLost
     from .folder import DataError
     from .loop import Trainer
+
+    given_folder = config.checkpoint_dir
+    config = with_run_folder(config)
+    made_folder = None if given_folder or not config.checkpoint_dir else config.checkpoint_dir
 
     reporter = RichReporter(quiet=quiet) if sys.stdout.isatty() and not quiet else PlainReporter(quiet=quiet)
     try:
@@ -279,9 +311,20 @@ def run(config: TrainConfig, quiet: bool = False) -> int:
         finished.set()
         trainer.cleanup(state)  # closes the probe, which removes the run file
         _restore_handlers(previous)
+        if made_folder:
+            from pathlib import Path
+
+            release(Path(made_folder))
     if trainer.result.recording and trainer.is_main:
         print(f"octa-train: recording {trainer.result.recording}", flush=True)
+        print(f"  replay it: octa-tui replay {_quoted(trainer.result.recording)}", flush=True)
     return 0
+
+
+def _quoted(path: str) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def _install_stop_handlers(trainer: Any) -> dict[int, Any]:
@@ -339,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         config = config_from_args(args)
+        set_threads(args.threads)
         return run(config, quiet=args.quiet)
     except (UsageError, ConfigError) as exc:
         print(f"octa-train: error: {exc}", file=sys.stderr)

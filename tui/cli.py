@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=64, help="image side in pixels (default %(default)s)")
     demo.add_argument("--base-width", type=int, default=16, help="UNet base width (default %(default)s)")
     demo.add_argument("--device", default="", help="cpu or cuda (default: what the trainer picks)")
-    demo.add_argument("--run-dir", default=None, help="where the trainer writes its log, checkpoints, recording")
+    demo.add_argument("--run-dir", default=None,
+                      help="where the trainer writes its log, checkpoints, recording (default: a new private folder "
+                           "under ~/.local/share/octa-tui/runs, or $OCTA_TUI_RUNS_DIR; the newest 20 are kept)")
+    demo.add_argument("--threads", type=int, default=None, metavar="N",
+                      help="torch threads of the trainer (default: 1 on a machine with up to 4 cores, else torch's)")
     demo.add_argument("--refresh-hz", type=float, default=5.0, help=argparse.SUPPRESS)
     demo.add_argument("--scenario", default="", metavar="NAME",
                       help="train a fault scenario instead of a healthy run (`octa-tui scenarios --list` names them)")
@@ -157,12 +161,16 @@ def _open(source) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start a synthetic trainer, monitor it, stop it when the monitor quits."""
+    """Start a synthetic trainer, monitor it, stop it when the monitor quits; say where the
+    recording is and how to replay it."""
+    import shlex
+
     from .demo import DemoError, DemoTrainer, demo_trainer_args
     from .sources import LiveSource
 
     trainer_args = demo_trainer_args(steps=args.steps, images=args.images,
                                      image_size=args.image_size, base_width=args.base_width, device=args.device,
+                                     threads=args.threads,
                                      extra=["--scenario", args.scenario] if args.scenario else ())
     with DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
         print(f"octa-tui demo: starting a trainer (log: {trainer.log_path}) ...", file=sys.stderr, flush=True)
@@ -174,7 +182,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _open(source)
         status = _run_app(source, refresh_hz=args.refresh_hz)
         print("octa-tui demo: stopping the trainer ...", file=sys.stderr, flush=True)
-    print(f"octa-tui demo: trainer stopped; its run folder is {trainer.run_dir}", file=sys.stderr)
+    recording = trainer.recording()
+    if recording is None:
+        print(f"octa-tui demo: trainer stopped; its run folder is {trainer.run_dir} (no recording was written)",
+              file=sys.stderr)
+    else:
+        print(f"octa-tui demo: trainer stopped; the recording is {recording}\n"
+              f"  replay it:  octa-tui replay {shlex.quote(str(recording))}", file=sys.stderr)
     return status
 
 

@@ -7,6 +7,12 @@ if it does not go. It is a context manager, so no trainer is left behind even wh
 monitor fails; and the child is told this process's pid (``OCTA_TUI_STOP_WITH_PARENT``), so
 it stops by itself when the monitor dies without cleaning up (terminal closed, SSH dropped,
 SIGKILL).
+
+Without ``--run-dir`` each demo keeps its run (recording, checkpoints, log) in a private
+folder of the run store (:mod:`octa_tui.protocol.run_store`: ``~/.local/share/octa-tui/runs``
+by default, the newest 20 kept), not in ``/tmp``. On a machine with few cores the trainer
+uses one torch thread (:func:`demo_threads`): the demo's small model gains nothing from more,
+and on a busy 2-core machine two threads fight the monitor and each other.
 """
 
 from __future__ import annotations
@@ -16,16 +22,24 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..protocol.run_store import new_run_folder, newest_recording, release
 from ..protocol.runfiles import ENV_STOP_WITH_PARENT
 
 ENDPOINT_LINE = re.compile(r"^\s*(telemetry|control)\s+(\S+)\s*$")
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
+SMALL_MACHINE_CORES = 4  # up to this many cores, the demo trainer uses one thread
+
+
+def demo_threads(cores: int | None = None) -> int:
+    """Torch threads for the demo trainer: 1 on a machine with up to 4 cores, else 0 (torch's
+    default). Measured on a shared 2-core machine: see the README (first hour)."""
+    cores = os.cpu_count() if cores is None else cores
+    return 1 if cores is not None and cores <= SMALL_MACHINE_CORES else 0
 
 
 class DemoError(RuntimeError):
@@ -40,11 +54,16 @@ def demo_trainer_args(
     base_width: int = 16,
     epochs: int = 1000,
     device: str = "",
+    threads: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``octa-train`` flags of a demo run: synthetic data, loopback, port 0."""
+    """The ``octa-train`` flags of a demo run: synthetic data, loopback, port 0, and
+    ``--threads`` (default :func:`demo_threads`; 0 leaves torch's default)."""
+    threads = demo_threads() if threads is None else threads
     args = ["--synthetic", str(images), "--image-size", str(image_size), "--base-width", str(base_width),
             "--epochs", str(epochs), "--telemetry", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0", "--quiet"]
+    if threads:
+        args += ["--threads", str(threads)]
     if steps:
         args += ["--max-steps", str(steps)]
     if device:
@@ -56,7 +75,8 @@ class DemoTrainer:
     """A trainer child process on synthetic data; its endpoints once :meth:`start` returns."""
 
     def __init__(self, args: Sequence[str], run_dir: str | None = None, python: str = sys.executable) -> None:
-        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="octa-demo-"))
+        self.owns_run_dir = not run_dir
+        self.run_dir = Path(run_dir) if run_dir else new_run_folder("demo")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.args = [python, "-m", "octa_tui.trainer", *args, "--checkpoint-dir", str(self.run_dir / "run")]
         self.log_path = self.run_dir / "trainer.log"
@@ -134,5 +154,11 @@ class DemoTrainer:
     def __enter__(self) -> DemoTrainer:
         return self
 
+    def recording(self) -> Path | None:
+        """The run's recording (the newest ``*.octa`` in its folder), once there is one."""
+        return newest_recording(self.run_dir)
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if self.owns_run_dir:
+            release(self.run_dir)
