@@ -74,7 +74,7 @@ def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.
     if candidates is None:
         import gc
 
-        candidates = [o for o in gc.get_objects() if isinstance(o, nn.Module)]
+        candidates = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
     best: tuple[int, int] | None = None
     chosen: nn.Module | None = None
     for module in candidates:
@@ -122,6 +122,7 @@ class Watch:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         link_options: Mapping[str, Any] | None = None,
         find_modules: Any = None,
+        verbose: bool = False,
         **probe_kwargs: Any,
     ) -> None:
         if on_stop not in ("flag", "exit"):
@@ -142,6 +143,7 @@ class Watch:
         self.failed: str | None = None  # why the watch stopped measuring, if it did
         self.checkpoints: list[str] = []
         self._find_modules = find_modules  # () -> candidate modules, for octa-tui run
+        self.verbose = verbose
         self._probe: Probe | None = None
         self._handles: list[Any] = []
         self._closed = False
@@ -268,6 +270,7 @@ class Watch:
                 self.controller.close()
             if state == "finished" and self.stop_requested:
                 state = "stopped"
+            self._probe.event("run_finished", f"run {state} at step {self._probe.step}", state=state)
             self._probe.close(state)
         except Exception as exc:  # noqa: BLE001
             print(f"octa-tui: could not close the run cleanly ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -510,14 +513,21 @@ class Watch:
         if self.telemetry is None or self.control is None:
             probe = Probe(self.model, **common)
         else:
+            if self.record:
+                Path(self.record).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             probe = Probe.start(self.model, telemetry=self.telemetry, control=self.control, record=self.record,
                                 announce=self.announce, link_options=self.link_options, **common)
         self._probe = probe
         self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False)
         if self._auto_epochs:
             self._wrap_train(self.model)
+        losses = ", ".join(self._functions) or "not observed"
         probe.event("run_started", f"{self.task} run started: {type(self.model).__name__}, "
-                    f"{len(probe.layer_names)} layers, loss {', '.join(self._functions) or 'not observed'}")
+                    f"{len(probe.layer_names)} layers, loss {losses}")
+        if self.verbose and probe.link is not None:
+            print(f"octa-tui: streaming run {probe.run_id} ({type(self.model).__name__}, {len(probe.layer_names)} "
+                  f"layers, loss {losses}): open `octa-tui` to watch it (telemetry {probe.link.telemetry_endpoint}, "
+                  f"control {probe.link.control_endpoint})", file=sys.stderr)
 
     def _save_checkpoint(self) -> str:
         probe = self._probe

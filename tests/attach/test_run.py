@@ -1,0 +1,159 @@
+"""``octa-tui run`` on an unmodified script: the monitor sees it and steers it mid-run.
+
+The script (examples/attach/heatmap_onecycle.py) is a plain loop with OneCycleLR, two
+parameter groups and MSE on raw outputs against heatmap targets in [0, 1] (the seed-002
+missing sigmoid); it imports nothing of octa-tui. A monitor-side follower and control client
+(as the monitor uses them) check layers, loss terms, outputs, epochs, and that set_lr, clip,
+pause, checkpoint and stop take effect.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from octa_tui.protocol.commands import make_command
+from octa_tui.protocol.follow import RunFollower
+from octa_tui.protocol.recording import read_recording
+from octa_tui.protocol.runfiles import list_run_files
+from octa_tui.tui.run_command import RunUsageError, build_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "attach" / "heatmap_onecycle.py"
+
+
+def _wait_for(condition, what: str, timeout_s: float = 120.0, poll=None):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if poll is not None:
+            poll()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OCTA_TUI_RUN_DIR=str(tmp_path / "run-files"), OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.mark.slow
+def test_run_streams_an_unmodified_script_and_takes_every_command(tmp_path: Path):
+    record = tmp_path / "rec" / "run.octa"
+    command = build_argv(["--record", str(record), "--", "python", str(SCRIPT), "--epochs", "1000",
+                          "--steps-per-epoch", "8", "--sleep", "0.005"])
+    command[0] = sys.executable
+    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    follower = None
+    try:
+        [info] = _wait_for(lambda: list_run_files(tmp_path / "run-files"), "the run file")
+        follower = RunFollower(info.telemetry, info.control, timeout_s=20.0)
+        history = follower.connect()
+
+        def poll():
+            follower.poll(0.02)
+
+        schema = history.schema
+        # THEN the monitor sees the model's layers, the loss as observed, and the missing sigmoid
+        assert schema.grad == ("encoder.0", "encoder.2", "head")
+        assert schema.loss == ("total", "mse")
+        assert schema.config["loss_functions"] == ["mse_loss"]
+        assert schema.loss_expects_probabilities  # MSE against targets in [0, 1]
+        _wait_for(lambda: len(follower.history.epochs) >= 2, "two inferred epochs", poll=poll)
+        values = follower.history.steps.values
+        assert np.nanmax(values[:, schema.index("out/frac_outside_01")]) > 0.3  # raw outputs outside [0, 1]
+        assert np.all(np.isfinite(values[:, schema.index("loss/mse")]))
+        assert values[-1, schema.index("loss/total")] == pytest.approx(values[-1, schema.index("loss/mse")])
+        assert "mse" in follower.history.epochs[0].val and "loss" in follower.history.epochs[0].train
+
+        # WHEN the lr is set: both groups are scaled, the reply names each group's old and new lr
+        reply = follower.request(make_command("set_lr", lr=0.02))
+        assert reply.ok, reply.reason
+        groups = reply.data["groups"]
+        assert len(groups) == 2 and groups[0]["new"] == pytest.approx(0.02)
+        assert groups[1]["new"] / groups[0]["new"] == pytest.approx(groups[1]["old"] / groups[0]["old"])
+        lr = schema.index("opt/lr")
+        steps = follower.history.steps
+        _wait_for(lambda: (steps.step[-1] > reply.step + 2), "steps after set_lr", poll=poll)
+        rows = follower.history.steps
+        after = rows.values[rows.step > reply.step, lr]
+        scale = 0.02 / groups[0]["old"]
+        assert np.all(after > rows.values[rows.step == reply.step - 1, lr][0] * scale * 0.5)  # scaled, still
+
+        # WHEN clipping is set, THEN the steps report it
+        assert follower.request(make_command("set_clip", clip=0.5)).ok
+        _wait_for(lambda: follower.history.steps.values[-1, schema.index("opt/clip")] == 0.5, "clip 0.5", poll=poll)
+
+        # WHEN paused, THEN no step runs until resumed
+        paused = follower.request(make_command("pause"))
+        assert paused.ok
+        time.sleep(0.5)
+        follower.poll(0.1)
+        count = len(follower.history.steps)
+        time.sleep(1.0)
+        follower.poll(0.1)
+        assert len(follower.history.steps) == count
+        assert follower.request(make_command("resume")).ok
+        _wait_for(lambda: len(follower.history.steps) > count, "steps after resume", poll=poll)
+
+        # WHEN a checkpoint is asked for, THEN the model and optimizer state are saved
+        saved = follower.request(make_command("checkpoint"))
+        assert saved.ok, saved.reason
+        state = torch.load(saved.data["new"], weights_only=True)
+        assert set(state["model"]) == {"encoder.0.weight", "encoder.0.bias", "encoder.2.weight",
+                                       "encoder.2.bias", "head.weight", "head.bias"}
+        assert len(state["optimizer"]["param_groups"]) == 2
+        assert Path(saved.data["new"]).parent == record.parent
+
+        # WHEN stopped, THEN the script ends cleanly at the next step boundary
+        assert follower.request(make_command("stop")).ok
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "stopped from the monitor" in err
+    finally:
+        if follower is not None:
+            follower.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    recording = read_recording(record)
+    ops = [e.data["op"] for e in recording.history.events if e.kind == "command_applied"]
+    assert ops == ["set_lr", "set_clip", "pause", "resume", "checkpoint", "stop"]
+    assert recording.history.events[-1].kind == "run_finished"
+    assert recording.history.events[-1].data["state"] == "stopped"
+    assert list_run_files(tmp_path / "run-files") == []
+
+
+def test_the_command_line_becomes_python_dash_m_octa_tui_run():
+    argv = build_argv(["--record", "r.octa", "--name", "x", "--", "python3", "train.py", "--lr", "1"])
+    assert argv[1:] == ["-m", "octa_tui.run", "--record", "r.octa", "--name", "x", "--", "train.py", "--lr", "1"]
+    assert os.path.basename(argv[0]).startswith("python")
+    assert build_argv(["train.py"])[0] == sys.executable
+    assert build_argv(["--", "python", "-m", "pkg.train", "a"])[-4:] == ["--", "-m", "pkg.train", "a"]
+    with pytest.raises(RunUsageError, match="torchrun"):
+        build_argv(["--", "torchrun", "train.py"])
+    with pytest.raises(RunUsageError, match="no command"):
+        build_argv(["--record", "r.octa"])
+
+
+def test_a_script_that_fails_keeps_its_exit_code_and_closes_the_run(tmp_path: Path):
+    script = tmp_path / "broken.py"
+    script.write_text("import sys\nprint('args', sys.argv[1:])\nraise SystemExit(3)\n")
+    result = subprocess.run([sys.executable, "-m", "octa_tui.run", "--no-record", "--", str(script), "a", "b"],
+                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "args ['a', 'b']" in result.stdout
+    assert "without an optimizer step" in result.stderr
