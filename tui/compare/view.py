@@ -18,7 +18,7 @@ import numpy as np
 from rich.text import Text
 
 from ..format import format_number
-from .aggregate import Columns, bucket, column_of, combine
+from .aggregate import Columns, GroupColumns, bucket, column_of, combine
 from .chart import Band, Line, Marker, band_colour, colour, data_columns, render_overlay
 
 STEP_WINDOWS = (None, 10_000, 1_000, 100)  # steps shown ending at the newest, as the monitor's zoom
@@ -54,7 +54,8 @@ class ChartView:
     text: Text
     legend: tuple[LegendEntry, ...]
     x_range: tuple[float, float] | None
-    columns: dict[str, Columns] = field(default_factory=dict)  # per run label, for tests/inspection
+    columns: dict[str, Columns] = field(default_factory=dict)  # per run label
+    groups: dict[str, GroupColumns] = field(default_factory=dict)  # per group label, when grouped
 
 
 def zoom_range(extent: tuple[float, float], mode: str, zoom: int) -> tuple[float, float]:
@@ -144,12 +145,13 @@ def build_chart(
     lines: list[Line] = []
     bands: list[Band] = []
     legend: list[LegendEntry] = []
+    combined: dict[str, GroupColumns] = {}
     if groups:
         for g, (label, members) in enumerate(groups.items()):
             present = [per_run[i] for i in members if i in per_run]
             if not present:
                 continue
-            group = combine(present)
+            group = combined[label] = combine(present)
             bands.append(Band(group.lo, group.hi, band_colour(g)))
             lines.append(Line(group.mean, group.mean, colour(g), group.nonfinite))
             latest = [_latest(curves[i].y) for i in members]
@@ -179,7 +181,7 @@ def build_chart(
     text = render_overlay(lines, width, height, bands=bands, markers=markers, x_range=(x_lo, x_hi),
                           x_label={"step": "steps", "epoch": "epochs", "time": "s"}.get(mode, mode),
                           log_scale=log_scale)
-    return ChartView(text, tuple(legend), (x_lo, x_hi), {curves[i].label: c for i, c in per_run.items()})
+    return ChartView(text, tuple(legend), (x_lo, x_hi), {curves[i].label: c for i, c in per_run.items()}, combined)
 
 
 def render_legend(entries: Sequence[LegendEntry], width: int) -> Text:
