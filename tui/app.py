@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
@@ -106,6 +107,8 @@ KEY_BAR_ORDER = ("quit_monitor", "pause_trainer", "apply_fix", "undo_change", "p
                  "next_verdict", "next_event", "lr_up", "lr_down", "prompt_lr", "checkpoint", "zoom", "prompt_clip",
                  "dice_up", "dice_down", "prompt_pos_weight", "stop_trainer")
 VERDICT_KEYS = (("up/down", "Select a verdict (f applies its fix)"),)
+PROMPT_KEYS = {"r": "prompt_lr", "w": "prompt_pos_weight", "c": "prompt_clip"}
+TYPEAHEAD_HOLD_S = 2.0  # the longest keys are held for a prompt that is opening
 
 
 def default_diagnose(live: bool) -> Callable[[Any], tuple[list, Any]]:
@@ -199,6 +202,8 @@ class MonitorApp(App[int]):
                                 if diagnose_factory is not None else None)
         self._replay_bar: ReplayBar | None = None
         self._verdict_search = False
+        self._typeahead: list | None = None  # keys held while a prompt opens
+        self._typeahead_opener: Any = None  # the key event that opens it
 
     # --- layout --------------------------------------------------------------------------
 
@@ -520,6 +525,32 @@ class MonitorApp(App[int]):
                 now.append((row_key, binding.description, "always"))
         verdict_rows = [(key, description, "in the Verdicts panel") for key, description in VERDICT_KEYS]
         return now + verdict_rows + toggles + later
+
+    # --- keys typed ahead into a prompt ----------------------------------------------------
+
+    async def on_event(self, event) -> None:
+        """Keys that follow a prompt key in a burst (a slow link delivers them together) are
+        held until the prompt's field can take them, instead of running as monitor keys."""
+        if isinstance(event, events.Key) and event is not self._typeahead_opener:
+            if self._typeahead is not None:
+                self._typeahead.append(event)
+                return
+            action = PROMPT_KEYS.get(event.key)
+            if action is not None and self.screen is self.screen_stack[0] and self.check_action(action, ()) is True:
+                self._typeahead, self._typeahead_opener = [], event  # the opener itself passes (it bubbles back)
+                self.set_timer(TYPEAHEAD_HOLD_S, self._release_typeahead)
+        await super().on_event(event)
+
+    def take_typeahead(self) -> list:
+        """The keys held for a prompt that just opened (the prompt types them in); stops holding."""
+        keys, self._typeahead, self._typeahead_opener = self._typeahead or [], None, None
+        return keys
+
+    def _release_typeahead(self) -> None:
+        """No prompt took the held keys (it did not open): they run as the keys they are."""
+        keys = self.take_typeahead()
+        for key in keys:
+            self.post_message(events.Key(key.key, key.character))
 
     # --- keys: actions ----------------------------------------------------------------------
 

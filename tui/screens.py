@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -55,6 +56,7 @@ class PromptScreen(ModalScreen[Command | None]):
     """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#prompt-input"
 
     def __init__(self, question: str, parse: Callable[[str], Command], placeholder: str = "", value: str = "") -> None:
         super().__init__()
@@ -68,6 +70,30 @@ class PromptScreen(ModalScreen[Command | None]):
             yield Label(self.question, id="prompt-question")
             yield Input(value=self.initial, placeholder=self.placeholder, id="prompt-input")
             yield Label("enter sends, esc cancels", id="prompt-error")
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._type_ahead)
+
+    def _type_ahead(self) -> None:
+        """Keys typed after the one that opened the prompt, before the field could take them
+        (a burst, as over a slow SSH link: the app held them), go into the field in order."""
+        take = getattr(self.app, "take_typeahead", None)
+        self.type_keys(take() if take is not None else [])
+
+    def type_keys(self, keys: Sequence[events.Key]) -> None:
+        """Type ``keys`` into the field as if pressed there: characters, backspace, enter, escape."""
+        field = self.query_one("#prompt-input", Input)
+        for key in keys:
+            if self.is_attached is False or self.app.screen is not self:
+                return  # submitted or cancelled by an earlier key
+            if key.key == "escape":
+                self.action_cancel()
+            elif key.key == "enter":
+                self.on_input_submitted(Input.Submitted(field, field.value))
+            elif key.key == "backspace":
+                field.action_delete_left()
+            elif key.is_printable and key.character:
+                field.insert_text_at_cursor(key.character)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:
