@@ -8,6 +8,7 @@ themselves: a diverging run must be visible, never hidden behind a dash.
 from __future__ import annotations
 
 import math
+import re
 
 
 def format_number(value: float, digits: int = 3) -> str:
@@ -89,6 +90,15 @@ def format_eta(current_step: int, total_steps: int | None, steps_per_s: float | 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 step``, ``2 steps``, ``0 steps``: a count with its noun in the right number."""
     return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+_ONE_OF_MANY = re.compile(r"(?<![\d.,])1 (step|epoch|param|frame|value|layer)s\b")
+
+
+def singular_counts(text: str) -> str:
+    """``(1 steps after the change)`` -> ``(1 step after the change)``: a count of one said
+    in the singular, in text written with a plural noun whatever the count."""
+    return _ONE_OF_MANY.sub(r"1 \1", text)
 
 
 def format_command(op: str, args: dict) -> str:

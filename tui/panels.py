@@ -8,6 +8,7 @@ cell size it may fill, and returns Rich text or a table. The widgets in
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,15 @@ from . import view
 from .charts import Series, envelope_of, legend_parts, render_chart, render_sparkline, value_range
 from .control import CommandEntry
 from .fit import Part, abbreviate, fit_parts, wrap_words
-from .format import format_command, format_count, format_eta, format_number, format_rate, plural
+from .format import (
+    format_command,
+    format_count,
+    format_eta,
+    format_number,
+    format_rate,
+    plural,
+    singular_counts,
+)
 from .halfblock import render_side_by_side
 from .theme import SERIES_COLORS, connection_style, severity_label, severity_style
 
@@ -472,6 +481,19 @@ EVENT_STYLES = {
 TRIAL_STYLES = {"helped": "bold green", "no effect": "yellow", "hurt": "bold red"}
 
 
+DEFAULT_POS_WEIGHT = 1.0  # what BCE applies when no pos_weight is set (the optimizer panel shows it)
+
+
+def event_message(event: Event) -> str:
+    """An event's line in the log, in the monitor's wording: a pos_weight change from none
+    says what the optimizer panel showed for none (``pos_weight 1.00 (none set) -> 97.9``)."""
+    text = event.message or event.kind
+    data = event.data or {}
+    if event.kind == "command_applied" and data.get("op") == "set_pos_weight" and data.get("old") is None:
+        text = re.sub(r"\bpos_weight [Nn]one\b", f"pos_weight {format_number(DEFAULT_POS_WEIGHT)} (none set)", text)
+    return singular_counts(text)
+
+
 def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes: Sequence[tuple[float, str, str]],
                 trials: Sequence[Any] = ()) -> list[tuple[float, Text]]:
     """The event log's lines in time order: the run's events (each checkpoint file only at its
@@ -488,14 +510,14 @@ def event_lines(events: Sequence[Event], commands: Sequence[CommandEntry], notes
             continue
         line = Text()
         line.append(f"step {event.step:>6,} ", style="bright_black")
-        line.append(event.message or event.kind, style=EVENT_STYLES.get(event.kind, ""))
+        line.append(event_message(event), style=EVENT_STYLES.get(event.kind, ""))
         lines.append((event.time, line))
         if event.kind == "command_applied":
             applied_at[event.step] = max(applied_at.get(event.step, event.time), event.time)
     for trial in trials:
         line = Text()
         line.append(f"step {trial.step:>6,} ", style="bright_black")
-        line.append("  " + trial.summary, style=TRIAL_STYLES.get(trial.outcome, "bright_black"))
+        line.append("  " + singular_counts(trial.summary), style=TRIAL_STYLES.get(trial.outcome, "bright_black"))
         if trial.outcome == "hurt":
             line.append("  (u undoes)", style="bright_black")
         # Just after the change it judges, so it reads as that change's outcome.

@@ -30,3 +30,22 @@ def test_a_trial_that_hurt_names_the_undo_key() -> None:
     (_, change), (_, trial) = event_lines(events, [], [], [_trial("hurt")])
     assert "hurt" in trial.plain and "(u undoes)" in trial.plain
     assert any("red" in str(span.style) for span in trial.spans)
+
+
+def test_a_pending_trial_of_one_step_says_step() -> None:
+    pending = TrialOutcome(step=150, ops=("set_lr",), messages=(), metric="loss/total", outcome="pending",
+                           predicted=float("nan"), observed=float("nan"), level=float("nan"), effect=float("nan"),
+                           noise=float("nan"), steps_judged=1)
+    events = [Event(RUN, 150, 100.0, "command_applied", "set_lr: lr 1e-06 -> 0.001")]
+    (_, _), (_, trial) = event_lines(events, [], [], [pending])
+    assert "(1 step after the change so far)" in trial.plain
+    assert "11 steps" in event_lines(events, [], [], [TrialOutcome(**{**pending.__dict__, "steps_judged": 11})])[1][1].plain
+
+
+def test_a_pos_weight_set_from_none_reads_as_the_panel_showed_it() -> None:
+    # GIVEN the trainer's event for a pos_weight change from none (the optimizer panel shows 1.00 for none)
+    events = [Event(RUN, 150, 100.0, "command_applied", "set_pos_weight: pos_weight none -> 97.9",
+                    {"op": "set_pos_weight", "old": None, "new": 97.9})]
+    (_, line), = event_lines(events, [], [])
+    # THEN the log says the same value, not "none"
+    assert "set_pos_weight: pos_weight 1.00 (none set) -> 97.9" in line.plain and " none " not in line.plain
