@@ -1,0 +1,100 @@
+"""A Watch for frameworks: where the step boundary is, and the epoch's mean loss.
+
+A :class:`~octa_tui.trainer.watch.Watch` takes its step boundary (commands, measuring the
+gradients, clipping) from the optimizer's step pre-hook. That is right for a plain loop, the
+Hugging Face Trainer and Ignite, which call ``optimizer.step()`` after ``backward``. Lightning
+does not: in automatic optimization (and in manual optimization through its
+``LightningOptimizer``) it calls ``optimizer.step(closure)`` and the closure runs the
+training step and ``backward`` *inside* the step, after the pre-hook; there the pre-hook sees
+the previous step's gradients (or none), and with gradient accumulation it would clip a
+half-accumulated sum. With ``external_boundary=True`` the framework's callback calls
+:meth:`FrameworkWatch.boundary` where the gradients are complete (Lightning's
+``on_before_optimizer_step``: after ``backward``, after the GradScaler's ``unscale_``,
+before the framework's own clipping); the pre-hook then only applies the live lr scale.
+
+Every framework also wants the epoch's mean training loss for its epoch summary:
+:meth:`FrameworkWatch.take_epoch_loss` gives the mean of the losses published since it was
+last called.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..watch import Watch
+from .metrics import mean
+
+
+class FrameworkWatch(Watch):
+    """A :class:`~octa_tui.trainer.watch.Watch` driven by a framework's callback.
+
+    ``external_boundary``: the callback calls :meth:`boundary` once per optimizer step when
+    the step's gradients are complete, and the optimizer's pre-hook only scales the lr. Other
+    keywords are the Watch's.
+    """
+
+    def __init__(self, *args: Any, external_boundary: bool = False, **kwargs: Any) -> None:
+        self.external_boundary = bool(external_boundary)
+        self._at_boundary = False  # boundary() ran for the step in progress
+        self._in_step = False  # the optimizer's pre-hook ran, its post-hook not yet
+        self._epoch_losses: list[float] = []
+        self._loss_index = -1
+        super().__init__(*args, **kwargs)
+
+    # --- the step boundary, called by the framework ---------------------------------------------
+
+    def boundary(self) -> None:
+        """This optimizer step's gradients are complete: apply commands, measure, clip.
+
+        Waits here while the monitor has the run paused (serving the link). Never raises into
+        the framework: a failure is said once and the watch stops measuring.
+        """
+        if not self.external_boundary or self.failed or self._closed or self.optimizer is None:
+            return
+        self._guard(self._boundary)
+
+    def _boundary(self) -> None:
+        self._ensure_probe()
+        controller, probe = self.controller, self._probe
+        assert controller is not None and probe is not None
+        self._publish_data_report()
+        controller.poll()
+        probe.clip_(controller.clip)
+        if self._in_step:  # the pre-hook already wrote this step's lr: write it with the scale now in force
+            controller.lr_scale.before_step()
+        self._at_boundary = True
+
+    def _before_step(self) -> bool:
+        if not self.external_boundary:
+            return super()._before_step()
+        self._in_step = True
+        if self.controller is not None:
+            self.controller.lr_scale.before_step()
+        return False
+
+    def _finish_step(self) -> None:
+        try:
+            super()._finish_step()
+        finally:
+            self._at_boundary = False
+            self._in_step = False
+
+    # --- the epoch's loss ---------------------------------------------------------------------
+
+    def _ensure_probe(self) -> None:
+        created = self._probe is None
+        super()._ensure_probe()
+        if created and self._probe is not None:
+            self._loss_index = self._probe.schema.index("loss/total")
+            self._probe.on_values.append(self._tally)
+
+    def _tally(self, step: int, epoch: int, vector: Any) -> None:
+        self._epoch_losses.append(float(vector[self._loss_index]))
+
+    def take_epoch_loss(self) -> float:
+        """The mean training loss published since the last call (NaN when none was)."""
+        if self._probe is not None:
+            self._guard(self._probe.flush)
+        losses, self._epoch_losses = self._epoch_losses, []
+        return mean(losses) if losses else math.nan
