@@ -65,8 +65,10 @@ class StopRun(SystemExit):
 def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.Module | None:
     """The module that owns the optimizer's parameters: the smallest one that holds most of them.
 
-    ``candidates`` are modules seen running (``octa-tui run`` notes them); without them every
-    live module is scanned once. A DataParallel/DistributedDataParallel wrapper is unwrapped.
+    Of modules holding the same parameters the outermost is taken (a LightningModule rather
+    than the network inside it: the names then read as the user's code has them), except
+    that a DataParallel/DistributedDataParallel or ``torch.compile`` wrapper is unwrapped.
+    ``candidates`` default to every live module, scanned once.
     """
     wanted = {id(p) for group in optimizer.param_groups for p in group["params"]}
     if not wanted:
@@ -88,11 +90,17 @@ def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.
         key = (-covered, len(ids))
         if best is None or key < best:
             best, chosen = key, module
-        elif key == best and chosen is not None and module in set(chosen.modules()):
-            chosen = module  # same parameters: the inner module (its names read as written)
-    inner = getattr(chosen, "module", None)
-    if isinstance(inner, nn.Module) and type(chosen).__name__ in ("DistributedDataParallel", "DataParallel"):
-        chosen = inner
+        elif key == best and chosen is not None and chosen in set(module.modules()):
+            chosen = module  # same parameters: the outer module
+    while chosen is not None:
+        kind = type(chosen).__name__
+        if kind in ("DistributedDataParallel", "DataParallel") and isinstance(getattr(chosen, "module", None),
+                                                                             nn.Module):
+            chosen = chosen.module
+        elif kind == "OptimizedModule" and isinstance(getattr(chosen, "_orig_mod", None), nn.Module):
+            chosen = chosen._orig_mod
+        else:
+            break
     return chosen
 
 
@@ -163,7 +171,7 @@ class Watch:
         self._output: tuple[str, Any] | None = None  # (function, input) the loss saw first
         self._expects: bool | None = None
         self._autocast: str | None = None
-        self._val: dict[str, list[float]] = {}
+        self._val: dict[str, list[torch.Tensor]] = {}
         self._noted_loss: Any = None
         self._noted_components: Mapping[str, Any] | None = None
         self._noted_outputs: Any = None
@@ -307,18 +315,49 @@ class Watch:
             self.optimizer = optimizer  # the first optimizer that steps is the run's
         return optimizer is self.optimizer
 
-    def _pre_step(self, optimizer: Any, *_: Any) -> None:
+    def _pre_step(self, optimizer: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if not self._ours(optimizer):
-            return
+            return None
         self._stepped = True
+        kwargs = kwargs or {}
+        closure = kwargs.get("closure")
+        if closure is None and args and callable(args[0]):
+            closure = args[0]
+        if closure is not None:
+            # optimizer.step(closure) (Lightning's automatic optimization, LBFGS): forward and
+            # backward run inside the step, so the boundary work runs at the end of the closure.
+            wrapped = self._wrap_closure(closure)
+            if "closure" in kwargs:
+                return args, {**kwargs, "closure": wrapped}
+            return (wrapped, *args[1:]), kwargs
+        self._boundary()
+        return None
+
+    def _boundary(self) -> None:
+        """The step boundary: commands, measurement, clipping, the lr scale (may raise StopRun)."""
         stop = self._guard(self._before_step)
         if stop:
             raise StopRun(self._probe.step if self._probe is not None else 0)
+
+    def _wrap_closure(self, closure: Any) -> Any:
+        done = False
+
+        def closure_then_boundary(*args: Any, **kwargs: Any) -> Any:
+            nonlocal done
+            result = closure(*args, **kwargs)
+            if not done:  # LBFGS calls it again: the boundary is the first call's end
+                done = True
+                self._boundary()
+            return result
+
+        return closure_then_boundary
 
     def _before_step(self) -> bool:
         self._ensure_probe()
         controller, probe = self.controller, self._probe
         assert controller is not None and probe is not None
+        if self._in_validation and self._auto_epochs:  # validation ran since the last step: an epoch ended
+            self._infer_epoch_end()
         self._publish_data_report()
         controller.poll()  # commands at the step boundary; waits here while paused
         if controller.stop_requested and self.on_stop == "exit":
@@ -337,10 +376,15 @@ class Watch:
     def _scaler_updated(self, scaler_watch: Any) -> None:
         """The scaler's update(): a step it skipped never reached the optimizer: publish it here."""
         stepped, self._stepped = self._stepped, False
-        if stepped or self.failed or self._closed or self.optimizer is None:
+        if stepped or self.failed or self._closed:
             return
-        if scaler_watch.found_inf(self.optimizer) is None:
-            return  # scaler.step was not called for this optimizer (another optimizer's update)
+        if self.optimizer is None and scaler_watch.optimizers:  # skipped before any step reached the hooks
+            first = scaler_watch.optimizers[0]()
+            if first is not None:
+                self._ours(first)
+        if self.optimizer is None or scaler_watch.found_inf(self.optimizer) is None:
+            self._reset_step()  # scaler.step was not called for this optimizer: nothing to publish
+            return
         self._guard(self._skipped_step)
 
     def _skipped_step(self) -> None:
@@ -374,9 +418,9 @@ class Watch:
         if not training:
             if self._probe is not None:
                 with self._lock:
-                    tally = self._val.setdefault(short, [0.0, 0])
-                    tally[0] += float(value.detach().float().mean())
-                    tally[1] += 1
+                    self._val.setdefault(short, []).append(value.detach().float().mean())
+                if self._steps_in_epoch:
+                    self._in_validation = True
                 self.serve()
             return
         count = self._occurrence.get(short, 0) + 1
@@ -458,15 +502,14 @@ class Watch:
         self._train_wrapped = model
 
     def _mode(self, training: bool) -> None:
+        """An eval() switch after training steps starts a validation; the epoch ends at the next
+        training step (or at close). Frameworks that restore the training flags without
+        train() (Lightning) are covered by the next step too."""
         if not self._auto_epochs or self._probe is None:
             return
-        if not training:
-            if self._steps_in_epoch:
-                self._probe.flush()
-                self._in_validation = True
-            return
-        if self._in_validation:
-            self._infer_epoch_end()
+        if not training and self._steps_in_epoch:
+            self._probe.flush()
+            self._in_validation = True
 
     def _infer_epoch_end(self) -> None:
         probe = self._probe
@@ -475,7 +518,7 @@ class Watch:
         if self._epoch_loss:
             train["loss"] = float(torch.stack([t.to(self._epoch_loss[0].device) for t in self._epoch_loss]).mean())
         with self._lock:
-            val = {name: total / count for name, (total, count) in self._val.items() if count}
+            val = {name: float(torch.stack(values).mean()) for name, values in self._val.items() if values}
             self._val = {}
         if val:
             val["loss"] = sum(val.values())

@@ -157,3 +157,51 @@ def test_a_script_that_fails_keeps_its_exit_code_and_closes_the_run(tmp_path: Pa
     assert result.returncode == 3
     assert "args ['a', 'b']" in result.stdout
     assert "without an optimizer step" in result.stderr
+
+
+def _run_example(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, object]:
+    record = tmp_path / f"{name}.octa"
+    result = subprocess.run([sys.executable, "-m", "octa_tui.run", "--record", str(record), "--",
+                             str(ROOT / "examples" / "attach" / f"{name}.py"), *args],
+                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result, read_recording(record)
+
+
+@pytest.mark.slow
+def test_run_under_fp16_gradscaler_overflow_reports_skipped_steps_never_non_finite(tmp_path: Path):
+    # GIVEN an fp16 loop whose GradScaler overflows often (huge scale, growth every 2 steps)
+    result, recording = _run_example(tmp_path, "amp_loop", "--steps", "60", "--growth-interval", "2")
+    skipped_by_script = int(result.stdout.split("skipped ")[1].split()[0])
+    history = recording.history
+    schema, values = history.schema, history.steps.values
+    # THEN every step is there, the skipped ones (even those before any step was applied) marked
+    assert len(history.steps) == 60 and schema.config["amp"] == "fp16"
+    skipped = values[:, schema.index("gradstat/amp_skipped")]
+    assert skipped.sum() == skipped_by_script >= 3
+    # AND no step is non-finite: the losses were finite, and the skipped steps have no gradient numbers
+    assert np.all(values[:, schema.index("gradstat/nonfinite")] == 0)
+    assert np.all(np.isfinite(values[:, schema.index("loss/total")]))
+    assert values[:, schema.index("loss/total")] == pytest.approx(values[:, schema.index("loss/mse")], rel=1e-5)
+    assert np.all(np.isnan(values[skipped == 1, schema.index("gradstat/total_norm")]))
+    assert np.all(np.isfinite(values[skipped == 0, schema.index("gradstat/total_norm")]))
+    scale = values[:, schema.index("opt/amp_scale")]
+    assert np.all(scale[1:][skipped[:-1] == 1] == scale[:-1][skipped[:-1] == 1] / 2)  # each skip halved it
+    kinds = [e.kind for e in history.events]
+    assert "amp_step_skipped" in kinds
+
+
+@pytest.mark.slow
+def test_run_under_lightning_sees_the_closure_steps_and_its_epochs(tmp_path: Path):
+    # GIVEN a LightningModule trained with automatic optimization (forward and backward inside the step)
+    _, recording = _run_example(tmp_path, "lightning_seg", "--epochs", "3")
+    history = recording.history
+    schema, values = history.schema, history.steps.values
+    # THEN the model is the LightningModule, every step is measured, epochs come from its validation
+    assert schema.model.name == "SegModule" and schema.grad == ("net.0", "net.2")
+    assert len(history.steps) == 12 and list(history.steps.epoch) == [0] * 4 + [1] * 4 + [2] * 4
+    assert np.all(np.isfinite(values[:, schema.index("gradstat/total_norm")]))
+    assert [e.epoch for e in history.epochs] == [0, 1, 2]
+    assert all("bce" in e.val for e in history.epochs)
+    # AND the loss with logits is observed as not expecting probabilities
+    assert schema.loss == ("total", "bce") and not schema.loss_expects_probabilities

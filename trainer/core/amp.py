@@ -9,6 +9,7 @@ so the probe can publish them as ``opt/amp_scale`` and ``gradstat/amp_skipped``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,19 @@ class ScalerWatch:
         self.scale: torch.Tensor | None = None
         self.skipped: torch.Tensor | None = None
         self.on_update: list[Callable[[ScalerWatch], None]] = []
+        self.optimizers: list[weakref.ref] = []  # the optimizers scaler.step was given, in order
         self._original = scaler.update
+        self._original_step = scaler.step
         scaler.update = self._update
+        scaler.step = self._step
+
+    def _step(self, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if not any(ref() is optimizer for ref in self.optimizers):
+                self.optimizers.append(weakref.ref(optimizer))
+        except TypeError:  # not weakly referenceable
+            pass
+        return self._original_step(optimizer, *args, **kwargs)
 
     def _update(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -69,3 +81,5 @@ class ScalerWatch:
         """Give the scaler its own ``update`` back."""
         if self.scaler.__dict__.get("update") == self._update:
             del self.scaler.update
+        if self.scaler.__dict__.get("step") == self._step:
+            del self.scaler.step
