@@ -30,6 +30,15 @@ LOW_FOREGROUND = 0.02  # seed 000 1b: a mean foreground ratio below 2% is a seve
 MAX_MASK_VALUES = 16  # sample values kept in the report
 
 OK, WARN, ERROR = "ok", "warn", "error"
+
+# How the Dice this project reports treats an image whose mask has no foreground. Both the
+# training Dice term (soft Dice, smoothing 1) and validation Dice (thresholded predictions) pool
+# the pixels of a whole batch / the whole validation set: 2 * overlap / (predicted + true).
+EMPTY_MASK_POLICY = (
+    "Dice pools the pixels of the whole batch (training) and of the whole validation set: an empty "
+    "mask adds only its false positives, and is never scored 1 (nothing predicted) or 0 (anything "
+    "predicted) on its own as a per-image mean Dice would."
+)
 _MARKS = {OK: ("✓", "green"), WARN: ("⚠", "yellow"), ERROR: ("✗", "red")}
 
 
@@ -170,9 +179,22 @@ def assess(report: DatasetReport) -> list[Finding]:
     findings: list[Finding] = []
     skipped = sum(1 for p in report.problems if p.problem.endswith("(skipped)"))
     if report.pairs == 0:
-        findings.append(
-            Finding("pairs", "no usable image/mask pairs", ERROR, "put images in images/ and masks in masks/")
-        )
+        if report.problems:
+            # The files are where they belong; none could be read or paired.
+            findings.append(
+                Finding(
+                    "pairs",
+                    f"no readable image/mask pair: {len(report.problems)} problem file(s), listed below",
+                    ERROR,
+                    "fix or replace the files listed below (unreadable, unpaired or mismatched)",
+                )
+            )
+        else:
+            findings.append(
+                Finding("pairs", "no image/mask pairs found", ERROR,
+                        "put images in images/ and masks in masks/, paired by file stem")
+            )
+        return findings  # nothing was read: there are no masks or targets to judge
     elif report.problems:
         note = f", {skipped} skipped" if skipped else ""
         findings.append(
@@ -225,14 +247,16 @@ def assess(report: DatasetReport) -> list[Finding]:
             findings.append(Finding("foreground", f"mean foreground ratio {_percent(ratio)} (normal)", OK))
         ratios = np.asarray(report.foreground_ratios)
         if ratios.size:
-            empty = int((ratios == 0).sum())
+            empty = empty_masks(report)
             spread = f"per image: min {_percent(ratios.min())}, median {_percent(float(np.median(ratios)))}, max {_percent(ratios.max())}"
+            findings.append(Finding("per image", spread, OK))
+            # Empty masks are legitimate (images without vessels); say how many and how Dice counts them.
             findings.append(
                 Finding(
-                    "per image",
-                    spread + (f"; {empty} mask(s) with no foreground" if empty else ""),
-                    WARN if empty else OK,
-                    "check the empty masks" if empty else "",
+                    "empty masks",
+                    empty_mask_line(report),
+                    WARN if empty == ratios.size else OK,
+                    "check the mask files and their pairing" if empty == ratios.size else "",
                 )
             )
         if math.isfinite(report.suggested_pos_weight):
@@ -254,6 +278,18 @@ def assess(report: DatasetReport) -> list[Finding]:
             )
         )
     return findings
+
+
+def empty_masks(report: DatasetReport) -> int:
+    """How many images' masks hold no foreground at all (0 for heatmaps or without per-image ratios)."""
+    ratios = np.asarray(report.foreground_ratios, dtype=np.float64)
+    return int((ratios == 0).sum()) if ratios.size and report.unique_mask_values > 0 else 0
+
+
+def empty_mask_line(report: DatasetReport) -> str:
+    """``"3 of 250 masks are empty (no foreground); Dice pools ..."``: the count and the Dice policy."""
+    count = len(report.foreground_ratios)
+    return f"{empty_masks(report)} of {count} masks are empty (no foreground). {EMPTY_MASK_POLICY}"
 
 
 def has_issues(report: DatasetReport) -> bool:

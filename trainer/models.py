@@ -391,12 +391,129 @@ class PlainSigmoidCNN(nn.Module):
         return self.out_activation(self.head(x))
 
 
+class SmallBNCNN(nn.Module):
+    """A plain small CNN with BatchNorm and no skip connections: ``depth`` 3x3 conv-BN-ReLU layers at
+    full resolution and a 1x1 head returning logits. A healthy architecture unlike the UNets (no
+    encoder/decoder, no skips) for the diagnosis benchmark's zoo."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, base_width: int = 16, depth: int = 6) -> None:
+        super().__init__()
+        _check_positive("base_width", base_width)
+        _check_positive("depth", depth)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, base_width, 3, padding=1, bias=False), nn.BatchNorm2d(base_width),
+                       nn.ReLU(inplace=True)]
+            channels = base_width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(base_width, out_channels, kernel_size=1)
+        self.out_activation: nn.Module = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_activation(self.head(self.features(x)))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 conv-BN, a projected shortcut when the shape changes, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResUNet(nn.Module):
+    """A UNet with a ResNet-style encoder (a stem, then three stages of two basic blocks, strides 1, 2, 2,
+    2), the layout smp's ``Unet(encoder_name="resnet18")`` uses, written here since the pretrained
+    packages cannot be installed everywhere. Decoder: upsample, concatenate the skip, two conv-BN-ReLU,
+    then a 1x1 head. Input sides must be divisible by 8."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, base_width: int = 16) -> None:
+        super().__init__()
+        _check_positive("base_width", base_width)
+        w = base_width
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                                  nn.ReLU(inplace=True))
+        self.layer1 = nn.Sequential(BasicBlock(w, w), BasicBlock(w, w))
+        self.layer2 = nn.Sequential(BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w))
+        self.layer3 = nn.Sequential(BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w))
+        self.layer4 = nn.Sequential(BasicBlock(4 * w, 8 * w, 2), BasicBlock(8 * w, 8 * w))
+        self.dec3 = UpBlock(8 * w, 4 * w, 4 * w, batch_norm=True)
+        self.dec2 = UpBlock(4 * w, 2 * w, 2 * w, batch_norm=True)
+        self.dec1 = UpBlock(2 * w, w, w, batch_norm=True)
+        self.head = nn.Conv2d(w, out_channels, kernel_size=1)
+        self.out_activation: nn.Module = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_divisible_by_8(x, type(self).__name__)
+        s1 = self.layer1(self.stem(x))
+        s2 = self.layer2(s1)
+        s3 = self.layer3(s2)
+        y = self.dec3(self.layer4(s3), s3)
+        y = self.dec2(y, s2)
+        y = self.dec1(y, s1)
+        return self.out_activation(self.head(y))
+
+
+HEAD_FAULTS = ("sigmoid", "relu", "softmax")
+
+
+class UNetHeadFault(UNet):
+    """The demo UNet with an activation inside its head that the loss does not expect (a known fault).
+
+    The loss (Dice+BCE on logits) applies its own sigmoid, so: ``"sigmoid"`` squashes what it sees
+    into [0.5, 0.73] (a sigmoid applied twice); ``"relu"`` keeps every logit >= 0, so background can
+    never be predicted (BCE near ln 2); ``"softmax"`` over the single output channel is always 1: the
+    output is constant and no gradient reaches the weights. The activation sits in ``head`` (before
+    ``out_activation``), so the probe sees what the loss receives as the model's raw output.
+    """
+
+    def __init__(self, fault: str, in_channels: int = 3, out_channels: int = 1, base_width: int = 16) -> None:
+        if fault not in HEAD_FAULTS:
+            raise ValueError(f"fault must be one of {HEAD_FAULTS}, got {fault!r}")
+        super().__init__(in_channels, out_channels, base_width, batch_norm=True)
+        activation = {"sigmoid": nn.Sigmoid(), "relu": nn.ReLU(), "softmax": nn.Softmax(dim=1)}[fault]
+        self.head = nn.Sequential(nn.Conv2d(base_width, out_channels, kernel_size=1), activation)
+        self.fault = fault
+
+
+def unet_double_sigmoid(base_width: int = 16, **kwargs) -> UNetHeadFault:
+    """The UNet ending in a sigmoid, trained with a loss that applies one too."""
+    return UNetHeadFault("sigmoid", base_width=base_width, **kwargs)
+
+
+def unet_relu_head(base_width: int = 16, **kwargs) -> UNetHeadFault:
+    """The UNet ending in a ReLU before BCEWithLogits."""
+    return UNetHeadFault("relu", base_width=base_width, **kwargs)
+
+
+def unet_softmax_head(base_width: int = 16, **kwargs) -> UNetHeadFault:
+    """The UNet ending in a softmax over its single output channel."""
+    return UNetHeadFault("softmax", base_width=base_width, **kwargs)
+
+
 MODELS = {
     "unet": UNet,
     "unet_transformer": UNet_Transformer,
     "craft": CraftLike,
     "craft_vgg16": CraftVGG16,
     "plain_sigmoid": PlainSigmoidCNN,
+    "small_bn_cnn": SmallBNCNN,
+    "res_unet": ResUNet,
+    "unet_double_sigmoid": unet_double_sigmoid,
+    "unet_relu_head": unet_relu_head,
+    "unet_softmax_head": unet_softmax_head,
 }
 
 

@@ -116,3 +116,32 @@ def test_main_exit_codes_and_output(tmp_path, capsys):
     assert len(err) == 1 and "no such folder" in err[0]
     assert diagnose_dataset_main([str(tmp_path / "good" / "images")]) == 2
     assert "no images/ folder" in capsys.readouterr().err
+
+
+def test_no_readable_pair_says_so_and_judges_no_targets(tmp_path):
+    # GIVEN a folder whose images and masks are in place but none can be read
+    root = tmp_path / "broken"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(3):
+        (root / "images" / f"{i}.png").write_bytes(b"not a png")
+        (root / "masks" / f"{i}.png").write_bytes(b"not a png")
+    report = scan_folder(root)
+    findings = assess(report)
+    text = _text(render_report(report))
+    # THEN it names the unreadable files instead of asking to move them, and claims nothing about targets
+    assert report.pairs == 0 and findings[0].level == "error"
+    assert "no readable image/mask pair" in findings[0].result and "listed below" in findings[0].fix
+    assert "put images in images/" not in text
+    assert "no masks to check" not in text and [f.check for f in findings] == ["pairs"]
+
+
+def test_empty_masks_are_counted_with_the_dice_policy():
+    # GIVEN 6 masks of which 2 are empty
+    images, masks = synthetic_vessels(6, size=32, seed=1)
+    masks[[1, 4]] = 0
+    report = report_from_arrays(images, masks)
+    [finding] = [f for f in assess(report) if f.check == "empty masks"]
+    # THEN the count and how Dice treats them are stated; empty masks alone are not an issue
+    assert finding.result.startswith("2 of 6 masks are empty")
+    assert "pools the pixels" in finding.result and finding.level == "ok"
