@@ -171,3 +171,17 @@ def test_events_become_changes_with_their_outcome():
 
     (change,) = changes_of(h, [T()])
     assert change.step == 50 and change.outcome == "hurt" and change.op == "set_lr"
+
+
+@pytest.mark.parametrize("columns", [1, 7, 61, 122, 250, 999, 2000])
+def test_bucket_of_whole_steps_puts_each_step_in_the_column_the_formula_gives(columns):
+    x = np.repeat(np.arange(0.0, 400.0), 2)  # whole steps, some twice (two runs' worth)
+    y = np.sin(x) + np.arange(x.size) * 1e-3
+    for lo, hi in ((0.0, 399.0), (13.0, 377.0), (0.0, 10_000.0)):
+        got = aggregate.bucket(x, y, lo, hi, columns)
+        unsorted = aggregate.bucket(x[::-1].copy(), y[::-1].copy(), lo, hi, columns)
+        want = _loop_columns(x, y, lo, hi, columns)
+        assert list(got.count) == [w[3] for w in want] == list(unsorted.count)
+        np.testing.assert_allclose(got.lo, [w[0] for w in want], equal_nan=True)
+        np.testing.assert_allclose(got.hi, [w[1] for w in want], equal_nan=True)
+        np.testing.assert_allclose(got.mean, [w[2] for w in want], rtol=1e-12, equal_nan=True)

@@ -163,6 +163,7 @@ class CompareApp(App[Any]):
 
     def _first_frame(self) -> None:
         self.first_frame_at = time.perf_counter()
+        self.session.shown()
         if not self._verified:
             self._verified = True
             self.run_worker(self._verify, thread=True, name="verify", group="verify")

@@ -229,6 +229,7 @@ class CompareSession:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._wake = threading.Event()
+        self._shown = threading.Event()  # the first frame is up: diagnosis may start
 
     # -- opening ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -301,7 +302,13 @@ class CompareSession:
                 self.version += 1
             self._stop.wait(INGEST_PAUSE_S)
 
+    def shown(self) -> None:
+        """The screen's first frame is up: diagnosis, held back until then so the first frame
+        does not wait for it, starts now (it starts by itself after a few seconds anyway)."""
+        self._shown.set()
+
     def _diagnose_loop(self) -> None:
+        self._shown.wait(timeout=5.0)
         while not self._stop.is_set():
             for run in self.runs:
                 if self._stop.is_set():
