@@ -9,13 +9,16 @@ File layout (all integers little-endian)::
         12  1  u8     protocol major of the records inside
         13  1  u8     protocol minor
         14  2  zero
-    then frames, back to back, until the end of the file
+    then records, back to back, until the end of the file; format 2 (written now):
         0   4  u32    payload length in bytes
         4   4  u32    CRC-32 (zlib) of the payload
-        8   n         payload: one message as written by ``codec.pack``
+        8   4  sync   b"\\xd1OCr", the same before every record
+        12  4  u32    CRC-32 of bytes 0..12 of this header
+        16  n         payload: one message as written by ``codec.pack``
                       (u32 frame count, then per frame a u32 length and its bytes)
+    format 1 (read, no longer written) has an 8-byte record header: length, payload CRC.
 
-The first frame holds the run's :class:`Schema`. The others hold, in the order they
+The first record holds the run's :class:`Schema`. The others hold, in the order they
 happened, step chunks, epoch summaries, events, the dataset report and previews (any
 message ``codec.pack`` encodes). A step chunk's payload is, by ``codec``'s rules::
 
@@ -30,11 +33,16 @@ least every ``flush_s`` seconds (1 s by default) and at every record, so a crash
 trainer loses at most that much. It does not ``fsync`` each second (that stalls on slow
 or network disks); it ``fsync``\\ s once on :meth:`RecordingWriter.close`. A power cut can
 therefore lose what the OS had not yet written back; a killed process loses nothing the
-writer had already handed over.
+writer had already handed over. Recordings are created 0600: only their user reads them.
 
-A reader truncates a torn tail (a frame cut short or failing its CRC at the end of the
-file) with a warning saying how much was lost, stops with a warning at corruption in the
-middle, and refuses a file that is not a recording with :class:`RecordingError`.
+Damage costs only what is damaged. Each record header carries its own checksum and a sync
+marker, so a reader that meets a damaged record (a flipped byte, a zeroed block, a broken
+length field) skips to the next intact header and reads on. Steps are kept by sequence
+number: a duplicated or out-of-order step is dropped, and every loss is reported with the
+sequence numbers of the steps lost (:class:`RecordingReport`). A torn tail (the last record
+cut short, as a crash leaves it) is dropped with a warning saying how much was lost. A
+format 1 file has no sync markers: its reader stops at damage in the middle. A file that is
+not a recording is refused with :class:`RecordingError`.
 """
 
 from __future__ import annotations
@@ -65,10 +73,18 @@ from .version import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
 RECORDING_SUFFIX = ".octa"
 FORMAT_MAGIC = b"\x89OCT\r\n\x1a\n"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+# Format majors this reader reads: 1 (no sync markers) and 2.
+READ_MAJORS = (1, 2)
 FILE_HEADER = struct.Struct("<8sHHBB2x")
-FRAME_HEADER = struct.Struct("<II")
+# A record's header: ``unpack`` gives (payload length, payload CRC); the sync marker and the
+# header's own CRC follow in the padding (see RECORD_HEADER).
+FRAME_HEADER = struct.Struct("<II8x")
+RECORD_HEADER = struct.Struct("<II4sI")
+RECORD_SYNC = b"\xd1OCr"
+# Format 1's record header: payload length, payload CRC.
+FRAME_HEADER_V1 = struct.Struct("<II")
 # A frame larger than this is a corrupt length field, not a record.
 MAX_RECORD_BYTES = codec.MAX_FRAMES * (codec.MAX_FRAME_BYTES + 4) + 4
 
@@ -94,9 +110,15 @@ def file_header() -> bytes:
     return FILE_HEADER.pack(FORMAT_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, PROTOCOL_MAJOR, PROTOCOL_MINOR)
 
 
+def record_header(length: int, crc: int) -> bytes:
+    """The 16-byte header of a record: its length, its CRC, the sync marker, the header's CRC."""
+    head = struct.pack("<II4s", length, crc, RECORD_SYNC)
+    return head + _U32.pack(zlib.crc32(head))
+
+
 def frame(payload: bytes) -> bytes:
-    """One framed record: length, CRC-32 and the payload."""
-    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    """One framed record: the record header (length, CRC-32, sync, header CRC) and the payload."""
+    return record_header(len(payload), zlib.crc32(payload)) + payload
 
 
 def framed_parts(msg: Message) -> list[bytes]:
@@ -112,7 +134,7 @@ def framed_parts(msg: Message) -> list[bytes]:
     crc = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
-    return [FRAME_HEADER.pack(sum(len(p) for p in parts), crc), *parts]
+    return [record_header(sum(len(p) for p in parts), crc), *parts]
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -218,8 +240,10 @@ class RecordingWriter:
         self._thread: threading.Thread | None = None
         try:
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600
             )
+            if hasattr(os, "fchmod"):
+                os.fchmod(self._fd, 0o600)  # a file that existed keeps its mode through O_TRUNC
             self._write_all(file_header() + frame(codec.pack(schema)))
         except OSError as exc:
             self._fail(exc, "create")
@@ -413,16 +437,51 @@ def _close_open_writers() -> None:
 
 
 @dataclass
+class RecordingReport:
+    """What a reader left out of a recording, and why: every loss, counted and located.
+
+    ``lost_ranges``: sequence numbers (first, last; inclusive) of steps lost to damage.
+    ``lost_unknown``: damaged places after which nothing was left to count lost steps from.
+    ``duplicate_steps`` / ``out_of_order_steps``: steps dropped because a step with that
+    sequence number was already read, or because a later one was (their ranges alongside).
+    ``damaged``: damaged places skipped; ``skipped_bytes`` the bytes skipped in the middle
+    of the file, ``truncated_bytes`` those at its end (a torn tail).
+    """
+
+    lost_ranges: list[tuple[int, int]] = field(default_factory=list)
+    lost_unknown: int = 0
+    duplicate_steps: int = 0
+    duplicate_ranges: list[tuple[int, int]] = field(default_factory=list)
+    out_of_order_steps: int = 0
+    out_of_order_ranges: list[tuple[int, int]] = field(default_factory=list)
+    duplicate_records: int = 0
+    damaged: int = 0
+    skipped_bytes: int = 0
+    truncated_bytes: int = 0
+
+    @property
+    def lost_steps(self) -> int:
+        """Steps known to be lost to damage."""
+        return sum(b - a + 1 for a, b in self.lost_ranges)
+
+    @property
+    def clean(self) -> bool:
+        """Whether the reader read every byte and kept every step."""
+        return not (self.damaged or self.duplicate_steps or self.out_of_order_steps or self.duplicate_records)
+
+
+@dataclass
 class Recording:
     """What a recording holds: the run's history, and what the reader had to skip.
 
     ``truncated_bytes`` counts the bytes at the end of the file that were not replayed (a
-    torn tail, or everything from a corrupt record on); ``warnings`` says why.
+    torn tail); ``warnings`` says what was lost and why, ``report`` the same as numbers.
     """
 
     history: RunHistory
     warnings: list[str] = field(default_factory=list)
     truncated_bytes: int = 0
+    report: RecordingReport = field(default_factory=RecordingReport)
 
 
 @dataclass(slots=True)
@@ -438,6 +497,21 @@ class _Frame:
     run_id: str = ""
     columns: tuple[int, int, int, int, int] | None = None  # file offsets of seq, step, epoch, time, values
     problem: str = ""  # why a chunk's layout is malformed
+    seq_at: int = -1  # file offset of a chunk's seq column, when its header and body are readable
+
+
+@dataclass(slots=True)
+class _Damage:
+    """A damaged place in the file: skipped from ``offset`` to ``end``."""
+
+    offset: int
+    end: int
+    reason: str
+    torn: bool = False  # at the end of the file (a torn tail)
+    rows: int = -1  # steps it held, when known
+    seqs: tuple[int, int] | None = None  # the first and last seq it held, when readable
+    stop: bool = False  # format 1: reading stopped here
+    kind: int = 0  # codec kind of the record there, 0 when unknown
 
 
 class _Source:
@@ -460,10 +534,16 @@ class _Source:
             raise RecordingError(f"{self.path} is a directory, not a recording file") from None
         except OSError as exc:
             raise RecordingError(f"cannot open recording {self.path}: {exc.strerror or exc}") from None
+        self.data = data
         self.view = memoryview(data)
+
+    def find(self, sub: bytes, start: int) -> int:
+        """Offset of the next ``sub`` at or after ``start``, or -1."""
+        return self.data.find(sub, start)
 
     def close(self) -> None:
         self.view.release()
+        self.data = b""
         if self._map is not None:
             try:
                 self._map.close()
@@ -490,7 +570,8 @@ def _describe_start(data: bytes) -> str:
     return f"it starts with the bytes {data[:8].hex(' ')}"
 
 
-def _check_header(path: Path, view: memoryview) -> None:
+def _check_header(path: Path, view: memoryview) -> int:
+    """Check the file header; the recording format major (one this reader reads)."""
     size = len(view)
     head = bytes(view[: max(64, FILE_HEADER.size)])
     if size < FILE_HEADER.size or head[:8] != FORMAT_MAGIC:
@@ -502,7 +583,7 @@ def _check_header(path: Path, view: memoryview) -> None:
             f"{path} is not an octa-tui recording: {_describe_start(head)}; a recording starts with {FORMAT_MAGIC!r}"
         )
     _, major, minor, proto_major, proto_minor = FILE_HEADER.unpack_from(head)
-    if major != FORMAT_MAJOR:
+    if major not in READ_MAJORS:
         newer = "newer" if major > FORMAT_MAJOR else "older"
         raise RecordingError(
             f"{path} uses recording format {major}.{minor}, a {newer} major version than this octa-tui reads "
@@ -513,19 +594,20 @@ def _check_header(path: Path, view: memoryview) -> None:
             f"{path} holds protocol {proto_major}.{proto_minor} records; this octa-tui speaks protocol "
             f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}; open it with the octa-tui version that wrote it"
         )
+    return major
 
 
 _CHUNK_COLUMNS = (("seq", "<u8", 8), ("step", "<i8", 8), ("epoch", "<i4", 4), ("time", "<f8", 8))
 
 
-def _inspect(view: memoryview, offset: int, length: int, available: int) -> _Frame:
+def _inspect(view: memoryview, offset: int, length: int, available: int, hsize: int) -> _Frame:
     """What the frame at ``offset`` holds, from its payload's first ``available`` bytes.
 
     For a complete step chunk it also finds and checks, as ``codec.unpack`` would, where
     each column lies, so that the reader can copy the columns without decoding the record.
     """
-    found = _Frame(offset, length, FRAME_HEADER.unpack_from(view, offset)[1], 0)
-    start = offset + FRAME_HEADER.size
+    found = _Frame(offset, length, FRAME_HEADER_V1.unpack_from(view, offset)[1], 0)
+    start = offset + hsize
     # codec.pack: u32 count, u32 len0, head (magic 2, major, minor, kind, pad 3), u32 len1, body, ...
     if available < 13:
         return found
@@ -543,6 +625,9 @@ def _inspect(view: memoryview, offset: int, length: int, available: int) -> _Fra
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= codec.MAX_CHUNK_ROWS:
         return found
     found.rows = rows
+    seq_at = start + 20 + body_len + 4
+    if seq_at + 8 * rows <= start + available:
+        found.seq_at = seq_at
     if available == length:
         found.problem = _locate_columns(view, start, length, body_len, body, found)
     return found
@@ -591,11 +676,42 @@ def _crc_spans(view: memoryview, spans: list[tuple[int, int]]) -> list[int]:
     return [zlib.crc32(view[start : start + length]) for start, length in spans]
 
 
-class _Reader:
-    """Walks a recording's frames, checks each CRC, and notes where and why reading stopped.
+def _seq_text(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}-{last}"
 
-    A problem at the end of the file (a frame cut short, or a last frame failing its CRC)
-    is a torn tail; a problem with more frames after it is corruption in the middle.
+
+def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
+    shown = ", ".join(_seq_text(a, b) for a, b in ranges[:limit])
+    return shown + (f" and {len(ranges) - limit} more ranges" if len(ranges) > limit else "")
+
+
+def _ranges_of(seqs: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted distinct sequence numbers as (first, last) runs."""
+    if seqs.size == 0:
+        return []
+    seqs = np.unique(seqs)
+    cuts = np.flatnonzero(np.diff(seqs) != 1) + 1
+    starts = np.concatenate(([0], cuts))
+    stops = np.concatenate((cuts, [seqs.size])) - 1
+    return [(int(seqs[a]), int(seqs[b])) for a, b in zip(starts.tolist(), stops.tolist())]
+
+
+def _merge_ranges(ranges: list[tuple[int, int]], more: list[tuple[int, int]]) -> None:
+    for a, b in more:
+        if ranges and a <= ranges[-1][1] + 1 and b >= ranges[-1][0]:
+            ranges[-1] = (min(a, ranges[-1][0]), max(b, ranges[-1][1]))
+        else:
+            ranges.append((a, b))
+
+
+class _Reader:
+    """Walks a recording's records, checks each one, and notes every damaged place.
+
+    Format 2: a record whose header fails its check is skipped up to the next intact
+    header (found by its sync marker and its header CRC), and a record whose payload fails
+    its CRC is skipped whole (its header, checked, says how long it is). Format 1 has no
+    sync markers: reading stops at the first damage. Damage at the very end (a record cut
+    short, a last record failing its CRC) is a torn tail.
     """
 
     def __init__(self, source: _Source, verify: bool = True) -> None:
@@ -603,18 +719,14 @@ class _Reader:
         self.path = source.path
         self.size = len(source.view)
         self.verify = verify
-        self.warnings: list[str] = []
-        self.stopped_at: int | None = None
-        _check_header(self.path, source.view)
+        self.major = _check_header(self.path, source.view)
+        self.hsize = FRAME_HEADER.size if self.major >= 2 else FRAME_HEADER_V1.size
         self.frames: list[_Frame] = []
-        self._tail: _Frame | None = None  # a frame cut short at the end of the file
-        self._end_problem = ""
-        self._index()
-
-    @property
-    def truncated_bytes(self) -> int:
-        """Bytes from where reading stopped to the end of the file."""
-        return 0 if self.stopped_at is None else self.size - self.stopped_at
+        self.items: list[_Frame | _Damage] = []
+        if self.major >= 2:
+            self._index()
+        else:
+            self._index_v1()
 
     def chunk_rows(self) -> int:
         """Steps in all well-formed chunk frames (what to preallocate)."""
@@ -622,67 +734,122 @@ class _Reader:
 
     def payload(self, f: _Frame) -> memoryview:
         """A view of a frame's payload (valid while the source is open)."""
-        start = f.offset + FRAME_HEADER.size
+        start = f.offset + self.hsize
         return self.source.view[start : start + f.length]
 
+    def _header_ok(self, offset: int) -> bool:
+        if offset < FILE_HEADER.size or offset + RECORD_HEADER.size > self.size:
+            return False
+        length, _crc, sync, check = RECORD_HEADER.unpack_from(self.source.view, offset)
+        return (
+            sync == RECORD_SYNC
+            and 4 <= length <= MAX_RECORD_BYTES
+            and zlib.crc32(self.source.view[offset : offset + 12]) == check
+        )
+
+    def _next_header(self, start: int) -> int | None:
+        """The offset of the next intact record header at or after ``start``."""
+        at = start + 8
+        while True:
+            found = self.source.find(RECORD_SYNC, at)
+            if found < 0:
+                return None
+            if self._header_ok(found - 8):
+                return found - 8
+            at = found + 1
+
+    def _torn_seqs(self, found: _Frame, available: int) -> tuple[int, int] | None:
+        """The first and last seq of a chunk cut short, when its seq column is in the file."""
+        if found.seq_at < 0 or found.rows <= 0:
+            return None
+        seq = np.frombuffer(self.source.view, dtype="<u8", count=found.rows, offset=found.seq_at)
+        return int(seq[0]), int(seq[-1])
+
     def _index(self) -> None:
-        view, size = self.source.view, self.size
+        view, size, hs = self.source.view, self.size, self.hsize
         offset = FILE_HEADER.size
         while offset < size:
-            if size - offset < FRAME_HEADER.size:
-                self._tail = _Frame(offset, -1, 0, 0)
-                self._end_problem = (
-                    f"a frame header is cut after {size - offset} of {FRAME_HEADER.size} bytes"
-                )
-                break
+            rest = size - offset
+            if rest < hs:
+                self.items.append(_Damage(offset, size, f"a record header is cut after {rest} of {hs} bytes",
+                                          torn=True))
+                return
+            if self._header_ok(offset):
+                (length,) = _U32.unpack_from(view, offset)
+                available = min(length, rest - hs)
+                found = _inspect(view, offset, length, available, hs)
+                if available < length:
+                    self.items.append(_Damage(
+                        offset, size, f"{_record_name(found.kind, found.rows)} is cut after {available} of {length} bytes",
+                        torn=True, rows=found.rows, seqs=self._torn_seqs(found, available), kind=found.kind))
+                    return
+                self.frames.append(found)
+                self.items.append(found)
+                offset += hs + length
+                continue
+            length, _crc, sync, _check = RECORD_HEADER.unpack_from(view, offset)
+            if sync != RECORD_SYNC:
+                reason = "its record header is damaged (no sync marker where a record starts)"
+            elif not 4 <= length <= MAX_RECORD_BYTES:
+                reason = f"its length field says {length} bytes, which no record has"
+            else:
+                reason = "its record header fails its check (a damaged length field)"
+            nxt = self._next_header(offset + 1)
+            if nxt is None:
+                self.items.append(_Damage(offset, size, reason, torn=True))
+                return
+            self.items.append(_Damage(offset, nxt, reason))
+            offset = nxt
+
+    def _index_v1(self) -> None:
+        view, size, hs = self.source.view, self.size, self.hsize
+        offset = FILE_HEADER.size
+        while offset < size:
+            if size - offset < hs:
+                self.items.append(_Damage(offset, size, f"a frame header is cut after {size - offset} of {hs} bytes",
+                                          torn=True, stop=True))
+                return
             (length,) = _U32.unpack_from(view, offset)
             if not 4 <= length <= MAX_RECORD_BYTES:
-                self._end_problem = f"its length field says {length} bytes, which no record has"
-                break
-            available = min(length, size - offset - FRAME_HEADER.size)
-            found = _inspect(view, offset, length, available)
+                self.items.append(_Damage(offset, size, f"its length field says {length} bytes, which no record has",
+                                          stop=True))
+                return
+            available = min(length, size - offset - hs)
+            found = _inspect(view, offset, length, available, hs)
             if available < length:
-                self._tail = found
-                self._end_problem = (
-                    f"{_record_name(found.kind, found.rows)} is cut after {available} of {length} bytes"
-                )
-                break
+                self.items.append(_Damage(
+                    offset, size, f"{_record_name(found.kind, found.rows)} is cut after {available} of {length} bytes",
+                    torn=True, rows=found.rows, seqs=self._torn_seqs(found, available), stop=True, kind=found.kind))
+                return
             self.frames.append(found)
-            offset += FRAME_HEADER.size + length
-        self._end = offset
+            self.items.append(found)
+            offset += hs + length
 
-    def stop(self, offset: int, reason: str, torn: bool = False, rows: int = -1) -> None:
-        """Record that reading ends at ``offset`` and say why in a warning."""
-        self.stopped_at = offset
-        lost = self.size - offset
-        if torn:
-            steps = (
-                f"{rows} steps lost" if rows > 0 else "no steps lost" if rows == 0 else "steps lost unknown"
-            )
-            self.warnings.append(
-                f"{self.path}: torn tail at offset {offset}: {reason}; dropped the last {lost} bytes ({steps})"
-            )
-        else:
-            self.warnings.append(
-                f"{self.path}: corrupt record at offset {offset}: {reason}; stopped reading there, {lost} bytes not read"
-            )
+    def damage_of(self, f: _Frame, reason: str) -> _Damage:
+        """A checked record that cannot be used, as a damaged place."""
+        end = f.offset + self.hsize + f.length
+        stop = self.major < 2
+        seqs = self._torn_seqs(f, f.length) if f.kind == codec.KIND_CHUNK else None
+        return _Damage(f.offset, self.size if stop else end, reason, torn=end == self.size, rows=f.rows,
+                       seqs=seqs, stop=stop, kind=f.kind)
 
-    def checked(self) -> Iterator[_Frame]:
-        """Each frame whose CRC holds, in file order, until the first one that fails."""
+    def checked(self) -> Iterator[_Frame | _Damage]:
+        """Each intact record, and each damaged place, in file order (format 1: until the first damage)."""
         crc_of, pool = self._start_crcs()
         try:
-            last = len(self.frames) - 1
-            for i, f in enumerate(self.frames):
-                if crc_of(i) != f.crc:
-                    torn = i == last and self._end == self.size
-                    self.stop(f.offset, f"{_record_name(f.kind, f.rows)} fails its CRC check", torn, f.rows)
-                    return
-                yield f
-                if self.stopped_at is not None:
-                    return
-            if self._end < self.size:
-                rows = self._tail.rows if self._tail is not None else -1
-                self.stop(self._end, self._end_problem, self._tail is not None, rows)
+            i = -1
+            for item in self.items:
+                if isinstance(item, _Damage):
+                    yield item
+                    continue
+                i += 1
+                if crc_of(i) != item.crc:
+                    damage = self.damage_of(item, f"{_record_name(item.kind, item.rows)} fails its CRC check")
+                    yield damage
+                    if damage.stop:
+                        return
+                    continue
+                yield item
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -711,10 +878,11 @@ class _Reader:
         futures = []
         spans: list[tuple[int, int]] = []
         size = 0
+        hs = self.hsize
         for i in todo:
             f = frames[i]
             where[i] = (len(futures), len(spans))
-            spans.append((f.offset + FRAME_HEADER.size, f.length))
+            spans.append((f.offset + hs, f.length))
             size += f.length
             if size >= batch_bytes or i == todo[-1]:
                 futures.append(pool.submit(_crc_spans, view, spans))
@@ -729,25 +897,301 @@ class _Reader:
         return pooled, pool
 
 
-def iter_recording(path: str | os.PathLike[str], warnings: list[str] | None = None) -> Iterator[Message]:
+class _Ledger:
+    """Keeps steps by sequence number and accounts for every loss, in the reader's words.
+
+    Every reader (replay, export, verification) runs its records through one ledger, so
+    they keep the same steps and say the same thing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.report = RecordingReport()
+        self.warnings: list[str] = []
+        self._last = -1  # the highest seq kept
+        self._kept: list[tuple[int, int]] = []  # runs of kept seqs
+        self._damage: list[_Damage] = []  # damaged places not yet accounted for
+        self._records: set[tuple[int, int]] = set()
+        self._dupes: list[np.ndarray] = []
+        self._late: list[np.ndarray] = []
+
+    # -- damage --------------------------------------------------------------------------
+
+    def damaged(self, damage: _Damage) -> None:
+        """A damaged place: its steps are counted when the next intact step is read."""
+        self.report.damaged += 1
+        if damage.torn or damage.stop:
+            self.report.truncated_bytes += damage.end - damage.offset
+        else:
+            self.report.skipped_bytes += damage.end - damage.offset
+        self._damage.append(damage)
+
+    def _settle(self, next_seq: int | None) -> None:
+        """Say what the damage since the last kept step cost, now that the next kept seq is known."""
+        if not self._damage:
+            return
+        group, self._damage = self._damage, []
+        first = self._last + 1
+        lost: tuple[int, int] | None = None
+        if next_seq is not None:
+            if next_seq > first:
+                lost = (first, next_seq - 1)
+            steps = f"steps {_seq_text(*lost)} lost ({lost[1] - lost[0] + 1} steps)" if lost else "no steps lost"
+        else:
+            # Rows each damaged place held, where its record's kind says (0: not steps).
+            rows = [d.rows if d.kind == codec.KIND_CHUNK else (0 if d.kind else -1) for d in group]
+            known = [d.seqs for d in group
+                     if d.seqs is not None and d.seqs[0] >= first and d.seqs[1] - d.seqs[0] + 1 == d.rows]
+            if known and len(known) == sum(r != 0 for r in rows):
+                lost = (min(a for a, _ in known), max(b for _, b in known))
+                steps = f"{sum(b - a + 1 for a, b in known)} steps lost ({_seq_text(*lost)})"
+            elif all(r >= 0 for r in rows):
+                count = sum(rows)
+                lost = (first, first + count - 1) if count else None
+                steps = f"{count} steps lost ({_seq_text(*lost)})" if count else "no steps lost"
+            else:
+                self.report.lost_unknown += 1
+                steps = f"steps lost unknown (any step after {_seq_text(first - 1, first - 1)})" if first else (
+                    "steps lost unknown")
+        if lost is not None:
+            _merge_ranges(self.report.lost_ranges, [lost])
+        self.warnings.append(self._say(group, steps))
+
+    def _say(self, group: list[_Damage], steps: str) -> str:
+        path = self.path
+        last = group[-1]
+        if len(group) == 1 and last.torn:
+            return (f"{path}: torn tail at offset {last.offset}: {last.reason}; dropped the last "
+                    f"{last.end - last.offset} bytes ({steps})")
+        if len(group) == 1 and last.stop:
+            return (f"{path}: corrupt record at offset {last.offset}: {last.reason}; stopped reading there, "
+                    f"{last.end - last.offset} bytes not read (a format 1 recording has no sync markers to read on "
+                    f"from; {steps})")
+        places = "; ".join(f"corrupt record at offset {d.offset}: {d.reason}" for d in group)
+        skipped = sum(d.end - d.offset for d in group)
+        where = "to the end of the file" if last.torn or last.stop else f"to the next intact record at offset {last.end}"
+        return f"{path}: {places}; skipped {skipped} bytes {where}; {steps}"
+
+    # -- steps and records ---------------------------------------------------------------
+
+    def steps(self, seq: np.ndarray) -> np.ndarray | None:
+        """Which rows of a chunk to keep: None for all, else a boolean mask.
+
+        A row is kept when its seq is higher than every seq kept before it; the others are
+        duplicates (that seq was kept already) or out of order (a later step came first).
+        """
+        n = len(seq)
+        if n == 0:
+            return None
+        s = seq.astype(np.int64, copy=False)
+        first = int(s[0])
+        if first > self._last and (n == 1 or bool(np.all(s[1:] > s[:-1]))):
+            self._settle(first)
+            last = int(s[-1])
+            if last - first + 1 == n:
+                self._keep_run(first, last)
+            else:
+                for a, b in _ranges_of(s):
+                    self._keep_run(a, b)
+            return None
+        before = np.maximum.accumulate(np.concatenate(([self._last], s[:-1])))
+        keep = s > before
+        if keep.any():
+            self._settle(int(s[keep][0]))
+        dropped = s[~keep]
+        if dropped.size:
+            held = self._holds(dropped) | np.isin(dropped, s[keep])
+            if held.any():
+                self._dupes.append(dropped[held])
+            if (~held).any():
+                self._late.append(dropped[~held])
+        kept = s[keep]
+        if kept.size:
+            for a, b in _ranges_of(kept):
+                self._keep_run(a, b)
+        return keep
+
+    def suspect(self, seq: np.ndarray) -> bool:
+        """Whether a chunk's seqs do not simply run on from the last kept step, one by one."""
+        n = len(seq)
+        if n == 0:
+            return False
+        first, last = int(seq[0]), int(seq[-1])
+        if first <= self._last or last - first + 1 != n:
+            return True
+        return n > 2 and not bool(np.all(np.diff(seq.astype(np.int64)) == 1))
+
+    def _keep_run(self, first: int, last: int) -> None:
+        _merge_ranges(self._kept, [(first, last)])
+        self._last = max(self._last, last)
+
+    def _holds(self, seqs: np.ndarray) -> np.ndarray:
+        if not self._kept:
+            return np.zeros(seqs.shape, dtype=bool)
+        starts = np.array([a for a, _ in self._kept], dtype=np.int64)
+        ends = np.array([b for _, b in self._kept], dtype=np.int64)
+        at = np.searchsorted(starts, seqs, side="right") - 1
+        inside = at >= 0
+        inside[inside] &= seqs[inside] <= ends[at[inside]]
+        return inside
+
+    def record(self, f: _Frame) -> bool:
+        """Whether to keep a record that is not steps (False: the file holds it twice)."""
+        key = (f.length, f.crc)
+        if key in self._records:
+            self.report.duplicate_records += 1
+            return False
+        self._records.add(key)
+        return True
+
+    def finish(self) -> list[str]:
+        """Account for damage at the end and for dropped steps; the warnings, in order."""
+        self._settle(None)
+        report, path = self.report, self.path
+        if self._dupes:
+            dupes = np.concatenate(self._dupes)
+            report.duplicate_steps = int(dupes.size)
+            report.duplicate_ranges = _ranges_of(dupes)
+            self.warnings.append(f"{path}: dropped {dupes.size} duplicate steps ({_ranges_text(report.duplicate_ranges)}) "
+                                 "that the file holds twice; each is kept once")
+        if self._late:
+            late = np.concatenate(self._late)
+            report.out_of_order_steps = int(late.size)
+            report.out_of_order_ranges = _ranges_of(late)
+            self.warnings.append(f"{path}: dropped {late.size} steps out of order "
+                                 f"({_ranges_text(report.out_of_order_ranges)}): they come after later steps in the file")
+        if report.duplicate_records:
+            self.warnings.append(f"{path}: dropped {report.duplicate_records} records that the file holds twice")
+        return self.warnings
+
+
+def _chunk_problem(view: memoryview, f: _Frame, schema: Schema) -> str:
+    """Why a checked chunk cannot join ``schema``'s run, or ""."""
+    if f.columns is None:
+        return f.problem or "its layout is malformed"
+    if f.run_id != schema.run_id:
+        return f"it belongs to run {f.run_id!r}, not {schema.run_id}"
+    if f.width != schema.width:
+        return f"it is {f.width} channels wide but the run's schema has {schema.width}"
+    time = np.frombuffer(view, dtype="<f8", count=f.rows, offset=f.columns[3])
+    if f.rows and not np.isfinite(time).all():
+        return "its time column holds non-finite values"
+    return ""
+
+
+def _walk(reader: _Reader, ledger: _Ledger) -> Iterator[tuple[_Frame, Schema | Message | None, np.ndarray | None]]:
+    """The records to keep, in file order, each with what it holds and (chunks) its row mask.
+
+    Yields ``(frame, message, keep)``: for a step chunk ``message`` is None and ``keep`` the
+    rows to keep (None: all); for any other record ``message`` is the decoded message. The
+    first is the run's schema. Damage, duplicates and steps out of order go to ``ledger``.
+    Raises RecordingError when the file holds no readable schema first.
+    """
+    view = reader.source.view
+    schema: Schema | None = None
+    for item in reader.checked():
+        if isinstance(item, _Damage):
+            ledger.damaged(item)
+            continue
+        name = _record_name(item.kind, item.rows)
+        if schema is None:
+            try:
+                msg = codec.unpack(reader.payload(item))
+            except ProtocolError as exc:
+                ledger.damaged(reader.damage_of(item, f"the schema record does not decode ({exc})"))
+                return
+            if not isinstance(msg, Schema):
+                if ledger.report.damaged:
+                    return  # the schema itself is damaged: no run to read
+                raise RecordingError(f"{reader.path} starts with {name} instead of the run's schema: "
+                                     "it is not a complete recording")
+            schema = msg
+            ledger.record(item)
+            yield item, msg, None
+            continue
+        if item.kind == codec.KIND_CHUNK:
+            problem = _chunk_problem(view, item, schema)
+            if problem:
+                damage = reader.damage_of(item, f"{name} cannot be read: {problem}")
+                ledger.damaged(damage)
+                if damage.stop:
+                    return
+                continue
+            seq = np.frombuffer(view, dtype="<u8", count=item.rows, offset=item.columns[0])
+            if not reader.verify and ledger.suspect(seq) and zlib.crc32(reader.payload(item)) != item.crc:
+                # Unchecked, and its sequence numbers do not run on as a writer writes them:
+                # checked after all, so that a flipped bit cannot make good steps look out of order.
+                damage = reader.damage_of(item, f"{name} fails its CRC check")
+                ledger.damaged(damage)
+                if damage.stop:
+                    return
+                continue
+            yield item, None, ledger.steps(seq)
+            continue
+        if not ledger.record(item):
+            continue
+        try:
+            msg = codec.unpack(reader.payload(item))
+        except ProtocolError as exc:
+            damage = reader.damage_of(item, f"{name} does not decode ({exc})")
+            ledger.damaged(damage)
+            if damage.stop:
+                return
+            continue
+        yield item, msg, None
+
+
+def _no_schema(path: Path, ledger: _Ledger) -> RecordingError:
+    warnings = ledger.finish()
+    why = f" ({warnings[-1]})" if warnings else ""
+    return RecordingError(f"{path} holds no readable schema record, so there is no run to replay{why}")
+
+
+def _chunk_of(view: memoryview, f: _Frame, run_id: str, keep: np.ndarray | None) -> StepChunk:
+    """A chunk's columns as views of the file (or, with ``keep``, copies of the kept rows)."""
+    n = f.rows
+    seq, step, epoch, time = (
+        np.frombuffer(view, dtype=dtype, count=n, offset=at) for (_, dtype, _), at in zip(_CHUNK_COLUMNS, f.columns)
+    )
+    values = np.frombuffer(view, dtype="<f4", count=n * f.width, offset=f.columns[4]).reshape(n, f.width)
+    if keep is None:
+        return StepChunk(run_id, seq, step, epoch, time, values)
+    return StepChunk(run_id, seq[keep], step[keep], epoch[keep], time[keep], values[keep])
+
+
+def iter_recording(
+    path: str | os.PathLike[str], warnings: list[str] | None = None, report: RecordingReport | None = None
+) -> Iterator[Message]:
     """Every record of a recording in write order (steps as :class:`StepChunk`).
 
-    Stops at a torn tail or at corruption; pass a list as ``warnings`` to learn where and
-    why. Raises :class:`RecordingError` when the file is not a recording.
+    Damaged records are skipped (a format 1 file: reading stops there), duplicate and
+    out-of-order steps dropped; pass a list as ``warnings`` to learn what was lost, and a
+    :class:`RecordingReport` as ``report`` for the numbers. Raises :class:`RecordingError`
+    when the file is not a recording.
     """
     with _Source(path) as source:
         reader = _Reader(source)
+        ledger = _Ledger(reader.path)
         try:
-            for f in reader.checked():
-                try:
-                    msg = codec.unpack(reader.payload(f))
-                except ProtocolError as exc:
-                    reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} does not decode ({exc})")
-                    break
-                yield msg
+            for f, msg, keep in _walk(reader, ledger):
+                if msg is None:
+                    chunk = _chunk_of(source.view, f, f.run_id, keep)
+                    if len(chunk):
+                        yield StepChunk(chunk.run_id, chunk.seq.copy(), chunk.step.copy(), chunk.epoch.copy(),
+                                        chunk.time.copy(), chunk.values.copy())
+                else:
+                    yield msg
         finally:
+            said = ledger.finish()
             if warnings is not None:
-                warnings.extend(reader.warnings)
+                warnings.extend(said)
+            if report is not None:
+                _copy_report(ledger.report, report)
+
+
+def _copy_report(source: RecordingReport, target: RecordingReport) -> None:
+    for name in RecordingReport.__dataclass_fields__:
+        setattr(target, name, getattr(source, name))
 
 
 def read_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Recording:
@@ -755,85 +1199,52 @@ def read_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Reco
 
     Step columns are preallocated to the file's total step count (known from the frame
     headers) and each chunk's columns are copied once, straight from the memory-mapped
-    file, without decoding the record. Raises :class:`RecordingError` when the file is not
-    a recording or holds no readable schema.
+    file, without decoding the record. Damage is skipped and reported as
+    :func:`iter_recording` does (the same steps kept, the same warnings). Raises
+    :class:`RecordingError` when the file is not a recording or holds no readable schema.
 
     ``verify=False`` skips the CRC of every step chunk but the last (checksumming is most
-    of the time it takes to open a large file): the file's structure, every other record
-    and the tail are still checked, so a torn tail is still found, but a flipped bit in
-    the middle of a chunk's values would go unnoticed. Use it for a quick first look and
-    call :func:`verify_recording` (say, on a worker thread) when it matters.
+    of the time it takes to open a large file): the file's structure (every record header
+    has its own check), every other record and the tail are still checked, so a torn tail
+    or a damaged header is still found, but a flipped bit in the middle of a chunk's values
+    would go unnoticed. Use it for a quick first look and call :func:`verify_recording`
+    (say, on a worker thread) when it matters.
     """
     with _Source(path) as source:
         reader = _Reader(source, verify=verify)
+        ledger = _Ledger(reader.path)
         history: RunHistory | None = None
-        for f in reader.checked():
+        for f, msg, keep in _walk(reader, ledger):
             if history is None:
-                history = _first_history(reader, f)
-                if history is None:
-                    break
-                continue
-            if f.kind == codec.KIND_CHUNK:
-                problem = _copy_chunk(source.view, f, history)
-                if problem:
-                    reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} cannot be read: {problem}")
-                continue
-            try:
-                history.add(codec.unpack(reader.payload(f)))
-            except ProtocolError as exc:
-                reader.stop(f.offset, f"{_record_name(f.kind, f.rows)} cannot be read ({exc})")
+                assert isinstance(msg, Schema)
+                history = RunHistory(msg)
+                history.steps = StepColumns(msg.width, capacity=reader.chunk_rows())
+            elif msg is None:
+                chunk = _chunk_of(source.view, f, history.run_id, keep)
+                if len(chunk):
+                    history.steps.extend(chunk)
+            else:
+                try:
+                    history.add(msg)
+                except ProtocolError as exc:
+                    damage = reader.damage_of(f, f"{_record_name(f.kind, f.rows)} cannot be read ({exc})")
+                    ledger.damaged(damage)
         if history is None:
-            why = f" ({reader.warnings[-1]})" if reader.warnings else ""
-            raise RecordingError(
-                f"{source.path} holds no readable schema record, so there is no run to replay{why}"
-            )
-        return Recording(history=history, warnings=reader.warnings, truncated_bytes=reader.truncated_bytes)
-
-
-def _copy_chunk(view: memoryview, f: _Frame, history: RunHistory) -> str:
-    """Append a chunk's steps to ``history`` straight from the file; the problem, or ""."""
-    if f.columns is None:
-        return f.problem or "its layout is malformed"
-    if f.run_id != history.run_id:
-        return f"it belongs to run {f.run_id!r}, not {history.run_id}"
-    if f.width != history.steps.width:
-        return f"it is {f.width} channels wide but the run's schema has {history.steps.width}"
-    n = f.rows
-    seq, step, epoch, time = (
-        np.frombuffer(view, dtype=dtype, count=n, offset=at)
-        for (_, dtype, _), at in zip(_CHUNK_COLUMNS, f.columns)
-    )
-    if n and not np.isfinite(time).all():
-        return "its time column holds non-finite values"
-    values = np.frombuffer(view, dtype="<f4", count=n * f.width, offset=f.columns[4]).reshape(n, f.width)
-    history.steps.extend(StepChunk(history.run_id, seq, step, epoch, time, values))
-    return ""
-
-
-def _first_history(reader: _Reader, f: _Frame) -> RunHistory | None:
-    """The run's history from the first record, which must be its schema."""
-    try:
-        msg = codec.unpack(reader.payload(f))
-    except ProtocolError as exc:
-        reader.stop(f.offset, f"the schema record does not decode ({exc})")
-        return None
-    if not isinstance(msg, Schema):
-        raise RecordingError(
-            f"{reader.path} starts with {_record_name(f.kind, f.rows)} instead of the run's schema: "
-            "it is not a complete recording"
-        )
-    history = RunHistory(msg)
-    history.steps = StepColumns(msg.width, capacity=reader.chunk_rows())
-    return history
+            raise _no_schema(source.path, ledger)
+        warnings = ledger.finish()
+        return Recording(history=history, warnings=warnings, truncated_bytes=ledger.report.truncated_bytes,
+                         report=ledger.report)
 
 
 def verify_recording(path: str | os.PathLike[str]) -> list[str]:
-    """Check every record's CRC without loading anything; the warnings (empty: all good).
+    """Check every record's CRC without loading the steps; the warnings (empty: all good).
 
-    Raises :class:`RecordingError` when the file is not a recording.
+    The warnings are those :func:`read_recording` gives for the file. Raises
+    :class:`RecordingError` when the file is not a recording.
     """
     with _Source(path) as source:
         reader = _Reader(source)
-        for _ in reader.checked():
+        ledger = _Ledger(reader.path)
+        for _ in _walk(reader, ledger):
             pass
-        return reader.warnings
+        return ledger.finish()

@@ -303,6 +303,8 @@ class ReplaySource(Source):
         self._rate = REPLAY_FALLBACK_RATE
         self._last_tick: float | None = None
         self._cursors = [0, 0, 0]  # next epoch, event, preview to add
+        self._verified = False  # verify() has answered once
+        self._replacement: RunHistory | None = None  # the checked load, swapped in by the poll thread
 
     # -- loading and the worker side -------------------------------------------------
     @property
@@ -347,9 +349,15 @@ class ReplaySource(Source):
         return self._shown
 
     def verify(self) -> list[str]:
-        """Check every record's CRC (the quick load skipped the step chunks'); the problems
-        not already reported at open. Also added to :meth:`status` warnings."""
-        from ..protocol.recording import verify_recording
+        """Check every record's CRC (the quick load skipped the step chunks'); what the check
+        found. The first call returns every problem found, those already reported at open
+        included, so that an empty answer always means every record's checksum holds; later
+        calls return only what is new. Also added to :meth:`status` warnings.
+
+        A replay loaded before the check and found damaged is loaded again as checked, so
+        that it shows exactly the steps an export of the file holds.
+        """
+        from ..protocol.recording import read_recording, verify_recording
 
         if self._progressive:  # the load behind the first frame checks as it reads
             self._start_loading()
@@ -359,16 +367,24 @@ class ReplaySource(Source):
             found, said_of = self._load_warnings, str
         else:
             found = verify_recording(self.path)
+            fresh_damage = [w for w in found if w not in self._warnings]
+            if fresh_damage:
+                # The quick load kept what the check now rejects: load it as checked.
+                self._replacement = read_recording(self.path).history
 
             def said_of(warning: str) -> str:
-                return (f"checksum check: {warning}; the replay was loaded before this check and still shows "
-                        "the steps after that point, which may be wrong")
+                if warning in self._warnings:
+                    return warning
+                return f"checksum check: {warning}; the replay now leaves out what the check found damaged"
 
         with self._lock:
             known = self._warnings  # a torn tail was reported at open already
-            fresh = [said for warning in found if warning not in known and (said := said_of(warning)) not in known]
+            said = [said_of(warning) for warning in found]
+            fresh = [w for w in said if w not in known]
             self._warnings = known + tuple(fresh)
-        return fresh
+            answer = said if not self._verified else fresh
+            self._verified = True
+        return answer
 
     def _read_head(self) -> RunHistory | None:
         """The recording up to and including its first step chunk (CRC-checked), or None when
@@ -428,6 +444,12 @@ class ReplaySource(Source):
 
     def _sync(self) -> bool:
         """Bring the shown history to the target row; True when it changed."""
+        replacement, self._replacement = self._replacement, None
+        if replacement is not None:  # the checked load replaces the quick one: shown afresh
+            self._full = replacement
+            self._shown = self._fresh()
+            with self._lock:
+                self._target = min(self._target, float(len(replacement.steps)))
         loaded = self._loaded.is_set()  # before reading _full: once set, _full is the whole
         full, shown = self._full, self._shown
         assert full is not None and shown is not None

@@ -33,6 +33,7 @@ from octa_tui.protocol.recording import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FRAME_HEADER,
+    FRAME_HEADER_V1,
     RecordingError,
     RecordingWriter,
     frame,
@@ -304,7 +305,7 @@ def test_a_recording_cut_at_every_byte_of_its_last_record_replays_everything_bef
         assert len(recording.warnings) == 1, size
         warning = recording.warnings[0]
         assert "torn tail" in warning and f"{lost} bytes" in warning and str(cut) in warning
-        if last == "chunk" and lost > 64:  # past the chunk's header and body, its size is known
+        if last == "chunk" and lost > FRAME_HEADER.size + 56:  # past the chunk's header and body, its size is known
             assert "5 steps lost" in warning, (size, warning)
 
 
@@ -327,8 +328,8 @@ def test_a_bad_crc_in_the_last_record_drops_only_that_record(tmp_path):
     )
 
 
-def test_corruption_in_the_middle_stops_there_and_names_the_offset(tmp_path):
-    # GIVEN a recording with a damaged byte in its third chunk
+def test_corruption_in_the_middle_costs_only_that_record_and_names_the_offset_and_the_steps(tmp_path):
+    # GIVEN a recording with a damaged byte in its third chunk (steps 200..299)
     path = tmp_path / "run.octa"
     write_session(path, steps=1000, chunk_rows=100, every=10_000)
     offsets = frame_offsets(path)
@@ -338,13 +339,18 @@ def test_corruption_in_the_middle_stops_there_and_names_the_offset(tmp_path):
     path.write_bytes(bytes(data))
     # WHEN it is read
     recording = read_recording(path)
-    # THEN the records before it are kept and the warning names where reading stopped
-    assert len(recording.history.steps) == 200
-    assert recording.truncated_bytes == len(data) - bad
+    # THEN every step but that chunk's is kept, and the warning names the offset and the steps lost
+    kept = np.concatenate([np.arange(200), np.arange(300, 1000)]).astype(np.uint64)
+    np.testing.assert_array_equal(recording.history.steps.seq, kept)
+    assert recording.truncated_bytes == 0
+    assert recording.report.lost_ranges == [(200, 299)] and recording.report.lost_steps == 100
     assert len(recording.warnings) == 1
-    assert f"offset {bad}" in recording.warnings[0] and "corrupt" in recording.warnings[0]
+    warning = recording.warnings[0]
+    assert f"offset {bad}" in warning and "corrupt" in warning and "fails its CRC check" in warning
+    assert "steps seq 200-299 lost (100 steps)" in warning
+    # AND streaming it, or only checking it, keeps the same steps and says the same
     warnings: list[str] = []
-    assert sum(len(m) for m in iter_recording(path, warnings) if isinstance(m, StepChunk)) == 200
+    assert sum(len(m) for m in iter_recording(path, warnings) if isinstance(m, StepChunk)) == 900
     assert warnings == recording.warnings
     assert verify_recording(path) == recording.warnings
 
@@ -354,11 +360,27 @@ def test_skipping_verification_still_finds_a_torn_tail_but_not_a_flipped_value(t
     write_session(path, steps=1000, chunk_rows=100, every=10_000)
     offsets = frame_offsets(path)
     data = bytearray(path.read_bytes())
-    data[offsets[3] + 200] ^= 0x01
+    data[offsets[4] - 5] ^= 0x01  # among the values of the third chunk (steps 200..299)
     path.write_bytes(bytes(data[:-10]))
     quick = read_recording(path, verify=False)
     assert len(quick.history.steps) == 900 and "torn tail" in quick.warnings[0]
-    assert len(read_recording(path).history.steps) == 200
+    checked = read_recording(path)
+    assert len(checked.history.steps) == 800
+    assert checked.report.lost_ranges == [(200, 299), (900, 999)]
+
+
+def test_skipping_verification_still_checks_a_chunk_whose_sequence_numbers_do_not_run_on(tmp_path):
+    # GIVEN a flipped bit in a chunk's seq column, which would make good steps look out of order
+    path = tmp_path / "run.octa"
+    write_session(path, steps=1000, chunk_rows=100, every=10_000)
+    offsets = frame_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[3] + 200] ^= 0x01
+    path.write_bytes(bytes(data))
+    # WHEN it is read without verification THEN that chunk is checked anyway and skipped
+    quick = read_recording(path, verify=False)
+    assert len(quick.history.steps) == 900 and quick.report.lost_ranges == [(200, 299)]
+    assert quick.report.out_of_order_steps == 0
 
 
 @pytest.mark.parametrize("garbage", [b"\x00" * 3, b"hello, this is not a frame\n" * 4, os.urandom(777)])
@@ -432,7 +454,12 @@ def test_a_recording_whose_first_record_is_not_a_schema_is_refused(tmp_path):
     import zlib
 
     head = FILE_HEADER.pack(b"\x89OCT\r\n\x1a\n", FORMAT_MAJOR, FORMAT_MINOR, 1, 0)
-    path.write_bytes(head + FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+    path.write_bytes(head + frame(payload))
+    with pytest.raises(RecordingError, match="instead of the run's schema"):
+        read_recording(path)
+    # (a format 1 file too)
+    head = FILE_HEADER.pack(b"\x89OCT\r\n\x1a\n", 1, 0, 1, 0)
+    path.write_bytes(head + FRAME_HEADER_V1.pack(len(payload), zlib.crc32(payload)) + payload)
     with pytest.raises(RecordingError, match="instead of the run's schema"):
         read_recording(path)
 
@@ -520,12 +547,14 @@ def test_writing_the_golden_session_gives_exactly_the_committed_bytes(tmp_path):
     )
 
 
-def test_reading_the_committed_golden_file_gives_the_golden_session():
+@pytest.mark.parametrize("version", [2, 1])
+def test_reading_the_committed_golden_file_gives_the_golden_session(version):
     golden = load_golden_module()
-    messages = list(iter_recording(golden.GOLDEN_FILE))
+    source = golden.GOLDEN_FILE if version == 2 else golden.V1_GOLDEN_FILE
+    messages = list(iter_recording(source))
     # The file's own layout: the header, then the schema first.
-    head = golden.GOLDEN_FILE.read_bytes()[: FILE_HEADER.size]
-    assert FILE_HEADER.unpack(head) == (b"\x89OCT\r\n\x1a\n", 1, 0, 1, 0)
+    head = source.read_bytes()[: FILE_HEADER.size]
+    assert FILE_HEADER.unpack(head) == (b"\x89OCT\r\n\x1a\n", version, 0, 1, 0)
     assert messages[0] == golden.SCHEMA
     # Steps regrouped into chunks of 8 (cut early by each record), records in their place.
     session = golden.golden_session()
@@ -548,5 +577,5 @@ def test_reading_the_committed_golden_file_gives_the_golden_session():
             flattened.append(msg)
     assert flattened == session
     assert [len(m) for m in messages if isinstance(m, StepChunk)] == [8, 2, 8, 2, 3]
-    recording = read_recording(golden.GOLDEN_FILE)
-    assert recording.warnings == [] and len(recording.history.steps) == 23
+    recording = read_recording(source)
+    assert recording.warnings == [] and len(recording.history.steps) == 23 and recording.report.clean

@@ -1,4 +1,4 @@
-"""The fixed session behind ``session.octa``, the recording format's golden file.
+"""The fixed session behind ``session_v2.octa``, the recording format's golden file.
 
 ``tests/protocol/test_recording.py`` writes this session again and compares the bytes with
 the committed file: the bytes are the contract. Regenerate the file only when the format
@@ -8,6 +8,9 @@ changes on purpose (and bump the format version when old readers cannot read it)
 
 Everything here is a constant: wall times come from the messages, never from the clock,
 and chunk boundaries come from ``chunk_rows`` and the records, never from the flush timer.
+
+``session.octa`` is the same session as format 1 wrote it (no sync markers); it is never
+regenerated: it proves that recordings made before format 2 still read.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from octa_tui.protocol.messages import (
 )
 from octa_tui.protocol.recording import RecordingWriter
 
-GOLDEN_FILE = Path(__file__).with_name("session.octa")
+GOLDEN_FILE = Path(__file__).with_name("session_v2.octa")
+V1_GOLDEN_FILE = Path(__file__).with_name("session.octa")
 RUN_ID = "00c0ffee00c0ffee"
 CHUNK_ROWS = 8
 START_TIME = 1_750_000_000.0
