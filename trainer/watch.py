@@ -176,6 +176,7 @@ class Watch:
         self._noted_components: Mapping[str, Any] | None = None
         self._noted_outputs: Any = None
         self._data_report: Any = None
+        self._scan_done = threading.Event()
         self._lock = threading.Lock()
         if scaler is not None:
             self.set_scaler(scaler)
@@ -273,6 +274,7 @@ class Watch:
         if self._auto_epochs and self._in_validation and self._steps_in_epoch and not self.failed:
             self._guard(self._infer_epoch_end)
         try:
+            self._publish_data_report()
             if self.controller is not None:
                 self.controller.lr_scale.after_step()
                 self.controller.close()
@@ -610,6 +612,8 @@ class Watch:
                 self._data_report = scan_folder(path)
             except Exception as exc:  # noqa: BLE001 - a data report never stops training
                 self._data_report = exc
+            finally:
+                self._scan_done.set()
 
         threading.Thread(target=scan, name="octa-tui dataset report", daemon=True).start()
 
