@@ -1,10 +1,14 @@
 """Instrument your own PyTorch training loop so octa-tui can watch and steer it.
 
-A complete, runnable example: a small segmentation net and loss of "your own", trained on
-random blobs. The lines marked ``# octa-tui`` are all it takes. While it runs, open the
-monitor in another terminal with ``octa-tui`` (it lists the trainers on this machine).
+A complete, runnable example of the explicit Probe API (full control over what is measured
+and when): a small segmentation net and loss of "your own", trained on random blobs. The
+lines marked ``# octa-tui`` are all it takes. While it runs, open the monitor in another
+terminal with ``octa-tui`` (it lists the trainers on this machine).
 
     python examples/own_loop.py --steps 2000
+
+Fewer lines: ``octa_tui.watch(model, optimizer)`` before the loop observes the same things
+(examples/attach/), and ``octa-tui run -- python train.py`` needs no change at all.
 """
 
 import argparse
@@ -12,7 +16,7 @@ import argparse
 import torch
 from torch import nn
 
-from octa_tui.trainer.control import Controller, LrSchedule  # octa-tui
+from octa_tui.trainer.control import Controller  # octa-tui
 from octa_tui.trainer.probe import Probe  # octa-tui
 
 
@@ -48,7 +52,7 @@ def main() -> None:
     criterion = nn.BCEWithLogitsLoss()
 
     probe = Probe.start(model, task="segmentation", optimizer=optimizer, record=args.record)  # octa-tui
-    controller = Controller(probe, optimizer, LrSchedule((1e-3,), step_size=10**9, gamma=1.0))  # octa-tui
+    controller = Controller(probe, optimizer)  # octa-tui: set_lr scales the lr around optimizer.step()
     print(f"telemetry {probe.link.telemetry_endpoint}  control {probe.link.control_endpoint}")
     try:
         for _ in range(args.steps):
@@ -62,7 +66,9 @@ def main() -> None:
             loss.backward()
             probe.clip_(controller.clip)  # octa-tui: gradient norms per layer (clips when clip > 0)
             optimizer.step()
-            probe.end_step(loss=loss, outputs=logits, activation="sigmoid")  # octa-tui
+            # octa-tui: activation="sigmoid" because BCEWithLogitsLoss applies one; with a loss on the raw
+            # outputs (e.g. MSE) leave it out, or the probe would hide a missing sigmoid
+            probe.end_step(loss=loss, outputs=logits, activation="sigmoid")
     finally:
         controller.close()  # octa-tui
         probe.close()  # octa-tui
