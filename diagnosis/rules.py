@@ -362,6 +362,17 @@ class Context:
         how = "how_mean" if base.how == "mean" else "how_constant"
         return BaselineComparison(base.channel, lv.mean, lv.se, lv.n, base.loss, how, base.constant)
 
+    def plateau_bounds(self, level: float) -> tuple[float, float]:
+        """Seed 000's variance and improvement bounds, scaled to the loss level.
+
+        The seed set 1e-6 and 1e-4 for a loss stuck at 0.6; a loss ten times lower moves ten
+        times less for the same relative change, so below 0.6 the bounds shrink with the level
+        (variance with its square). At 0.6 and above they are the seed's own numbers.
+        """
+        t = self.t
+        scale = min(1.0, abs(level) / t.plateau_reference_level) if math.isfinite(level) else 1.0
+        return t.plateau_variance * scale * scale, t.plateau_improvement * scale
+
     @cached_property
     def plateau(self) -> PlateauFinding | None:
         """Seed 000's plateau over the last epochs, or over step blocks when epochs are long."""
@@ -369,7 +380,8 @@ class Context:
         n = t.plateau_epochs
         epochs, losses = view.epoch_train_losses(n)
         if losses.size == n:
-            test = plateau_test(losses, t.plateau_variance, t.plateau_improvement, t.plateau_noise_sigmas)
+            var_max, imp_max = self.plateau_bounds(float(np.mean(losses)))
+            test = plateau_test(losses, var_max, imp_max, t.plateau_noise_sigmas)
             if test.flat:
                 values = ", ".join(f"{v:.6f}" for v in losses)
                 return PlateauFinding(test, "epochs", {"n": n, "values": values})
@@ -379,7 +391,8 @@ class Context:
         if long_epochs and total is not None:
             means = block_means(total, n, t.plateau_block_steps)
             if means is not None:
-                test = plateau_test(means, t.plateau_variance, t.plateau_improvement, t.plateau_noise_sigmas)
+                var_max, imp_max = self.plateau_bounds(float(np.mean(means)))
+                test = plateau_test(means, var_max, imp_max, t.plateau_noise_sigmas)
                 if test.flat:
                     first = int(view.steps[-n * t.plateau_block_steps])
                     return PlateauFinding(
@@ -675,13 +688,15 @@ def rule_lr_too_small(ctx: Context) -> Verdict | None:
         return None
     ratio = ctx.update_ratio
     if math.isfinite(ratio):
-        if ratio >= t.lr_update_ratio_small:
-            return None
+        if ratio >= t.lr_update_ratio_small or ratio == 0:
+            return None  # normal steps, or none at all (no gradient reaches the weights: not the lr)
         update = ctx.say(
             "lr_too_small", "update_ratio", ratio=ratio, ratio_max=t.lr_update_ratio_small, lr=lr
         )
         new = ctx.lr_for_target_update(raise_only=True)
         sized = ctx.say("lr_too_small", "sized", target=t.update_ratio_target, new=new)
+        if not math.isfinite(new):
+            return None
     else:
         if lr > t.lr_small:
             return None
@@ -770,6 +785,13 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
             return None
         threshold *= p * ctx.pos_weight + (1.0 - p)
         note = ctx.say("bce_not_settled", "threshold_weighted", pos_weight=ctx.pos_weight)
+    # The segmentation itself is good: the seed's rule of thumb has nothing to add.
+    dice_term = ctx.level(ch.LOSS_DICE).mean if view.has(ch.LOSS_DICE) else math.nan
+    if math.isfinite(view.val_dice):
+        if view.val_dice >= t.val_dice_good:
+            return None
+    elif math.isfinite(dice_term) and dice_term <= 1.0 - t.val_dice_good:
+        return None
     bce = ctx.level(ch.LOSS_BCE)
     # The recent level, and even the low edge of its noise band, must be above the bound.
     if not (math.isfinite(bce.mean) and ctx.above(bce.low(t.level_sigmas), threshold)):
@@ -1007,11 +1029,12 @@ def rule_plateau(ctx: Context) -> Verdict | None:
         return None
     if b is not None and math.isfinite(b.baseline) and level <= t.converged_fraction * b.baseline:
         return None
+    var_max, imp_max = ctx.plateau_bounds(level)
     numbers = {
         "variance": test.variance,
-        "variance_max": t.plateau_variance,
+        "variance_max": float(f"{var_max:.2g}"),
         "improvement": test.improvement,
-        "improvement_max": t.plateau_improvement,
+        "improvement_max": float(f"{imp_max:.2g}"),
         "trend": test.trend,
         "noise": test.noise,
     }

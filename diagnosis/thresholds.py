@@ -34,6 +34,7 @@ class Thresholds:
     plateau_variance: float = 1e-6  # variance of those losses below this ...
     plateau_improvement: float = 1e-4  # ... and improvement below this (beyond noise, see below)
     plateau_noise_sigmas: float = 2.0  # a trend within this many standard errors is noise
+    plateau_reference_level: float = 0.6  # the bounds above are the seed's for a loss at 0.6; scaled below it
     plateau_block_steps: int = 200  # step-window test: 5 blocks of this many steps (long epochs)
     val_dice_good: float = 0.7  # a flat loss with a validation Dice this good is convergence
     converged_fraction: float = 0.2  # ... as is a flat loss below 20% of the constant baseline

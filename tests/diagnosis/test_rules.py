@@ -282,10 +282,18 @@ def val_loss_rising() -> RunHistory:
     return b.history
 
 
-def bce_stuck_at(value: float, epochs: int = 9) -> RunHistory:
+def bce_stuck_at(value: float, epochs: int = 9, val_dice: float = float("nan")) -> RunHistory:
     b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
     b.steps(100, loss__bce=lambda r: 0.7 - 0.004 * r)  # the early descent, 0.7 -> 0.3
-    return b.steps(epochs * 100 - 100, loss__bce=value).history
+    b.steps(epochs * 100 - 100, loss__bce=value)
+    return (b.epoch(epochs, {"loss": 0.3}, {"dice": val_dice}) if val_dice == val_dice else b).history
+
+
+def low_level_creeping() -> RunHistory:
+    # seed 002's CRAFT with its sigmoid, measured: epoch losses ~0.022 with +-0.0005 of scatter, creeping down
+    b = Builder(heatmap_schema()).dataset(target_mean=0.1, target_var=0.027)
+    b.steps(150)
+    return b.epochs([0.022196, 0.022154, 0.022725, 0.022681, 0.021661]).history
 
 
 def constant_level_after_descent() -> RunHistory:
@@ -442,6 +450,10 @@ CASES = [
     Case("BCE 0.2999 for 9 epochs has settled", "bce_not_settled", lambda: bce_stuck_at(0.2999), False),
     Case("BCE 0.3 (float32 0.30000001) has settled", "bce_not_settled", lambda: bce_stuck_at(0.3), False),
     Case("BCE 0.34 late", "bce_not_settled", lambda: bce_stuck_at(0.34), True, Severity.WARN),
+    Case("BCE 0.34 late but val Dice 0.89 (BatchNorm nets, soft logits)", "bce_not_settled",
+         lambda: bce_stuck_at(0.34, val_dice=0.89), False),
+    Case("heatmap MSE 0.022, 60% below the constant, still creeping down", "plateau", low_level_creeping, False),
+    Case("no updates at all is not a small lr", "lr_too_small", lambda: tiny_lr(0.0), False),
     Case("30% below the constant now, above it earlier", "no_better_than_constant",
          constant_level_after_descent, False),
     # masks not binary
