@@ -15,11 +15,17 @@ so a run of millions of steps is never held in memory twice. What goes where:
   Plain JSON has no NaN or Infinity, so such a number is written as ``null`` and its text
   (``"nan"``, ``"inf"``, ``"-inf"``) is kept in the record's ``nonfinite`` object at the
   same path (``{"values": {"loss/total": "nan"}}``); :func:`restore_nonfinite` puts them back.
-  A recording that ends torn gets a last ``warning`` record saying what was lost.
+  A recording that was damaged gets ``warning`` records at the end saying what was lost
+  (the same words a replay of it shows).
 - ``tensorboard``: ``DIR/events.out.tfevents.<start>.<host>.octa-tui`` with one event per
   step holding every exported channel as a scalar tagged with the channel name (NaN and
   Inf kept), and each epoch's metrics as ``train/<name>`` and ``val/<name>`` at the
   epoch's last step. Events and previews are not exported to TensorBoard.
+
+A damaged recording exports everything the reader could keep: a damaged record is skipped
+and the steps after it are exported, duplicate and out-of-order steps are left out, and
+``ExportResult.warnings`` / ``ExportResult.report`` say exactly which steps were lost, in
+every format (replay reads the file through the same reader and keeps the same steps).
 
 Channel selection (``channels``: fnmatch patterns) and thinning (``every``: every Nth
 step, counted from the recording's first step) apply to steps only.
@@ -46,7 +52,7 @@ import numpy as np
 
 from .errors import ProtocolError
 from .messages import DatasetReport, EpochSummary, Event, Message, Preview, Schema, StepChunk
-from .recording import RecordingError, iter_recording
+from .recording import RecordingError, RecordingReport, iter_recording
 from .tfevents import FILE_VERSION, ScalarEventEncoder, event, tfrecord
 
 FORMATS = ("csv", "jsonl", "tensorboard")
@@ -66,7 +72,8 @@ class ExportError(ProtocolError):
 @dataclass
 class ExportResult:
     """What an export wrote, what it left out (record kind -> count: records the format
-    has no place for), and what it could not read (a torn or corrupt tail)."""
+    has no place for), and what it could not read from the recording (``warnings`` in
+    words, ``report`` in numbers: damaged records, steps lost, duplicates dropped)."""
 
     files: list[Path] = field(default_factory=list)
     steps: int = 0
@@ -74,6 +81,7 @@ class ExportResult:
     records: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    report: RecordingReport = field(default_factory=RecordingReport)
 
 
 # --- selection ------------------------------------------------------------------------------
@@ -421,11 +429,13 @@ def export_recording(recording: str | os.PathLike[str], fmt: str, out: str | os.
     if not source.is_file():
         raise ExportError(f"{source}: no such recording (recordings are *.octa files in the trainer's run folder)")
     warnings: list[str] = []
-    messages = iter_recording(source, warnings)
+    report = RecordingReport()
+    messages = iter_recording(source, warnings, report)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         if fmt == "tensorboard":
             raise ExportError("a TensorBoard export is a folder of event files; name an output folder, not a stream")
         result = _export_to_stream(messages, fmt, out, patterns, every, source, warnings)
+        result.report = report
         return result
     target = Path(out) if out is not None else default_output(source, fmt)
     with _Outputs(overwrite, source) as outputs:
@@ -452,6 +462,7 @@ def export_recording(recording: str | os.PathLike[str], fmt: str, out: str | os.
         sink.finish(warnings)
     result.files = list(outputs.paths)
     result.warnings = warnings
+    result.report = report
     return result
 
 

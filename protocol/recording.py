@@ -1061,7 +1061,8 @@ class _Ledger:
             self.warnings.append(f"{path}: dropped {late.size} steps out of order "
                                  f"({_ranges_text(report.out_of_order_ranges)}): they come after later steps in the file")
         if report.duplicate_records:
-            self.warnings.append(f"{path}: dropped {report.duplicate_records} records that the file holds twice")
+            count = report.duplicate_records
+            self.warnings.append(f"{path}: dropped {count} record{'s' if count != 1 else ''} that the file holds twice")
         return self.warnings
 
 
