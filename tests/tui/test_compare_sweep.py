@@ -25,7 +25,7 @@ from octa_tui.tui.compare import cli
 from octa_tui.tui.compare.app import CompareApp, CompareState, OpenMonitor, run_curve
 from octa_tui.tui.compare.runs import CompareSession, Target, resolve_targets
 from octa_tui.tui.compare.table import BY_ALL_BUT_SEED
-from octa_tui.tui.compare.view import build_chart
+from octa_tui.tui.compare.view import OUTCOME_GLYPHS, build_chart
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -183,7 +183,7 @@ def test_live_and_recorded_in_one_view_and_a_group_command_acknowledged_per_run(
             trainer.start()
         targets = [Target("recorded", path=str(recording))] + [
             Target("live", telemetry=t.telemetry, control=t.control) for t in trainers]
-        session = CompareSession(targets, diagnose=False)
+        session = CompareSession(targets, diagnose_every_s=0.5)
         session.open()
         assert [r.error for r in session.runs] == ["", "", ""]
         session.start()
@@ -201,7 +201,14 @@ def test_live_and_recorded_in_one_view_and_a_group_command_acknowledged_per_run(
                 while any(a.status == "pending" for a in acks):
                     assert time.monotonic() < deadline, "a trainer never answered"
                     await pilot.pause(0.1)
+                # The change becomes a fix trial of each run, drawn as a marker on its curve.
+                while not all(any(t.step == a.step for t in session.runs[a.number - 1].trials) for a in acks):
+                    assert time.monotonic() < deadline, "the changes never became fix trials"
+                    await pilot.pause(0.2)
                 await pilot.pause(0.6)
+                app.refresh_view(force=True)
+                markers = [g for g in OUTCOME_GLYPHS.values() if g in app.chart_view.text.plain]
+                assert markers, app.chart_view.text.plain
                 return acks, screen_text(app)
 
         try:
