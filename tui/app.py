@@ -239,6 +239,20 @@ class MonitorApp(App[int]):
 
     def on_resize(self) -> None:
         self._apply_layout()
+        self._prepare_in_background()
+
+    def _prepare_in_background(self) -> None:
+        """Bring the visible panels' stores up to date off the UI thread (a panel just shown,
+        a new size), then let the panels that waited draw."""
+        history = self.source.history
+        if history is None or not self.opened:
+            return
+
+        def prepare() -> None:
+            self._derive(history)
+            self.post_message(DerivedReady())
+
+        self.run_worker(prepare, thread=True, group="prepare", exclusive=True)
 
     def _layout_for(self, width: int, height: int) -> tuple[int, set[str]]:
         for min_width, min_height, columns, shown in LAYOUTS:
@@ -548,6 +562,11 @@ class MonitorApp(App[int]):
 
     def _release_typeahead(self) -> None:
         """No prompt took the held keys (it did not open): they run as the keys they are."""
+        if self._typeahead is None:
+            return
+        if isinstance(self.screen, PromptScreen):  # still opening (a loaded machine): wait on
+            self.set_timer(TYPEAHEAD_HOLD_S, self._release_typeahead)
+            return
         keys = self.take_typeahead()
         for key in keys:
             self.post_message(events.Key(key.key, key.character))
@@ -573,6 +592,7 @@ class MonitorApp(App[int]):
         """Show or hide one panel."""
         self.panel_override[panel_id] = not self.panel_visible(panel_id)
         self._apply_layout()
+        self._prepare_in_background()
         self._redraw()
 
     def _settings(self) -> view.Settings:

@@ -24,6 +24,8 @@ from ..protocol import channels as ch
 from . import panels, view
 from .widgets import Panel
 
+UI_SUMMARY_ROWS = 50_000  # the most rows a redraw summarises itself; more waits for the ingest worker
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -52,12 +54,20 @@ class ChartPanel(Panel):
         self.summary = view.HistorySummary()
         self.lock = threading.Lock()
         self._waiting = False
+        self._prepared: tuple[int, int] = (0, 0)  # (id of the history, rows) the store was last extended to
 
     # -- the derived store ---------------------------------------------------------------
     def prepare(self, history: Any, rows: int) -> None:
         """Extend the derived store to the first ``rows`` rows (called on the ingest thread)."""
         with self.lock:
             self._extend(history, rows)
+            self._prepared = (id(history), rows)
+
+    def behind(self, history: Any, rows: int) -> int:
+        """Rows the store still lacks for ``rows`` rows of ``history`` (all of them for a
+        history it has not seen)."""
+        seen, done = self._prepared
+        return rows - done if seen == id(history) and done <= rows else rows
 
     def _extend(self, history: Any, rows: int) -> None:
         """What :meth:`prepare` computes; the panel's draw reads the same stores."""
@@ -73,7 +83,10 @@ class ChartPanel(Panel):
         holds it, the panel says it is summarising instead of stalling the UI."""
 
         def guarded(width: int, height: int) -> RenderableType:
-            if not self.lock.acquire(blocking=False):
+            # A long stretch of rows not yet summarised (a replay opened at the end of a long
+            # run) is left to the ingest worker: the UI thread summarises only what a redraw
+            # can afford, and says what it waits for meanwhile.
+            if self.behind(frame.history, frame.rows) > UI_SUMMARY_ROWS or not self.lock.acquire(blocking=False):
                 self._waiting = True
                 return Text(f"summarising {frame.rows:,} steps...", style="bright_black")
             try:
@@ -112,13 +125,19 @@ class LossPanel(ChartPanel):
 class GradientsPanel(ChartPanel):
     """Gradient norm per layer group, shallow to deep, and the explosion count."""
 
-    def _extend(self, history: Any, rows: int) -> None:
-        names = history.schema.grad
-        if not names:
-            return
+    def _groups(self, history: Any) -> list:
         height = self.content_size.height or 10
-        groups = view.layer_groups(names, max(height - 1, 1))
-        self.summary.group_columns(history, groups, 0, rows)
+        return view.layer_groups(history.schema.grad, max(height - 1, 1))
+
+    def _extend(self, history: Any, rows: int) -> None:
+        if history.schema.grad:
+            self.summary.group_columns(history, self._groups(history), 0, rows)
+
+    def behind(self, history: Any, rows: int) -> int:
+        """Rows whose group norms are missing for the groups this panel's height shows."""
+        if not history.schema.grad:
+            return 0
+        return max(rows - self.summary.group_norms.rows_done(history, self._groups(history)), 0)
 
     def update_frame(self, frame: Frame) -> None:
         history, rows, start = frame.history, frame.rows, frame.start

@@ -230,6 +230,11 @@ class GroupNormCache:
         self._rows = 0
         self.generation = 0  # changes whenever the cache starts over
 
+    def rows_done(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> int:
+        """Rows of ``history`` whose norms for ``groups`` are computed already (0 for others)."""
+        columns = [[history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx] for _, idx in groups]
+        return self._rows if (id(history), tuple(tuple(c) for c in columns)) == self._key else 0
+
     def norms(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], rows: int) -> np.ndarray:
         """(rows, len(groups)) group norms for the first ``rows`` steps."""
         columns = [[history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx] for _, idx in groups]

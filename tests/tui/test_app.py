@@ -240,10 +240,18 @@ async def test_a_warning_verdict_goes_to_the_event_log_with_its_step_when_it_app
     from octa_tui.diagnosis import Severity, Verdict
 
     history = seeded_history(100, lr_change_at=None)
-    feed = [[seeded_chunk(history.schema, 20, seed=i, start=100 + 20 * i)] for i in range(4)]
+    chunks = [[seeded_chunk(history.schema, 20, seed=i, start=100 + 20 * i)] for i in range(4)]
     explosion = Verdict("gradient_explosion", Severity.WARN, "Gradient explosion", "max 1870", "")
     script = iter([[explosion], [explosion], [], []])
     shown: list[list] = []
+
+    def feed():
+        # each batch arrives once the engine has judged the one before (diagnosis has its own worker)
+        for i, chunk in enumerate(chunks):
+            deadline = time.monotonic() + 30
+            while len(shown) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield chunk
 
     def factory(live: bool):
         def diagnose(h):
@@ -251,7 +259,7 @@ async def test_a_warning_verdict_goes_to_the_event_log_with_its_step_when_it_app
             return shown[-1], None
         return diagnose
 
-    app = make_app(MemorySource(history, feed=feed), diagnose_factory=factory, verdict_interval_s=0.0)
+    app = make_app(MemorySource(history, feed=feed()), diagnose_factory=factory, verdict_interval_s=0.0)
     async with app.run_test(size=(160, 40)) as pilot:
         await wait_for(pilot, lambda: len(shown) >= 4 and any("cleared" in n[1] for n in app.notes))
         notes = [n[1] for n in app.notes]

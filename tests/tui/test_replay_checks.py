@@ -155,7 +155,7 @@ def test_a_large_recording_opens_on_its_first_chunk_and_loads_the_rest_behind(tm
     assert "(end)" in source.status().detail
 
 
-def test_a_large_damaged_recording_stops_at_the_damage_and_says_so(tmp_path):
+def test_a_large_damaged_recording_loses_only_the_damaged_chunk_and_says_so(tmp_path):
     # GIVEN a large recording with a flipped bit in its third chunk
     path = tmp_path / "session.octa"
     write_recording(path)
@@ -164,9 +164,10 @@ def test_a_large_damaged_recording_stops_at_the_damage_and_says_so(tmp_path):
     source.open()
     # WHEN the load behind the first frame finishes
     problems = source.verify()
-    # THEN it kept the steps before the damaged chunk and names where it stopped
+    # THEN it kept every step but those of the damaged chunk and names the steps lost
     assert len(problems) == 1 and f"offset {bad}" in problems[0] and "corrupt" in problems[0]
-    assert len(source.full.steps) == 200 and source.status().warnings == tuple(problems)
+    assert "steps seq 200-299 lost (100 steps)" in problems[0]
+    assert len(source.full.steps) == 500 and source.status().warnings == tuple(problems)
 
 
 def test_playback_does_not_stop_at_the_end_of_what_is_loaded_yet(tmp_path):
