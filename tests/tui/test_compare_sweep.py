@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -228,3 +230,38 @@ def test_live_and_recorded_in_one_view_and_a_group_command_acknowledged_per_run(
             assert "recorded" in text and "live" in text
         finally:
             session.close()
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+def _screen_when(session: str, predicate, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _tmux("capture-pane", "-p", "-t", session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; the screen was:\n{screen}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed; the real-terminal test needs it")
+def test_in_a_real_terminal_a_run_opens_in_its_monitor_and_the_comparison_comes_back(sweep):
+    session = f"octa-compare-{uuid.uuid4().hex[:8]}"
+    command = f"{sys.executable} -m octa_tui.tui.compare.cli {sweep} --group seed; echo OCTA-EXIT=$?; sleep 60"
+    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
+    try:
+        screen = _screen_when(session, lambda s: "lr0.001-s0" in s and "steps" in s, 120)
+        assert "compare" in screen and "(3 runs, mean)" in screen
+        _tmux("send-keys", "-t", session, "Enter")  # the first run's full monitor, at its end
+        screen = _screen_when(session, lambda s: "Loss" in s and "replay" in s, 120)
+        _tmux("send-keys", "-t", session, "q")
+        screen = _screen_when(session, lambda s: "(3 runs, mean)" in s or "OCTA-EXIT=" in s, 60)
+        assert "OCTA-EXIT=" not in screen, "quitting the monitor should come back to the comparison"
+        _tmux("send-keys", "-t", session, "q")
+        screen = _screen_when(session, lambda s: "OCTA-EXIT=" in s, 60)
+        assert "OCTA-EXIT=0" in screen and "Traceback" not in screen
+    finally:
+        _tmux("kill-session", "-t", session)
