@@ -157,9 +157,11 @@ def gradient_health(
     starving = ""
     a, b = float(norms[first]), float(norms[last])
     if first != last and math.isfinite(a) and math.isfinite(b):
-        if a < floor and b >= floor_spread * a:
+        # One end below the floor while the other gets a real gradient far above it (all-zero
+        # gradients are a constant output, not vanishing).
+        if a < floor <= b and b >= floor_spread * a:
             starving = "first"
-        elif b < floor and a >= floor_spread * b:
+        elif b < floor <= a and a >= floor_spread * b:
             starving = "last"
     strength = "vanishing" if sustained or starving else "none"
     level = 2 if strength == "vanishing" else (1 if math.isfinite(now) and now > slight_ratio else 0)

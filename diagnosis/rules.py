@@ -540,8 +540,8 @@ def rule_squashed_outputs(ctx: Context) -> Verdict | None:
     raw_lo, raw_hi, act_lo, act_hi = ranges
     tol = ctx.t.probability_tolerance
     # Logits that never leave (0, 1] are probabilities already; exact zeros are a ReLU's (see bce_at_ln2).
-    if not (raw_lo > 1e-6 and raw_hi <= 1.0 + tol):
-        return None
+    if not (raw_lo > 1e-6 and raw_hi <= 1.0 + tol) or raw_hi - raw_lo <= ctx.t.constant_rtol * max(1.0, raw_hi):
+        return None  # (one value everywhere is the constant-output fault, told by constant_loss)
     evidence = ctx.say(
         "squashed_outputs", "evidence", raw_lo=raw_lo, raw_hi=raw_hi, act_lo=act_lo, act_hi=act_hi,
         window=min(ctx.t.output_steps, ctx.view.window), top=SIGMOID_1,

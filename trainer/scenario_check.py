@@ -64,6 +64,12 @@ class Sighting:
     final: list[Verdict] = field(default_factory=list)  # shown at the end of the run
     loud: list[tuple[int, str]] = field(default_factory=list)  # (step, code) of every warn/crit shown
     shown: list[tuple[int, Verdict]] = field(default_factory=list)  # (step, verdict) of every evaluation
+    ranked_first: dict[int, str] = field(default_factory=dict)  # step -> code listed first (the root cause)
+
+    def first_at(self, code: str) -> tuple[int, str] | None:
+        """(step, code ranked first then) at the first evaluation that showed ``code``; None if never."""
+        step = self.first.get(code)
+        return None if step is None else (step, self.ranked_first.get(step, ""))
 
     def worst(self, code: str) -> Severity:
         """The highest severity ``code`` was shown at (OK if never)."""
@@ -91,6 +97,8 @@ def diagnose_as_it_grows(full: RunHistory, every: int = EVERY, engine: Engine | 
         growing.epochs = [e for e in full.epochs if e.step <= last]
         growing.events = [e for e in full.events if e.step <= last]
         shown = engine.evaluate(growing)
+        if shown:
+            sighting.ranked_first.setdefault(last, shown[0].code)
         for v in shown:
             sighting.first.setdefault(v.code, last)
             sighting.verdicts.setdefault(v.code, v)
@@ -182,6 +190,8 @@ class ScenarioResult:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     twin: dict[str, float] = field(default_factory=dict)  # metric over the judged window: fixed/unfixed
+    ranked_first: str = ""  # the verdict listed first (the root cause) when the expected one first showed
+    seen: Sighting | None = None  # what the engine showed on the unfixed run, evaluation by evaluation
 
     @property
     def passed(self) -> bool:
@@ -256,6 +266,7 @@ def check_scenario(name: str, folder: Path, seed: int = 0, trial_thresholds: Tri
     result = ScenarioResult(name, scenario.expected or "none")
     unfixed = train_recorded(config, folder, f"{name}-{seed}")
     seen = diagnose_as_it_grows(unfixed)
+    result.seen = seen
     if not scenario.expected:
         # A healthy run shows no verdict at all, notes (info) included.
         any_shown = [(step, v.code) for step, v in seen.shown]
@@ -267,6 +278,7 @@ def check_scenario(name: str, folder: Path, seed: int = 0, trial_thresholds: Tri
         return result
     result.step = seen.first.get(scenario.expected)
     if result.step is not None:
+        result.ranked_first = seen.ranked_first.get(result.step, "")
         result.found = f"{scenario.expected} ({severity_name(seen.worst(scenario.expected))})"
     else:
         result.found = ", ".join(sorted(seen.first)) or "nothing"
@@ -342,8 +354,8 @@ def _check_live_fix(scenario: Scenario, config: TrainConfig, folder: Path, seed:
         result.problems.append(f"trial says {trial.outcome} but the twin comparison says {twin}")
 
 
-COLUMNS = ("scenario", "expected verdict", "verdict found", "step", "fix applied", "trial", "measured effect",
-           "result")
+COLUMNS = ("scenario", "expected verdict", "verdict found", "step", "ranked first", "fix applied", "trial",
+           "measured effect", "result")
 
 
 def result_row(r: ScenarioResult) -> tuple[str, ...]:
@@ -354,8 +366,8 @@ def result_row(r: ScenarioResult) -> tuple[str, ...]:
         trial = f"{r.trial.outcome} ({r.trial.effect:+.2f} val Dice)"
     else:
         trial = f"{r.trial.outcome} ({-r.trial.effect:+.0%} {r.trial.metric})"
-    return (r.name, r.expected, r.found, "-" if r.step is None else str(r.step), r.fix, trial, r.effect,
-            "pass" if r.passed else "FAIL")
+    return (r.name, r.expected, r.found, "-" if r.step is None else str(r.step), r.ranked_first or "-", r.fix,
+            trial, r.effect, "pass" if r.passed else "FAIL")
 
 
 def format_table(results: Sequence[ScenarioResult]) -> str:
@@ -368,6 +380,89 @@ def format_table(results: Sequence[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class ZooResult:
+    """One run of the diagnosis zoo: every verdict shown (healthy: target none) or the one ranked first."""
+
+    name: str
+    seed: int
+    expected: str  # "" for a healthy run
+    shown: dict[str, int] = field(default_factory=dict)  # code -> first step shown
+    ranked_first: str = ""  # faults: the verdict listed first when the expected one first showed
+    step: int | None = None  # faults: the step the expected verdict first showed
+    seconds: float = 0.0
+    final_val: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if not self.expected:
+            return not self.shown
+        return self.step is not None and self.ranked_first == self.expected
+
+
+def check_zoo_run(name: str, seed: int = 0) -> ZooResult:
+    """Train one zoo run (:mod:`.zoo`) in its plain loop and read it with the engine as it grows."""
+    from .zoo import FAULTS, HEALTHY, train_own_loop
+
+    runs = {r.name: r for r in (*HEALTHY, *FAULTS)}
+    run = runs[name]
+    began = time.monotonic()
+    torch.set_num_threads(1)
+    history = train_own_loop(run, seed)
+    seen = diagnose_as_it_grows(history)
+    result = ZooResult(name, seed, run.expected, dict(seen.first), seconds=time.monotonic() - began)
+    if run.expected:
+        hit = seen.first_at(run.expected)
+        if hit is not None:
+            result.step, result.ranked_first = hit
+        elif seen.ranked_first:
+            result.ranked_first = seen.ranked_first[min(seen.ranked_first)]
+    last = history.epochs[-1].val if history.epochs else {}
+    result.final_val = (f"val Dice {last['dice']:.2f}" if "dice" in last
+                        else f"val loss {last['loss']:.4f}" if "loss" in last else "-")
+    return result
+
+
+def format_zoo(results: Sequence[ZooResult]) -> str:
+    """The zoo's two tables: healthy runs with every verdict raised, faults with the verdict ranked first."""
+    healthy = [r for r in results if not r.expected]
+    faults = [r for r in results if r.expected]
+    lines = []
+    if healthy:
+        lines += ["| healthy run | seed | verdicts raised (target: none) | final | result |", "|---|---|---|---|---|"]
+        for r in healthy:
+            raised = ", ".join(f"{c} @{s}" for c, s in sorted(r.shown.items(), key=lambda x: x[1])) or "none"
+            lines.append(f"| {r.name} | {r.seed} | {raised} | {r.final_val} | {'pass' if r.passed else 'FAIL'} |")
+    if faults:
+        lines += ["", "| fault run | seed | expected (root cause) | ranked first | step | also shown | result |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in faults:
+            others = ", ".join(c for c in r.shown if c != r.expected) or "-"
+            step = "-" if r.step is None else str(r.step)
+            lines.append(f"| {r.name} | {r.seed} | {r.expected} | {r.ranked_first or '-'} | {step} | {others} | "
+                         f"{'pass' if r.passed else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def zoo_main(seeds: Sequence[int], names: Sequence[str] = ()) -> int:
+    """``octa-tui scenarios --healthy-zoo``: every zoo run on each seed (healthy) / the first seed (faults)."""
+    from .zoo import FAULTS, HEALTHY
+
+    results = []
+    for run in (*HEALTHY, *FAULTS):
+        if names and run.name not in names:
+            continue
+        for seed in (seeds if not run.expected else seeds[:1]):
+            r = check_zoo_run(run.name, seed)
+            print(f"{run.name} seed {seed}: {'pass' if r.passed else 'FAIL'} in {r.seconds:.0f} s", file=sys.stderr,
+                  flush=True)
+            results.append(r)
+    print(format_zoo(results))
+    print(f"\n{sum(r.passed for r in results)}/{len(results)} zoo runs pass; "
+          f"{sum(r.seconds for r in results):.0f} s of training on {torch.get_num_threads()} thread(s)")
+    return 0 if all(r.passed for r in results) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m octa_tui.trainer.scenario_check`` (``octa-tui scenarios``)."""
     parser = argparse.ArgumentParser(prog="octa-tui scenarios",
@@ -376,7 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", metavar="DIR", help="keep the recordings in DIR (default: a temporary folder)")
     parser.add_argument("--list", action="store_true", help="list the scenarios (fault, verdict, fix) and exit")
+    parser.add_argument("--healthy-zoo", action="store_true",
+                        help="the diagnosis accuracy benchmark: healthy runs of five architectures x 3 seeds "
+                        "(target: no verdict) and known faults in a plain training loop (target: the root cause first)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per healthy zoo run (default 3)")
     args = parser.parse_args(argv)
+    if args.healthy_zoo:
+        os.environ.setdefault("OCTA_TUI_RUN_DIR", tempfile.mkdtemp(prefix="octa-run-files-"))
+        return zoo_main(list(range(args.seed, args.seed + args.seeds)), args.names)
     if args.list:
         for name in scenario_names():
             s = get_scenario(name)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import ConfigError, TrainConfig
+from .config import MODELS_BY_TASK, ConfigError, TrainConfig
 
 
 class ScenarioError(ConfigError):
@@ -152,13 +152,54 @@ SCENARIOS: dict[str, Scenario] = {
             live_fix=LiveFix(False, (("set_lr", {"lr": 1e-9}),), "set_lr 1e-9 (lower)"),
             check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
         ),
+        Scenario(
+            "lr-too-high", "Adam lr 0.05 on the demo UNet: steps so large the loss bounces at a high level "
+            "without exploding", "lr_too_high",
+            "'learning rate may be too high': update size |dw|/|w| far above the healthy ~3e-3, loss with no "
+            "downward trend",
+            "restart with a lower lr (the verdict's key sets the lr sized from the measured update)",
+            changes={"lr": 0.05}, restart_fix={"lr": 1e-3},
+            check=SMALL, steps=300, budget=300,
+        ),
+        Scenario(
+            "double-sigmoid", "the UNet ends in a sigmoid and the Dice+BCE loss (on logits) applies another: "
+            "predictions squashed into [0.5, 0.73]", "squashed_outputs",
+            "'outputs squashed into a narrow band': the logits never leave [0, 1]",
+            "restart without the model's sigmoid (--model unet)",
+            changes={"model": "unet_double_sigmoid"}, restart_fix={"model": "unet"},
+            check=SMALL, steps=150, budget=150,
+        ),
+        Scenario(
+            "relu-head", "a ReLU after the UNet's head, before BCEWithLogits: no logit below 0, background "
+            "costs ln 2", "bce_at_ln2",
+            "'the logits never go below 0': BCE held near 0.693",
+            "restart without the ReLU (--model unet)",
+            changes={"model": "unet_relu_head"}, restart_fix={"model": "unet"},
+            check=SMALL, steps=150, budget=150,
+        ),
+        Scenario(
+            "softmax-head", "a softmax over the UNet's single output channel: the output is 1 everywhere and "
+            "no gradient flows", "constant_loss",
+            "'the model's output is one value everywhere': min = max = 1, gradient norm 0",
+            "restart with a sigmoid for one class (--model unet)",
+            changes={"model": "unet_softmax_head"}, restart_fix={"model": "unet"},
+            check=SMALL, steps=120, budget=120,
+        ),
     )
 }
 
 
+def scenario_available(name: str) -> bool:
+    """Whether the trainer accepts the scenario's model (every model the scenarios need is registered)."""
+    scenario = SCENARIOS[name]
+    task = str(scenario.changes.get("task", "segmentation"))
+    model = scenario.changes.get("model")
+    return model is None or model in MODELS_BY_TASK.get(task, ())
+
+
 def scenario_names() -> tuple[str, ...]:
-    """The scenario names, in the order the README and the report list them."""
-    return tuple(SCENARIOS)
+    """The scenario names the trainer can build, in the order the README and the report list them."""
+    return tuple(name for name in SCENARIOS if scenario_available(name))
 
 
 def get_scenario(name: str) -> Scenario:

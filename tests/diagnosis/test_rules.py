@@ -420,6 +420,9 @@ CASES = [
     Case("softmax over one channel", "constant_loss", softmax_one_channel, True, Severity.WARN, ("1",)),
     Case("a term exactly 0", "constant_loss", zero_term, True, Severity.WARN, ("loss/dice", "exactly 0")),
     Case("healthy", "constant_loss", lambda: healthy_run().history, False),
+    Case("a constant output is not a double sigmoid", "squashed_outputs", softmax_one_channel, False),
+    Case("all-zero gradients are not vanishing", "vanishing_gradients",
+         lambda: grads({"c1": 0.0, "c2": 0.0, "c3": 0.0}), False),
     Case("seed 002's literal numbers, every step alike", "constant_loss",
          lambda: craft((-8.489, 1.476), 32.3, 16, steps=200).history, False),
     # AMP
