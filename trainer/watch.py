@@ -332,10 +332,10 @@ class Watch:
             if "closure" in kwargs:
                 return args, {**kwargs, "closure": wrapped}
             return (wrapped, *args[1:]), kwargs
-        self._boundary()
+        self._step_boundary()
         return None
 
-    def _boundary(self) -> None:
+    def _step_boundary(self) -> None:
         """The step boundary: commands, measurement, clipping, the lr scale (may raise StopRun)."""
         stop = self._guard(self._before_step)
         if stop:
@@ -349,7 +349,7 @@ class Watch:
             result = closure(*args, **kwargs)
             if not done:  # LBFGS calls it again: the boundary is the first call's end
                 done = True
-                self._boundary()
+                self._step_boundary()
             return result
 
         return closure_then_boundary
