@@ -462,7 +462,14 @@ class RunFollower:
         if kind is StepBlock:
             self._take_chunk(msg.chunk, batch)
         elif kind is Step:
-            self._take_chunk(_one_row(msg), batch)
+            if msg.seq == self._next_seq and msg.values.shape == (self.history.steps.width,):
+                self.history.steps.append_step(msg)  # the common case, without building a chunk
+                self._next_seq += 1
+                batch.stepped = True
+                if self._pending:
+                    self._drop_pending("the stream went on from before it")
+            else:
+                self._take_chunk(_one_row(msg), batch)
         elif kind is Heartbeat:
             self._take_heartbeat(msg, now)
         elif isinstance(msg, (EpochSummary, Event, DatasetReport, Preview)):
