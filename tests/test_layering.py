@@ -23,7 +23,7 @@ def _modules_loaded_by(module: str) -> set[str]:
         "        importlib.import_module(info.name)\n"
         "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return set(out.stdout.split())
 
