@@ -45,7 +45,7 @@ from .table import (
     shared_verdicts,
     table_columns,
 )
-from .view import Curve, build_chart, render_legend, zoom_name
+from .view import Curve, build_chart, legend_of, render_legend, zoom_name
 
 CHART_MIN_ROWS = 8
 CHART_HZ = 2.0
@@ -139,6 +139,7 @@ class CompareApp(App[Any]):
         self._table_cells: tuple | None = None
         self._verified = False
         self._legend_lines = 1
+        self._chart_rows = 12
         self.first_frame_at: float | None = None
         channels = self.channels()
         if self.state.channel not in channels and channels:
@@ -156,7 +157,7 @@ class CompareApp(App[Any]):
 
     def on_mount(self) -> None:
         self._layout()
-        self.refresh_view(force=True)
+        self.refresh_view()  # a resize event may have drawn this very frame already
         self.query_one("#runs", DataTable).focus()
         self.set_interval(1.0 / max(self.chart_hz, 0.2), self.refresh_view)
         self.call_after_refresh(self._first_frame)
@@ -180,7 +181,7 @@ class CompareApp(App[Any]):
 
     def on_resize(self) -> None:
         self._layout()
-        self.refresh_view(force=True)
+        self.refresh_view()  # redraws only when the size differs from the last frame's
 
     def table_height(self, height: int, legend: int = 1) -> int:
         """Lines the run table gets in a terminal ``height`` lines tall (0: hidden) with a
@@ -203,6 +204,7 @@ class CompareApp(App[Any]):
         table.display = table_h > 0
         self.query_one("#legend", Static).styles.height = legend
         self.query_one("#chart", Static).styles.height = chart_h
+        self._chart_rows = chart_h
 
     # --- drawing -----------------------------------------------------------------------
     def channels(self) -> list[str]:
@@ -218,23 +220,23 @@ class CompareApp(App[Any]):
 
     def refresh_view(self, force: bool = False) -> None:
         """Redraw what changed since the last frame (everything when ``force``)."""
-        chart = self.query_one("#chart", Static)
-        width, height = chart.size.width or self.size.width, chart.size.height or 12
         s = self.state
-        key = (self.session.version, width, height, s.channel, s.mode, s.zoom, s.group_by, s.to_group,
+        width = self.size.width
+        key = (self.session.version, width, self.size.height, s.channel, s.mode, s.zoom, s.group_by, s.to_group,
                len(s.notes))
         if not force and key == self._drawn:
             return
         self._drawn = key
         curves = [run_curve(run, s.channel, s.mode) for run in self.session.runs]
-        self.chart_view = build_chart(curves, width, height, mode=s.mode, zoom=s.zoom,
-                                      log_scale=se.log_scaled(s.channel), groups=self.groups())
-        chart.update(self.chart_view.text)
-        legend = render_legend(self.chart_view.legend, width)
+        groups = self.groups()
+        legend = render_legend(legend_of(curves, groups), width)
         self.query_one("#legend", Static).update(legend)
-        lines = min(3, max(1, -(-legend.cell_len // max(1, self.size.width))))
+        lines = min(3, max(1, -(-legend.cell_len // max(1, width))))
         if lines != self._legend_lines:
-            self._layout(lines)
+            self._layout(lines)  # before drawing: the chart is drawn once, at its final height
+        self.chart_view = build_chart(curves, width, self._chart_rows, mode=s.mode, zoom=s.zoom,
+                                      log_scale=se.log_scaled(s.channel), groups=groups)
+        self.query_one("#chart", Static).update(self.chart_view.text)
         self.rows = [run_row(run) for run in self.session.runs]
         self._update_table()
         self._update_header()

@@ -112,6 +112,21 @@ def _latest(y: np.ndarray) -> float:
     return float(finite[-1]) if finite.size else math.nan
 
 
+def legend_of(curves: Sequence[Curve], groups: dict[str, list[int]] | None = None,
+              colours: dict[int, int] | None = None) -> tuple[LegendEntry, ...]:
+    """The legend: each run (or each group, with its mean of the runs' newest values)."""
+    colours = colours or {c.number: c.number - 1 for c in curves}
+    if groups:
+        out = []
+        for g, (label, members) in enumerate(groups.items()):
+            latest = [_latest(curves[i].y) for i in members if i < len(curves)]
+            finite = [v for v in latest if math.isfinite(v)]
+            out.append(LegendEntry(label, colour(g), float(np.mean(finite)) if finite else math.nan, runs=len(members)))
+        return tuple(out)
+    return tuple(LegendEntry(f"#{c.number} {c.label}", colour(colours.get(c.number, i)), _latest(c.y))
+                 for i, c in enumerate(curves))
+
+
 def build_chart(
     curves: Sequence[Curve],
     width: int,
@@ -144,7 +159,7 @@ def build_chart(
         per_run[i] = bucket(wx, wy, x_lo, x_hi, columns)
     lines: list[Line] = []
     bands: list[Band] = []
-    legend: list[LegendEntry] = []
+    legend = legend_of(curves, groups, colours)
     combined: dict[str, GroupColumns] = {}
     if groups:
         for g, (label, members) in enumerate(groups.items()):
@@ -154,16 +169,10 @@ def build_chart(
             group = combined[label] = combine(present)
             bands.append(Band(group.lo, group.hi, band_colour(g)))
             lines.append(Line(group.mean, group.mean, colour(g), group.nonfinite))
-            latest = [_latest(curves[i].y) for i in members]
-            finite = [v for v in latest if math.isfinite(v)]
-            legend.append(LegendEntry(label, colour(g), float(np.mean(finite)) if finite else math.nan,
-                                      runs=len(members)))
     else:
         for i, curve in enumerate(curves):
             c = per_run[i]
             lines.append(Line(c.lo, c.hi, colour(colours.get(curve.number, i)), c.nonfinite))
-            legend.append(LegendEntry(f"#{curve.number} {curve.label}", colour(colours.get(curve.number, i)),
-                                      _latest(curve.y)))
     markers: list[Marker] = []
     for i, curve in enumerate(curves):
         color = colour(colours.get(curve.number, i))
