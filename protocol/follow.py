@@ -466,6 +466,8 @@ class RunFollower:
                 self.history.steps.append_step(msg)  # the common case, without building a chunk
                 self._next_seq += 1
                 batch.stepped = True
+                if self.end_state is not None:  # steps after a goodbye: it was not the last word
+                    self.end_state = self.ended_by = None
                 if self._pending:
                     self._drop_pending("the stream went on from before it")
             else:
@@ -523,6 +525,8 @@ class RunFollower:
             self.history.steps.extend(run if first == held else _rows(run, held - first, len(run)))
             self._next_seq = last + 1
             batch.stepped = True
+            if self.end_state is not None:  # steps after a goodbye: it was not the last word
+                self.end_state = self.ended_by = None
             if self._pending:
                 # The stream carried on from before the jump, and a stream keeps its order:
                 # the steps held after the jump were never the trainer's.

@@ -263,3 +263,37 @@ def test_a_finished_run_is_finished_not_lost(trainer):
         assert source.end_state == "finished" and source.ended_by is None
     finally:
         source.close()
+
+
+def test_a_forged_goodbye_among_live_steps_does_not_end_the_run(trainer, follower):
+    # GIVEN a follower of a running trainer
+    t = trainer()
+    t.publish(0, 10)
+    f = follower(t)
+    f.connect()
+    # WHEN a heartbeat saying "finished" arrives, and the run goes on
+    head, body = encode(Heartbeat(t.schema.run_id, "trainer", time.time(), state="finished", last_seq=9))
+    t.inject([head, body])
+    poll_until(f, lambda: f.end_state == "finished")
+    t.publish(10, 20)
+    poll_until(f, lambda: len(f.history.steps) >= 30)
+    # THEN the steps after it say the run is not over
+    assert f.end_state is None
+    assert_steps_exactly(f, 30)
+
+
+def test_a_heartbeat_claiming_a_far_last_step_costs_one_small_check(trainer, follower):
+    t = trainer()
+    t.publish(0, 1000)
+    f = follower(t)
+    f.connect()
+    joined = len(t.history_requests)
+    head, body = encode(Heartbeat(t.schema.run_id, "trainer", time.time(), last_seq=2**62))
+    t.inject(*[[head, body]] * 50)
+    t.publish(1000, 10)
+    poll_until(f, lambda: len(f.history.steps) >= 1010)
+    for _ in range(10):
+        f.poll(0.02)
+    assert_steps_exactly(f, 1010)
+    asked = t.history_requests[joined:]
+    assert 0 not in asked and len(asked) <= 5, asked
