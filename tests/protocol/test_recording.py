@@ -579,3 +579,55 @@ def test_reading_the_committed_golden_file_gives_the_golden_session(version):
     assert [len(m) for m in messages if isinstance(m, StepChunk)] == [8, 2, 8, 2, 3]
     recording = read_recording(source)
     assert recording.warnings == [] and len(recording.history.steps) == 23 and recording.report.clean
+
+
+# --- format 1 files (no sync markers) still read ---------------------------------------------
+
+
+def as_format_1(path: Path) -> None:
+    """Rewrite a recording in format 1's framing (8-byte record headers), as older versions wrote."""
+    import zlib
+
+    data = path.read_bytes()
+    out = [FILE_HEADER.pack(b"\x89OCT\r\n\x1a\n", 1, 0, 1, 0)]
+    for at in frame_offsets(path):
+        length, _ = FRAME_HEADER.unpack_from(data, at)
+        payload = data[at + FRAME_HEADER.size : at + FRAME_HEADER.size + length]
+        out.append(FRAME_HEADER_V1.pack(length, zlib.crc32(payload)) + payload)
+    path.write_bytes(b"".join(out))
+
+
+def test_a_format_1_recording_reads_whole_and_stops_at_damage_in_the_middle_saying_why(tmp_path):
+    # GIVEN a recording in format 1
+    path = tmp_path / "old.octa"
+    placed = write_session(path, steps=1000, chunk_rows=100, every=400)
+    as_format_1(path)
+    # THEN it reads whole
+    recording = read_recording(path)
+    assert len(recording.history.steps) == 1000 and recording.warnings == []
+    assert len(recording.history.events) + len(recording.history.epochs) + (recording.history.dataset is not None) == len(
+        placed
+    )
+    # WHEN a byte in its third chunk is damaged THEN reading stops there and says why
+    data = bytearray(path.read_bytes())
+    offsets, at = [], FILE_HEADER.size
+    while at < len(data):
+        offsets.append(at)
+        at += FRAME_HEADER_V1.size + FRAME_HEADER_V1.unpack_from(data, at)[0]
+    chunk_offsets = [o for o in offsets if FRAME_HEADER_V1.unpack_from(data, o)[0] > 4000]
+    bad = chunk_offsets[2]
+    data[bad + 300] ^= 0x01
+    path.write_bytes(bytes(data))
+    recording = read_recording(path)
+    assert len(recording.history.steps) == 200
+    assert len(recording.warnings) == 1 and f"offset {bad}" in recording.warnings[0]
+    assert "format 1" in recording.warnings[0] and "stopped reading there" in recording.warnings[0]
+    warnings: list[str] = []
+    assert sum(len(m) for m in iter_recording(path, warnings) if isinstance(m, StepChunk)) == 200
+    assert warnings == recording.warnings == verify_recording(path)
+
+
+def test_a_recording_is_created_private_to_its_user(tmp_path):
+    path = tmp_path / "run.octa"
+    write_session(path, steps=10, every=10_000)
+    assert os.stat(path).st_mode & 0o777 == 0o600
