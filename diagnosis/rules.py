@@ -1062,15 +1062,15 @@ def rule_val_collapse(ctx: Context) -> Verdict | None:
             evidence = ctx.say("val_collapse", "evidence_dice", best=best, best_epoch=best_epoch, now=tail[-1],
                                epochs=k, drop=t.val_collapse_drop)
             return _collapse(ctx, evidence, best_epoch)
-    if rows:
-        epoch, train, val = rows[-1]
-        train_dice, val_dice = metric(train, DICE_KEYS), metric(val, DICE_KEYS)
-        if (
-            math.isfinite(train_dice)
-            and math.isfinite(val_dice)
-            and train_dice >= t.val_dice_learned
-            and val_dice < t.val_all_background
+    if len(rows) >= k:
+        # Validation predicts (almost) nothing while training segments, epoch after epoch.
+        tail = [(e, metric(tr, DICE_KEYS), metric(v, DICE_KEYS)) for e, tr, v in rows[-k:]]
+        if all(
+            math.isfinite(train_dice) and math.isfinite(val_dice)
+            and train_dice >= t.val_dice_learned and val_dice < t.val_all_background
+            for _, train_dice, val_dice in tail
         ):
+            epoch, train_dice, val_dice = tail[-1]
             evidence = ctx.say("val_collapse", "evidence_background", train=train_dice, val=val_dice, epoch=epoch)
             return _collapse(ctx, evidence, -1)
     losses = [(e, metric(tr, TRAIN_LOSS_KEYS), metric(v, VAL_LOSS_KEYS)) for e, tr, v in rows]

@@ -42,6 +42,7 @@ class ZooRun:
     task: str = "segmentation"
     expected: str = ""
     lr: float = 1e-3
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9)
     steps: int = 300
     width: int = 8
     images: int = 64
@@ -102,7 +103,8 @@ def train_own_loop(run: ZooRun, seed: int = 0) -> RunHistory:
     data = load_data(config)
     model = run.build(run.width)
     criterion: nn.Module = HeatmapMSELoss() if heatmap else DiceBCELoss(0.3, 0.7)
-    optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
+    optimizer = (torch.optim.SGD(model.parameters(), lr=run.lr, momentum=0.9) if run.optimizer == "sgd"
+                 else torch.optim.Adam(model.parameters(), lr=run.lr))
     components = ("region", "affinity") if heatmap else ("bce", "dice")
     per_epoch = data.steps_per_epoch(run.batch)
     epochs = math.ceil(run.steps / per_epoch)

@@ -277,7 +277,7 @@ def val_dice_curve(dice: list[float], train_dice: list[float] | None = None) -> 
 
 def val_loss_rising() -> RunHistory:
     b = Builder().steps(50)
-    for i, v in enumerate([0.50, 0.42, 0.40, 0.47, 0.52, 0.58]):
+    for i, v in enumerate([0.50, 0.42, 0.40, 0.47, 0.52, 0.58, 0.6]):
         b.epoch(i + 1, {"loss": 0.5 - 0.05 * i}, {"loss": v})
     return b.history
 
@@ -442,10 +442,14 @@ CASES = [
     Case("every layer gets one", "unused_parameters", lambda: healthy_run().history, False),
     # validation collapse
     Case("val Dice falls from its best", "val_collapse",
-         lambda: val_dice_curve([0.3, 0.55, 0.62, 0.41, 0.35]), True, Severity.WARN, ("0.62", "epoch 3")),
+         lambda: val_dice_curve([0.3, 0.55, 0.62, 0.41, 0.35, 0.30]), True, Severity.WARN, ("0.62", "epoch 3")),
     Case("validation predicts background", "val_collapse",
-         lambda: val_dice_curve([0.3, 0.01], train_dice=[0.5, 0.7]), True, Severity.WARN, ("0.010",)),
+         lambda: val_dice_curve([0.01, 0.01, 0.02, 0.01], train_dice=[0.5, 0.7, 0.75, 0.8]), True, Severity.WARN, ("0.010",)),
     Case("val loss rises while train falls", "val_collapse", val_loss_rising, True, Severity.WARN),
+    Case("one epoch predicting background", "val_collapse",
+         lambda: val_dice_curve([0.3, 0.01, 0.5, 0.6], train_dice=[0.5, 0.7, 0.75, 0.8]), False),
+    Case("two low epochs after the best", "val_collapse",
+         lambda: val_dice_curve([0.3, 0.55, 0.62, 0.41, 0.35, 0.6]), False),
     Case("val Dice noisy but near its best", "val_collapse",
          lambda: val_dice_curve([0.3, 0.55, 0.62, 0.58, 0.60]), False),
     Case("never learned", "val_collapse", lambda: val_dice_curve([0.1, 0.05, 0.02, 0.01]), False),
