@@ -1050,7 +1050,12 @@ def rule_val_collapse(ctx: Context) -> Verdict | None:
     view, t = ctx.view, ctx.t
     rows = [(s.epoch, s.train, s.val) for s in view.epochs[-50:]]
     dice = [(e, metric(v, DICE_KEYS)) for e, _, v in rows if math.isfinite(metric(v, DICE_KEYS))]
+    # At least val_collapse_epochs epochs, and at least val_collapse_steps steps: with short epochs
+    # a small validation set dips for a few epochs at a high lr and recovers.
+    per_epoch = view.steps_per_epoch
     k = t.val_collapse_epochs
+    if math.isfinite(per_epoch) and per_epoch > 0:
+        k = max(k, math.ceil(t.val_collapse_steps / per_epoch))
     if len(dice) >= k + 1:
         best_epoch, best = max(dice, key=lambda x: x[1])
         tail = [d for _, d in dice[-k:]]

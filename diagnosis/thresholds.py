@@ -85,7 +85,8 @@ class Thresholds:
 
     # --- validation collapse / train-val divergence
     val_collapse_drop: float = 0.15  # validation Dice this far below its best ...
-    val_collapse_epochs: int = 3  # ... for this many epochs in a row
+    val_collapse_epochs: int = 3  # ... for this many epochs in a row ...
+    val_collapse_steps: int = 100  # ... spanning at least this many steps
     val_dice_learned: float = 0.3  # the best validation Dice must have reached this (it learned)
     val_all_background: float = 0.05  # validation Dice below this while training Dice is fine
     val_loss_rise: float = 0.1  # validation loss risen this much (relative) from its best while training falls

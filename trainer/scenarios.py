@@ -153,15 +153,6 @@ SCENARIOS: dict[str, Scenario] = {
             check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
         ),
         Scenario(
-            "lr-too-high", "Adam lr 0.05 on the demo UNet: steps so large the loss bounces at a high level "
-            "without exploding", "lr_too_high",
-            "'learning rate may be too high': update size |dw|/|w| far above the healthy ~3e-3, loss with no "
-            "downward trend",
-            "restart with a lower lr (the verdict's key sets the lr sized from the measured update)",
-            changes={"lr": 0.05}, restart_fix={"lr": 1e-3},
-            check=SMALL, steps=300, budget=300,
-        ),
-        Scenario(
             "double-sigmoid", "the UNet ends in a sigmoid and the Dice+BCE loss (on logits) applies another: "
             "predictions squashed into [0.5, 0.73]", "squashed_outputs",
             "'outputs squashed into a narrow band': the logits never leave [0, 1]",

@@ -6,7 +6,9 @@ with the :class:`~octa_tui.trainer.probe.Probe` the way a user would: healthy ru
 architectures (the seed's UNet and UNet_Transformer, a CRAFT-like heatmap net with a sigmoid, a
 plain small CNN with BatchNorm, a ResNet-encoder UNet) and faults from segmentation projects'
 issue trackers (a sigmoid applied twice, a ReLU before BCEWithLogits, a softmax over a single
-channel, an lr too high, validation preprocessed differently from training).
+channel, validation preprocessed differently from training). An lr too high that oscillates without
+exploding is not among them: on these data BatchNorm nets train well even at Adam lr 0.3 or SGD lr
+1.0 (measured), so no run here reproduces it; its rule is tested on recorded shapes only.
 
 :func:`train_own_loop` returns the run's :class:`~octa_tui.protocol.run.RunHistory` as the
 monitor would have received it; :mod:`.scenario_check` feeds it to the engine as it grows.
@@ -71,7 +73,6 @@ FAULTS: tuple[ZooRun, ...] = (
            steps=200),
     ZooRun("softmax-one-channel", lambda w: UNetHeadFault("softmax", base_width=w), expected="constant_loss",
            steps=200),
-    ZooRun("lr-too-high", lambda w: UNet(base_width=w), expected="lr_too_high", lr=0.05, steps=400),
     ZooRun("val-preprocessing", lambda w: UNet(base_width=w), expected="val_collapse", steps=200,
            val_transform=lambda x: x * 255.0),
 )
