@@ -165,23 +165,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     recording is and how to replay it."""
     import shlex
 
-    from .demo import DemoError, DemoTrainer, demo_trainer_args
-    from .sources import LiveSource
+    from . import demo
 
-    trainer_args = demo_trainer_args(steps=args.steps, images=args.images,
-                                     image_size=args.image_size, base_width=args.base_width, device=args.device,
-                                     threads=args.threads,
-                                     extra=["--scenario", args.scenario] if args.scenario else ())
-    with DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
+    trainer_args = demo.demo_trainer_args(steps=args.steps, images=args.images,
+                                          image_size=args.image_size, base_width=args.base_width, device=args.device,
+                                          threads=args.threads,
+                                          extra=["--scenario", args.scenario] if args.scenario else ())
+    with demo.DemoTrainer(trainer_args, run_dir=args.run_dir) as trainer:
         print(f"octa-tui demo: starting a trainer (log: {trainer.log_path}) ...", file=sys.stderr, flush=True)
-        try:
-            trainer.start()
-        except DemoError as err:
-            raise CliError(str(err)) from None
-        source = LiveSource(trainer.telemetry, trainer.control)
-        _open(source)
+        # The screen opens at once; the source starts the trainer on the monitor's worker thread.
+        source = demo.DemoSource(trainer)
         status = _run_app(source, refresh_hz=args.refresh_hz)
+        started, failure = bool(source.telemetry), source.failure  # as they were when the monitor quit
         print("octa-tui demo: stopping the trainer ...", file=sys.stderr, flush=True)
+    if failure:
+        raise CliError(failure)
+    if not started:
+        print(f"octa-tui demo: quit before the trainer had started (its log: {trainer.log_path})", file=sys.stderr)
+        return status
     recording = trainer.recording()
     if recording is None:
         print(f"octa-tui demo: trainer stopped; its run folder is {trainer.run_dir} (no recording was written)",

@@ -24,10 +24,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..protocol.run_store import new_run_folder, newest_recording, release
 from ..protocol.runfiles import ENV_STOP_WITH_PARENT
+from .sources import LiveSource, SourceStatus
 
 ENDPOINT_LINE = re.compile(r"^\s*(telemetry|control)\s+(\S+)\s*$")
 START_TIMEOUT_S = 120.0
@@ -162,3 +164,34 @@ class DemoTrainer:
         self.stop()
         if self.owns_run_dir:
             release(self.run_dir)
+
+
+STARTING = "starting the demo trainer (loading torch, drawing the synthetic data) ..."
+
+
+class DemoSource(LiveSource):
+    """The demo's live source: it starts its trainer in :meth:`open`, which the monitor calls on
+    its worker thread, so the screen is up at once and says the trainer is starting (loading
+    torch and drawing the data take seconds, many more on a busy machine). A trainer that fails
+    to start is one line on the screen, and on stderr when the monitor exits."""
+
+    def __init__(self, trainer: DemoTrainer, **options) -> None:
+        super().__init__("", "", **options)
+        self.trainer = trainer
+        self.failure = ""
+
+    def open(self):
+        if not self.telemetry:
+            try:
+                self.trainer.start()
+            except DemoError as err:
+                self.failure = str(err)
+                raise
+            self.telemetry, self.control = self.trainer.telemetry, self.trainer.control
+        return super().open()
+
+    def status(self) -> SourceStatus:
+        status = super().status()
+        if not self.telemetry and not self.failure:
+            return replace(status, detail=STARTING)
+        return status

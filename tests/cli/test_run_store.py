@@ -90,7 +90,7 @@ def test_a_demo_without_a_run_dir_keeps_its_run_in_the_store_and_threads_to_one_
     assert (folder / MARKER).read_text() == "0"  # released: retention may remove it later
 
 
-def test_the_demo_says_where_the_recording_is_and_how_to_replay_it(tmp_path, monkeypatch, capsys):
+def test_the_demo_opens_its_screen_at_once_and_says_how_to_replay_the_recording(tmp_path, monkeypatch, capsys):
     from octa_tui.tui import cli, demo, sources
 
     recording = tmp_path / "store" / "demo-1" / "run" / "20261206 104828.octa"
@@ -113,17 +113,19 @@ def test_the_demo_says_where_the_recording_is_and_how_to_replay_it(tmp_path, mon
         def __exit__(self, *exc):
             return None
 
-    class Source:
-        def __init__(self, *args, **kwargs):
-            pass
+    screens = []
 
-        def open(self):
-            pass
+    def run_app(source, **options):
+        # THEN the screen opens before the trainer has started (loading torch takes seconds) ...
+        screens.append(source.status().detail)
+        source.open()  # ...and the monitor's worker starts it
+        return 0
 
     monkeypatch.setattr(demo, "DemoTrainer", Started)
-    monkeypatch.setattr(sources, "LiveSource", Source)
-    monkeypatch.setattr(cli, "_run_app", lambda source, **options: 0)
+    monkeypatch.setattr(sources.LiveSource, "open", lambda self: None)
+    monkeypatch.setattr(cli, "_run_app", run_app)
     assert cli.main(["demo"]) == 0
+    assert screens == [demo.STARTING]
     err = capsys.readouterr().err
     assert f"the recording is {recording}" in err
     assert f"replay it:  octa-tui replay '{recording}'" in err
