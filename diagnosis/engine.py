@@ -13,6 +13,8 @@ explosion, non-finite values) cover at least every step since the previous evalu
 refreshes of the monitor is still seen. Those two measured faults can be over within one
 evaluation, so they appear on their first hit (:data:`IMMEDIATE`); like every verdict they
 clear only after ``release`` evaluations without it, so they stay up long enough to be read.
+A consequence that is shown brings the cause it names (``caused_by``, fired in the same
+evaluation) with it, so the root cause is listed first from the moment its effect appears.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ class Hysteresis:
                 track.hits = 0
                 if track.shown and track.misses >= self.release:
                     track.shown = False
+        # A consequence shown now brings its measured cause with it (seed 002: the explosion of the
+        # first steps and the missing sigmoid behind it), so the cause is listed first from the start.
+        for code, track in self._tracks.items():
+            cause = track.last.caused_by if track.shown and track.last is not None and code in fired else ""
+            if cause in fired:
+                self._tracks[cause].shown = True
         shown = [(code, t.last) for code, t in self._tracks.items() if t.shown and t.last is not None]
         shown.sort(key=lambda item: sort_key(item[1], self._order.get(item[0], 0)))
         return [v for _, v in shown]

@@ -186,3 +186,19 @@ def test_a_sustained_verdict_still_waits_for_its_hold() -> None:
     engine = Engine(Thresholds(recent_steps=1), hold=3)
     out_of_range_step(b, True)
     assert engine.evaluate(b.history) == []
+
+
+def test_an_immediate_consequence_brings_its_measured_cause_first() -> None:
+    # GIVEN seed 002's CRAFT: outputs outside [0, 1] and an explosion in the same steps
+    from diagnosis_histories import Builder as _Builder
+    from diagnosis_histories import heatmap_schema as _heatmap
+
+    b = _Builder(_heatmap()).steps(
+        30, out__act_min=-8.489, out__act_max=1.476, out__raw_min=-8.489, out__raw_max=1.476,
+        gradstat__max_param_norm=32.3, gradstat__n_over_bound=16,
+    )
+    engine = Engine()
+    shown = engine.evaluate(b.history)
+    # THEN on the first evaluation the explosion (shown at once) comes with its cause, listed first
+    assert [v.code for v in shown][:2] == ["missing_sigmoid", "gradient_explosion"]
+    assert shown[1].caused_by == "missing_sigmoid" and engine.root_cause().code == "missing_sigmoid"
