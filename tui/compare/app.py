@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -26,7 +27,6 @@ from textual.widgets import DataTable, Footer, Static
 
 from ...protocol import channels as ch
 from ...protocol.messages import Command
-from ..format import format_number
 from . import series as se
 from .chart import colour
 from .runs import CompareRun, CompareSession, last_value
@@ -91,7 +91,7 @@ def run_curve(run: CompareRun, channel: str, mode: str) -> Curve:
     """The run's points for ``channel`` and its changes as markers."""
     history = run.current
     if history is None:
-        return Curve(run.number, run.label, se.np.zeros(0), se.np.zeros(0))
+        return Curve(run.number, run.label, np.zeros(0), np.zeros(0))
     x, y = se.run_series(history, channel, mode)
     markers = tuple((se.x_of_step(history, change.step, mode), change.outcome)
                     for change in changes_of(history, run.trials))
@@ -139,6 +139,7 @@ class CompareApp(App[Any]):
         self._table_cells: tuple | None = None
         self._verified = False
         self._legend_lines = 1
+        self._said: set[tuple[int, str]] = set()
         self._chart_rows = 12
         self.first_frame_at: float | None = None
         channels = self.channels()
@@ -238,6 +239,11 @@ class CompareApp(App[Any]):
                                       log_scale=se.log_scaled(s.channel), groups=groups)
         self.query_one("#chart", Static).update(self.chart_view.text)
         self.rows = [run_row(run) for run in self.session.runs]
+        for run in self.session.runs:  # a run's problems (lost link, torn file) said once each
+            for warning in [*([run.error] if run.error else []), *run.warnings]:
+                if (run.number, warning) not in self._said:
+                    self._said.add((run.number, warning))
+                    s.notes.append((len(self.session.acks), f"#{run.number} {run.label}: {warning}"))
         self._update_table()
         self._update_header()
         self._update_notes()
@@ -409,8 +415,3 @@ class CompareApp(App[Any]):
         saved = self.save_screenshot(filename=path.name, path=str(path.parent))
         self.note(f"screen saved to {saved}")
         return saved
-
-
-def describe_value(value: float) -> str:
-    """A number for a note line."""
-    return format_number(value)

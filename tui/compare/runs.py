@@ -228,7 +228,6 @@ class CompareSession:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._wake = threading.Event()
         self._shown = threading.Event()  # the first frame is up: diagnosis may start
 
     # -- opening ---------------------------------------------------------------------------
@@ -273,7 +272,6 @@ class CompareSession:
     def close(self) -> None:
         """Stop the threads and close the live links; histories stay readable."""
         self._stop.set()
-        self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
         for run in self.runs:
@@ -286,18 +284,17 @@ class CompareSession:
     # -- the threads -----------------------------------------------------------------------
     def _ingest(self) -> None:
         live = [run for run in self.runs if run.live and run.source is not None]
-        failures: dict[int, int] = {}
         while not self._stop.is_set():
             changed = False
             for run in live:
                 try:
                     if run.source.poll(POLL_TIMEOUT_S):
                         changed = True
-                    failures.pop(run.number, None)
-                except Exception as err:  # noqa: BLE001 - a run that fails is shown, the others go on
-                    failures[run.number] = failures.get(run.number, 0) + 1
-                    run.warnings.append(str(err))
-                    del run.warnings[:-5]
+                except Exception as err:  # noqa: BLE001 - a run that fails is said, the others go on
+                    if str(err) not in run.warnings:
+                        run.warnings.append(str(err))
+                        del run.warnings[:-5]
+                        changed = True
             if changed:
                 self.version += 1
             self._stop.wait(INGEST_PAUSE_S)
