@@ -96,3 +96,28 @@ def finite(values: np.ndarray) -> bool:
 
 def close_to(a: float, b: float, rel: float = 1e-4) -> bool:
     return math.isclose(float(a), float(b), rel_tol=rel)
+
+
+def verdicts_as_the_run_grows(full, every: int = 10):
+    """Feed a recorded run to a fresh diagnosis engine every ``every`` steps, as a monitor
+    refreshing during the run would, with the epochs finished so far: [(last step, verdicts)]."""
+    from octa_tui.diagnosis import Engine
+    from octa_tui.protocol.run import RunHistory
+
+    engine = Engine()
+    growing = RunHistory(full.schema)
+    growing.dataset = full.dataset
+    growing.events = list(full.events)
+    seen = []
+    n = len(full.steps)
+    for stop in range(every, n + every, every):
+        stop = min(stop, n)
+        start = max(stop - every, len(growing.steps))
+        if stop > start:
+            growing.add(full.steps.chunk(full.run_id, start, stop))
+        last_step = int(full.steps.step[stop - 1])
+        growing.epochs = [e for e in full.epochs if e.step <= last_step]
+        seen.append((last_step, engine.evaluate(growing)))
+        if stop == n:
+            break
+    return seen
