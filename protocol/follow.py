@@ -261,6 +261,9 @@ class RunFollower:
         self._stopped_by_monitor = False
         self._pending: list[StepChunk] = []
         self._pending_rows = 0
+        # The trainer's last seq as its first answer in this poll gave it: every step drained
+        # for this poll was published before that answer, so none of them can be past it.
+        self._ceiling: int | None = None
 
     # --- what was refused ----------------------------------------------------------------
 
@@ -391,6 +394,8 @@ class RunFollower:
             self._note_record(record)
         self._next_seq = history.steps.last_seq() + 1
         self._pending, self._pending_rows, self._fill_wanted = [], 0, False
+        last_seq = final.data.get("last_seq")
+        self._ceiling = last_seq if isinstance(last_seq, int) and not isinstance(last_seq, bool) else None
         self._not_running.pop(history.run_id, None)
         self._learn_interval(final)
         now = self._clock()
@@ -429,11 +434,14 @@ class RunFollower:
         messages = self._sub.drain_blocks(max_messages, timeout_s)
         now = self._clock()
         batch = _Batch()
+        self._ceiling = None
         for msg in messages:
             try:
                 self._take(msg, batch, now)
             except ProtocolError as exc:  # filed nothing: counted, and the next frame goes on
                 self._reject(INVALID, _frames_in(msg), str(exc))
+            except (ValueError, TypeError, OverflowError, IndexError) as exc:  # the same, for a frame
+                self._reject(INVALID, _frames_in(msg), f"{type(exc).__name__}: {exc}")  # no check foresaw
         try:
             self._resolve_pending(batch)
             if self._fill_wanted and not self._pending:
@@ -462,7 +470,11 @@ class RunFollower:
         if kind is StepBlock:
             self._take_chunk(msg.chunk, batch)
         elif kind is Step:
-            if msg.seq == self._next_seq and msg.values.shape == (self.history.steps.width,):
+            if (
+                msg.seq == self._next_seq
+                and msg.values.shape == (self.history.steps.width,)
+                and (self._ceiling is None or msg.seq <= self._ceiling)
+            ):
                 self.history.steps.append_step(msg)  # the common case, without building a chunk
                 self._next_seq += 1
                 batch.stepped = True
@@ -521,6 +533,15 @@ class RunFollower:
         held = self._next_seq
         if last < held:
             return  # all held already (the snapshot overlaps the stream, or a fill got them)
+        ceiling = self._ceiling
+        if ceiling is not None and last > ceiling:
+            # Past what the trainer said it had published when it answered this poll's check.
+            past = len(run) if first > ceiling else last - ceiling
+            self._reject(SEQ_JUMP, past, f"step seq {max(first, ceiling + 1)} is past the trainer's last step {ceiling}")
+            if first > ceiling:
+                return
+            run = _rows(run, 0, len(run) - past)
+            last = ceiling
         if first <= held:
             self.history.steps.extend(run if first == held else _rows(run, held - first, len(run)))
             self._next_seq = last + 1
@@ -709,6 +730,8 @@ class RunFollower:
                         value = msg.data.get("last_seq")
                         if isinstance(value, int) and not isinstance(value, bool):
                             last_seq = value
+                            if self._ceiling is None:
+                                self._ceiling = value
                     elif isinstance(msg, (EpochSummary, Event, DatasetReport, Preview)):
                         self._add_record(msg, batch)
             except ControlTimeout:
