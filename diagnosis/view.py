@@ -19,6 +19,8 @@ from octa_tui.protocol import channels as ch
 from octa_tui.protocol.messages import DatasetReport, EpochSummary
 from octa_tui.protocol.run import RunHistory
 
+from . import facts
+
 # EpochSummary keys the rules understand, in the order they are tried.
 TRAIN_LOSS_KEYS = ("loss", "total", "loss/total")
 VAL_LOSS_KEYS = ("loss", "total", "loss/total")
@@ -99,28 +101,15 @@ class RunView:
         return self._head[:rows, i].astype(np.float64)
 
     def setting(self, key: str) -> float:
-        """The newest finite value of an ``opt/*`` channel: the setting in force (NaN if unknown)."""
-        values = self.recent(key, 64)
-        if values is None:
-            return math.nan
-        finite = values[np.isfinite(values)]
-        # Steps carry float32: 1e-3 arrives as 0.0010000000475; 7 digits give back what was set.
-        return float(f"{finite[-1]:.7g}") if finite.size else math.nan
+        """The newest finite value of an ``opt/*`` channel: the setting in force (NaN if unknown);
+        read by :func:`octa_tui.diagnosis.facts.setting`, as the panels read it."""
+        return facts.setting(self.history, key)
 
     # --- the run's facts ------------------------------------------------------------------
     @property
     def loss_kind(self) -> str:
-        """``dice_bce`` | ``bce`` | ``mse`` | ``""``: from the config, else from the loss channels."""
-        kind = self.config.get("loss")
-        if isinstance(kind, str) and kind:
-            return kind
-        if self.has(ch.LOSS_DICE) and self.has(ch.LOSS_BCE):
-            return "dice_bce"
-        if self.has(ch.LOSS_BCE):
-            return "bce"
-        if self.has(ch.LOSS_MSE):
-            return "mse"
-        return ""
+        """``dice_bce`` | ``bce`` | ``mse`` | ``""``: :func:`octa_tui.diagnosis.facts.loss_kind`."""
+        return facts.loss_kind(self.history)
 
     @property
     def is_segmentation(self) -> bool:
@@ -148,28 +137,13 @@ class RunView:
 
     @property
     def steps_per_epoch(self) -> float:
-        """Planned steps per epoch from the config, else measured from the current epoch's rows."""
-        planned = self.config_number("steps_per_epoch")
-        if math.isfinite(planned) and planned > 0:
-            return planned
-        if self.n_steps == 0:
-            return math.nan
-        column = self._epoch_column
-        last = column[-1]
-        start = int(np.searchsorted(column, last, side="left"))
-        previous = int(np.searchsorted(column, last - 1, side="left"))
-        if start > previous and start <= self.n_steps:  # a whole previous epoch is stored
-            return float(start - previous)
-        return math.nan
+        """Planned steps per epoch from the config, else measured (:func:`octa_tui.diagnosis.facts.run_length`)."""
+        return facts.run_length(self.history).steps_per_epoch
 
     @property
     def progress(self) -> float:
-        """Fraction of the planned steps done (NaN when the plan is unknown)."""
-        epochs = self.config_number("epochs")
-        per_epoch = self.steps_per_epoch
-        if not (math.isfinite(epochs) and epochs > 0 and math.isfinite(per_epoch)) or self.step < 0:
-            return math.nan
-        return (self.step + 1) / (epochs * per_epoch)
+        """Fraction of the planned steps done (NaN when the plan is unknown; ``max_steps`` counts)."""
+        return facts.run_length(self.history).progress
 
     # --- epoch summaries -----------------------------------------------------------------
     def epoch_train_losses(self, count: int) -> tuple[np.ndarray, np.ndarray]:
