@@ -1,9 +1,18 @@
-"""CurveZMQ keys: who may connect to a trainer that listens beyond this machine.
+"""CurveZMQ keys: who may connect to a trainer.
 
-A trainer bound to loopback or an ``ipc://`` file needs no keys: only local users reach it
-(and SSH tunnels are the way in from elsewhere). A trainer bound to another address
-encrypts both its sockets with CurveZMQ and accepts only the monitors whose public keys
-are in its ``authorized`` folder; a monitor must know the trainer's public key.
+By default every trainer takes its user's keys (:class:`RunKeys`: a server key pair and
+one client key pair, made once per user by ``runfiles.user_keys`` and kept 0600 in the
+0700 run-files folder). Both its sockets are CurveZMQ servers and its ZAP handler admits
+only that one client key. The client keys are also written into the trainer's run file
+(0600, see :mod:`octa_tui.protocol.runfiles`), as Jupyter keeps its HMAC key in a 0600
+connection file: the user who started the trainer connects without a flag, any other
+local user cannot, whichever port or socket they find. Client sockets look the keys up by
+endpoint (:func:`client_keys_for`): keys of a trainer in this process, of a run file, keys
+handed over by ``attach``, else the user's own.
+
+A trainer bound to another address with ``--keys`` uses a key folder instead and accepts
+only the monitors whose public keys are in its ``authorized`` folder; a monitor must know
+the trainer's public key. ``--insecure`` turns keys off altogether.
 
 One folder per side, laid out by ``octa-tui keys generate``::
 
@@ -17,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 from .errors import ProtocolError
@@ -169,6 +180,47 @@ def secure_client_socket(sock: zmq.Socket, curve: ClientCurve) -> None:
     sock.curve_serverkey = curve.server_public
 
 
+# A refusal is logged once per peer (a client key, or one line per kind of failed
+# handshake for clients that bring no key at all); later ones are only counted. At most
+# this many distinct peers are remembered, so a stream of random keys cannot grow memory.
+MAX_REFUSED_PEERS = 256
+
+
+class RefusalLog:
+    """Refused handshakes, logged once per peer and counted; safe to use from any thread.
+
+    ``peers`` lists each refused peer once (in the order first seen, at most
+    :data:`MAX_REFUSED_PEERS`); ``count`` counts every refusal. :meth:`new_since` hands
+    the peers not yet reported to the caller (the trainer publishes one event for each).
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or log
+        self._lock = threading.Lock()
+        self.peers: list[str] = []
+        self._seen: set[str] = set()
+        self._reported = 0
+        self.count = 0
+
+    def refuse(self, peer: str, why: str) -> bool:
+        """Count one refusal; log it when ``peer`` is new. Returns whether it was new."""
+        with self._lock:
+            self.count += 1
+            if peer in self._seen or len(self._seen) >= MAX_REFUSED_PEERS:
+                return False
+            self._seen.add(peer)
+            self.peers.append(peer)
+        self._log.warning("refused %s: %s (logged once per peer; later attempts are only counted)", peer, why)
+        return True
+
+    def new_since(self) -> list[str]:
+        """Peers refused since the last call (each returned once)."""
+        with self._lock:
+            fresh = self.peers[self._reported :]
+            self._reported = len(self.peers)
+        return fresh
+
+
 class _Listed:
     """ZAP credentials provider: accepts listed keys, logs and counts the others."""
 
@@ -184,23 +236,149 @@ class _Listed:
 
 
 class KeyGate:
-    """The ZAP handler of one ZeroMQ context: only listed monitor keys get through.
+    """The ZAP handler of one ZeroMQ context: only listed client keys get through.
 
     Every CurveZMQ server socket of ``context`` consults it at each handshake, PUB and
-    ROUTER alike. A refused key is logged (logger ``octa_tui.keys``, level WARNING) and
-    kept in ``refused`` so the trainer can say so.
+    ROUTER alike. A refused key is logged once (logger ``octa_tui.keys``, level WARNING)
+    and kept in ``refused`` (each key once) so the trainer can say so; ``refusals``
+    (a :class:`RefusalLog`, shared with the trainer's other refusals) counts them all.
+    ``why`` is the reason logged for a refused key.
     """
 
-    def __init__(self, context: zmq.Context, curve: ServerCurve) -> None:
+    def __init__(self, context: zmq.Context, curve: ServerCurve, refusals: RefusalLog | None = None,
+                 why: str = f"its public key is not in the trainer's {AUTHORIZED}/ folder") -> None:
         self.refused: list[str] = []
+        self.refusals = refusals or RefusalLog()
+        self._why = why
         self._auth = ThreadAuthenticator(context, log=logging.getLogger("octa_tui.keys.zap"))
         self._auth.start()
         self._auth.configure_curve_callback("*", credentials_provider=_Listed(curve.authorized, self._refuse))
 
     def _refuse(self, key: str) -> None:
-        self.refused.append(key)
-        log.warning("refused a monitor with public key %s: it is not in the trainer's %s/ folder", key, AUTHORIZED)
+        if self.refusals.refuse(f"a monitor with public key {key}", self._why):
+            self.refused.append(key)
 
     def close(self) -> None:
         """Stop the handler thread."""
         self._auth.stop()
+
+
+# --- keys made per run --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys one trainer makes for itself at start: its server pair and its one client pair.
+
+    The trainer keeps the server secret in memory only; the client pair and the server's
+    public key go into the run file, for the user who started it.
+    """
+
+    server: KeyPair
+    client: KeyPair
+
+    def server_curve(self) -> ServerCurve:
+        """The trainer's side: admit this run's client key, no other."""
+        return ServerCurve(self.server, {self.client.public: "the run file"})
+
+    def client_curve(self) -> ClientCurve:
+        """The monitor's side: the client pair and the trainer's public key."""
+        return ClientCurve(self.client, self.server.public)
+
+    def run_file_fields(self) -> dict[str, str]:
+        """What the run file carries (Z85 text): ``curve_server``, ``curve_public``, ``curve_secret``."""
+        return {
+            "curve_server": self.server.public.decode("ascii"),
+            "curve_public": self.client.public.decode("ascii"),
+            "curve_secret": self.client.secret.decode("ascii"),
+        }
+
+
+def new_run_keys() -> RunKeys:
+    """Fresh Curve25519 pairs for one run (libsodium's random source)."""
+    return RunKeys(KeyPair(*zmq.curve_keypair()), KeyPair(*zmq.curve_keypair()))
+
+
+def client_curve_from_fields(server: str, public: str, secret: str) -> ClientCurve | None:
+    """The client keys a run file carries, or None when it carries none (an older trainer).
+
+    Raises KeyFileError when they are there but malformed.
+    """
+    if not (server or public or secret):
+        return None
+    values = {"curve_server": server, "curve_public": public, "curve_secret": secret}
+    for name, value in values.items():
+        if not isinstance(value, str) or len(value) != 40:
+            raise KeyFileError(f"run file {name} must be a 40-character Z85 key")
+        try:
+            zmq.utils.z85.decode(value.encode("ascii"))
+        except (ValueError, UnicodeEncodeError, KeyError):
+            raise KeyFileError(f"run file {name} is not Z85 text") from None
+    return ClientCurve(KeyPair(public.encode("ascii"), secret.encode("ascii")), server.encode("ascii"))
+
+
+# Endpoint -> client keys. ``_served``: endpoints bound by trainers of this process, so a
+# monitor in the same process needs nothing. ``_learned``: keys read from run files or
+# handed over by ``attach`` for its forwarded endpoints.
+_registry_lock = threading.Lock()
+_served: dict[str, ClientCurve] = {}
+_learned: dict[str, ClientCurve] = {}
+
+
+def serve_keys(endpoints: list[str], curve: ClientCurve) -> None:
+    """Record that this process's trainer admits ``curve`` at ``endpoints`` (until :func:`unserve_keys`)."""
+    with _registry_lock:
+        for endpoint in endpoints:
+            _served[endpoint] = curve
+
+
+def unserve_keys(endpoints: list[str]) -> None:
+    """Forget the endpoints of a trainer of this process that closed."""
+    with _registry_lock:
+        for endpoint in endpoints:
+            _served.pop(endpoint, None)
+
+
+def served_keys(endpoint: str) -> ClientCurve | None:
+    """The client keys of the trainer of this process bound at ``endpoint``, if any."""
+    with _registry_lock:
+        return _served.get(endpoint)
+
+
+def curve_fields(curve: ClientCurve) -> dict[str, str]:
+    """``curve`` as the run file's three Z85 fields."""
+    return {
+        "curve_server": curve.server_public.decode("ascii"),
+        "curve_public": curve.keys.public.decode("ascii"),
+        "curve_secret": curve.keys.secret.decode("ascii"),
+    }
+
+
+def learn_keys(endpoints: list[str], curve: ClientCurve) -> None:
+    """Remember the keys for ``endpoints`` (read from a run file, or a tunnel's local ends)."""
+    with _registry_lock:
+        for endpoint in endpoints:
+            _learned[endpoint] = curve
+
+
+def client_keys_for(endpoint: str, lookup: Callable[[str], tuple[bool, ClientCurve | None]] | None = None,
+                    fallback: Callable[[], ClientCurve | None] | None = None) -> ClientCurve | None:
+    """The keys a client should use for ``endpoint``, or None when it should bring none.
+
+    Order: a trainer of this process; ``lookup`` (the run files on this machine, read
+    fresh: ``(found, keys)``, a run file without keys meaning none); keys learned earlier
+    for this endpoint; ``fallback`` (this user's keys, which default trainers take).
+    """
+    with _registry_lock:
+        served = _served.get(endpoint)
+    if served is not None:
+        return served
+    if lookup is not None:
+        found, keys = lookup(endpoint)
+        if found:
+            return keys
+    with _registry_lock:
+        learned = _learned.get(endpoint)
+    if learned is not None:
+        return learned
+    return fallback() if fallback is not None else None

@@ -6,32 +6,133 @@ The probe calls :meth:`TrainerLink.publish_step` every step and the loop calls
 :meth:`TrainerLink.poll_commands` and :meth:`TrainerLink.tick` at step boundaries. Nothing
 here waits on a monitor: a dead, frozen or slow monitor costs the trainer nothing.
 
+By default the link takes CurveZMQ keys (:func:`~octa_tui.protocol.runfiles.user_keys`:
+made once per user, kept 0600 in the 0700 run-files folder) and admits only their client
+key; the run file (0600) carries them too. A refused handshake is logged once per peer and
+told to the monitors as a warning event.
+
+Serving monitors is bounded so that it cannot hurt training: the work done at step
+boundaries (requests and history) takes at most ``SERVICE_SHARE`` of the training
+thread's time over any stretch (a deficit budget, :class:`ServiceBudget`), a history
+answer is streamed a few chunks at a time into a bounded queue per monitor, one at a time
+per monitor and ``MAX_HISTORY_STREAMS`` at once.
+
 Not thread-safe: call it from the training thread only (ZeroMQ sockets belong to one
 thread).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import zmq
 
-from .codec import encode_step
+from .codec import encode, encode_step
 from .commands import validate_command
 from .errors import ProtocolError
-from .keys import KeyGate, ServerCurve
+from .keys import (
+    KeyGate,
+    RefusalLog,
+    RunKeys,
+    ServerCurve,
+    curve_fields,
+    serve_keys,
+    unserve_keys,
+)
 from .messages import Command, DatasetReport, EpochSummary, Event, Heartbeat, Message, Preview, Reply, Schema
 from .run import RunHistory
 from .spill import SpillDir
-from .transport import CLOSE_LINGER_MS, ControlServer, TelemetryPublisher
+from .transport import CLOSE_LINGER_MS, ControlServer, HandshakeWatch, TelemetryPublisher, parse_endpoint
 
+# Most rows in one history chunk; fewer when a row is wide (see HISTORY_CHUNK_BYTES).
 HISTORY_CHUNK_ROWS = 4096
+# A history chunk holds about this many bytes at most: with the control socket's queue of
+# ROUTER_SNDHWM messages per monitor, a monitor that never reads holds ~16 MB in the trainer.
+HISTORY_CHUNK_BYTES = 1 << 20
+# History answers being sent at once (to different monitors); more get an error reply.
+MAX_HISTORY_STREAMS = 4
+# A history answer that could not move for this long (its monitor stopped reading) is dropped.
+HISTORY_STALL_S = 30.0
+# The share of the training thread's time that serving monitors may take, and the most
+# work one step boundary may do after a quiet spell.
+SERVICE_SHARE = 0.03
+SERVICE_BURST_S = 0.02
+# Refused peers told to the monitors as warning events (all are logged once and counted).
+MAX_REFUSAL_EVENTS = 8
 # A monitor counts as attached while it was heard from within this many heartbeat intervals.
 MONITOR_TIMEOUT_INTERVALS = 3.0
 # A ping is answered with a heartbeat on the stream too, but not more often than this.
 PING_HEARTBEAT_S = 0.02
+
+
+log = logging.getLogger("octa_tui.link")
+
+
+class ServiceBudget:
+    """How much work serving monitors may do now: a share of the time spent outside it.
+
+    Each :meth:`begin` credits ``share`` of the time since the last :meth:`end` (capped at
+    ``burst_s``); work is allowed while the credit lasts (:meth:`left`), and :meth:`end`
+    charges what the work took, so one expensive unit is paid back by skipping later
+    boundaries. Over any long stretch the service takes at most ``share`` of the thread's
+    time (plus one unit), whatever the monitors send.
+    """
+
+    def __init__(self, share: float = SERVICE_SHARE, burst_s: float = SERVICE_BURST_S,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if not 0 < share <= 1 or not burst_s > 0:
+            raise ValueError(f"share must be in (0, 1] and burst_s > 0, got {share!r}, {burst_s!r}")
+        self.share = share
+        self.burst_s = burst_s
+        self._clock = clock
+        self.balance = burst_s
+        self._last_end: float | None = None
+        self._start = 0.0
+        self.spent_s = 0.0
+
+    def begin(self) -> bool:
+        """Start a boundary's work; whether any is allowed."""
+        now = self._clock()
+        if self._last_end is not None:
+            self.balance = min(self.burst_s, self.balance + self.share * (now - self._last_end))
+        self._start = now
+        return self.balance > 0
+
+    def left(self) -> bool:
+        """Whether more work fits in this boundary's credit."""
+        return self.balance - (self._clock() - self._start) > 0
+
+    def end(self) -> None:
+        """Charge the boundary's work."""
+        now = self._clock()
+        used = now - self._start
+        self.balance -= used
+        self.spent_s += used
+        self._last_end = now
+
+
+@dataclass
+class _HistoryStream:
+    """One history answer being sent: records first, then step chunks, then the Reply."""
+
+    identity: bytes
+    request_id: str
+    records: list[Message]
+    row: int
+    stop: int
+    last_seq: int
+    chunk_rows: int
+    moved_at: float
+    next_record: int = 0
+    chunks: int = 0
+    pending: list[bytes] | None = None
+    done: bool = False
+    reply: Reply | None = field(default=None, repr=False)
 
 
 class StepRecorder(Protocol):
@@ -118,12 +219,24 @@ class TrainerLink:
         self.security = "curve" if curve is not None else "insecure" if insecure else "local"
         self._own_context = None
         self._gate: KeyGate | None = None
-        if curve is not None:
-            import zmq
+        self.refusals = RefusalLog()
+        self._run_keys: RunKeys | None = None
+        for endpoint in (telemetry, control):
+            # Keys of the run's own do not open other addresses: beyond loopback takes a key
+            # folder (--keys) or --insecure, as before.
+            parse_endpoint(endpoint, insecure=insecure or curve is not None)
+        if curve is None and not insecure:
+            # The default: this user's trainer keys, the client's kept for this user only.
+            from .runfiles import user_keys
 
+            self._run_keys = user_keys()
+            curve = self._run_keys.server_curve()
+        if curve is not None:
             # One ZAP handler per context: a context of our own keeps it this link's.
             context = self._own_context = zmq.Context()
-            self._gate = KeyGate(context, curve)
+            why = ("it does not hold this run's client key (kept in the run file of the user who started it)"
+                   if self._run_keys is not None else None)
+            self._gate = KeyGate(context, curve, self.refusals, **({"why": why} if why else {}))
         try:
             self._publisher = TelemetryPublisher(telemetry, context, insecure=insecure, curve=curve)
         except BaseException:
@@ -137,6 +250,21 @@ class TrainerLink:
             raise
         self.telemetry_endpoint = self._publisher.endpoint
         self.control_endpoint = self._server.endpoint
+        self._watches: list[tuple[str, HandshakeWatch]] = []
+        self._link_file = None
+        if curve is not None:
+            self._watches = [("telemetry", self._publisher.watch_handshakes()),
+                             ("control", self._server.watch_handshakes())]
+        if self._run_keys is not None:
+            client = self._run_keys.client_curve()
+            serve_keys([self.telemetry_endpoint, self.control_endpoint], client)
+            from .runfiles import write_link_file
+
+            self._link_file = write_link_file(self.telemetry_endpoint, self.control_endpoint)
+        self._budget = ServiceBudget()
+        self._streams: dict[bytes, _HistoryStream] = {}
+        self._chunk_rows = max(16, min(HISTORY_CHUNK_ROWS, HISTORY_CHUNK_BYTES // (4 * max(1, self._width) + 24)))
+        self._refusal_events = 0
         self._recording = recording
         self._recording_warned = False
         self._seq = 0
@@ -152,8 +280,14 @@ class TrainerLink:
 
     @property
     def refused(self) -> list[str]:
-        """Public keys of the monitors refused so far (with ``curve``)."""
+        """Public keys of the monitors refused so far (with keys), each once."""
         return list(self._gate.refused) if self._gate is not None else []
+
+    @property
+    def run_keys(self) -> dict[str, str]:
+        """The run file's key fields (``curve_server``, ``curve_public``, ``curve_secret``); empty
+        when this link takes no keys of its own (``insecure`` or a key folder)."""
+        return curve_fields(self._run_keys.client_curve()) if self._run_keys is not None else {}
 
     def _close_gate(self) -> None:
         if self._gate is not None:
@@ -246,41 +380,56 @@ class TrainerLink:
         """Answer what the link can answer itself; return the commands the loop must apply.
 
         ``ping`` and ``history`` are answered here. A request that does not decode, or a
-        command that fails validation, gets an error reply and changes nothing.
+        command that fails validation, gets an error reply and changes nothing. The work
+        is bounded by the service budget: requests beyond it wait in ZeroMQ's bounded
+        queues for a later boundary.
         """
         pending: list[PendingCommand] = []
-        now = self._clock()
-        for request in self._server.poll():
-            self._monitors[request.identity] = now
-            if request.command is None:
-                self._server.reply(
-                    request.identity, Reply("", "error", reason=request.error, step=self._last_step)
-                )
-                continue
-            try:
-                command = validate_command(request.command)
-            except ProtocolError as exc:
-                self._server.reply(
-                    request.identity,
-                    Reply(
-                        request.command.request_id,
-                        "error",
-                        reason=f"{exc}; nothing was changed",
-                        step=self._last_step,
-                    ),
-                )
-                continue
-            if command.op == "ping":
-                self._server.reply(
-                    request.identity,
-                    Reply(command.request_id, "ok", step=self._last_step, data=self._status()),
-                )
-                self._heartbeat_now()
-            elif command.op == "history":
-                self._send_history(request.identity, command)
-            else:
-                pending.append(PendingCommand(self._server, request.identity, command))
+        budget = self._budget
+        if not budget.begin():
+            budget.end()
+            return pending
+        try:
+            if self._streams:
+                self._pump_history()
+            now = self._clock()
+            while budget.left():
+                request = self._server.receive()
+                if request is None:
+                    break
+                command = self._serve(request, now)
+                if command is not None:
+                    pending.append(command)
+            if self._streams and budget.left():
+                self._pump_history()
+        finally:
+            budget.end()
         return pending
+
+    def _serve(self, request: Any, now: float) -> PendingCommand | None:
+        self._monitors[request.identity] = now
+        if request.command is None:
+            self._server.reply(request.identity, Reply("", "error", reason=request.error, step=self._last_step))
+            return None
+        try:
+            command = validate_command(request.command)
+        except ProtocolError as exc:
+            self._server.reply(
+                request.identity,
+                Reply(request.command.request_id, "error", reason=f"{exc}; nothing was changed", step=self._last_step),
+            )
+            return None
+        if command.op == "ping":
+            self._server.reply(
+                request.identity,
+                Reply(command.request_id, "ok", step=self._last_step, data=self._status()),
+            )
+            self._heartbeat_now()
+            return None
+        if command.op == "history":
+            self._send_history(request.identity, command)
+            return None
+        return PendingCommand(self._server, request.identity, command)
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -289,10 +438,25 @@ class TrainerLink:
             "monitors": self.monitors,
             "heartbeat_s": self.heartbeat_s,
             "security": self.security,
+            "refused": self.refusals.count,
         }
 
     def _send_history(self, identity: bytes, command: Command) -> None:
-        """Answer ``history``: the records, then steps from ``from_seq`` in chunks, then a Reply."""
+        """Begin answering ``history``: the records, then steps from ``from_seq`` in chunks, then a Reply.
+
+        The answer is a snapshot of what the run holds now; it is sent by
+        :meth:`_pump_history` as the monitor's queue makes room.
+        """
+        refuse = None
+        if identity in self._streams:
+            refuse = ("a history answer is still being sent to this monitor; read it to its final reply before "
+                      "asking again")
+        elif len(self._streams) >= MAX_HISTORY_STREAMS:
+            refuse = (f"{len(self._streams)} monitors are receiving the history now (at most {MAX_HISTORY_STREAMS} "
+                      "at once); ask again in a few seconds")
+        if refuse is not None:
+            self._server.reply(identity, Reply(command.request_id, "error", reason=refuse, step=self._last_step))
+            return
         history = self.history
         records: list[Message] = [history.schema]
         if history.dataset is not None:
@@ -301,30 +465,89 @@ class TrainerLink:
         records.extend(history.events)
         if history.previews:
             records.append(history.previews[-1])
-        send = self._server.send
-        complete = all(send(identity, record) for record in records)
         steps = history.steps
         start, stop = steps.index_of_seq(int(command.args.get("from_seq", 0))), len(steps)
-        chunks = 0
-        for first in range(start, stop, HISTORY_CHUNK_ROWS):
-            if not complete:
-                break
-            complete = send(identity, steps.chunk(self.run_id, first, first + HISTORY_CHUNK_ROWS))
-            chunks += 1
-        if not complete:
-            self._server.reply(
-                identity,
-                Reply(
-                    command.request_id,
-                    "error",
-                    reason="the history answer could not be sent whole; ask again",
-                    step=self._last_step,
-                ),
-            )
-            return
+        self._streams[identity] = _HistoryStream(
+            identity, command.request_id, records, start, stop, steps.last_seq(), self._chunk_rows,
+            moved_at=time.monotonic(),
+        )
+
+    def _next_frames(self, stream: _HistoryStream) -> list[bytes] | None:
+        """The stream's next message, encoded (None once its Reply went out)."""
+        if stream.next_record < len(stream.records):
+            stream.next_record += 1
+            return encode(stream.records[stream.next_record - 1])
+        if stream.row < stream.stop:
+            first = stream.row
+            stream.row = min(stream.stop, first + stream.chunk_rows)
+            stream.chunks += 1
+            return encode(self.history.steps.chunk(self.run_id, first, stream.row))
+        if stream.done:
+            return None
+        stream.done = True
         data = self._status()
-        data.update(chunks=chunks, records=len(records), last_seq=steps.last_seq())
-        self._server.reply(identity, Reply(command.request_id, "ok", step=self._last_step, data=data))
+        data.update(chunks=stream.chunks, records=len(stream.records), last_seq=stream.last_seq)
+        return encode(Reply(stream.request_id, "ok", step=self._last_step, data=data))
+
+    def _pump_history(self) -> None:
+        """Send the history answers on as far as the monitors' queues and the budget allow."""
+        budget = self._budget
+        now = time.monotonic()
+        for identity in list(self._streams):
+            stream = self._streams[identity]
+            while budget.left():
+                frames = stream.pending if stream.pending is not None else self._next_frames(stream)
+                if frames is None:
+                    del self._streams[identity]
+                    break
+                outcome = self._server.send_frames(identity, frames)
+                if outcome == "sent":
+                    stream.pending = None
+                    stream.moved_at = now
+                    continue
+                if outcome == "gone" or now - stream.moved_at > HISTORY_STALL_S:
+                    del self._streams[identity]  # it left, or stopped reading: nothing more is queued for it
+                else:
+                    stream.pending = frames  # its queue is full: go on at a later boundary
+                break
+            if not budget.left():
+                return
+
+    @property
+    def history_streams(self) -> int:
+        """History answers being sent now."""
+        return len(self._streams)
+
+    @property
+    def service_seconds(self) -> float:
+        """Time spent serving monitors at step boundaries so far (requests and history)."""
+        return self._budget.spent_s
+
+    # --- refused handshakes ------------------------------------------------------------------
+
+    def _check_refusals(self) -> None:
+        """Log failed handshakes once per peer; tell the monitors of new refused peers."""
+        for kind, watch in self._watches:
+            endpoint = getattr(self, kind + "_endpoint")
+            holder = ("only the user who started this trainer holds them (in its run file)"
+                      if self._run_keys is not None else "they are made with `octa-tui keys generate`")
+            for event, value in watch.failures():
+                if not event & zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                    continue  # failed AUTH is the ZAP handler's refusal, logged there with the key
+                if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                    self.refusals.refuse(f"a client without keys on the {kind} socket ({endpoint})",
+                                         f"it brought no CurveZMQ keys; {holder}")
+                else:
+                    self.refusals.refuse(f"a client with other keys on the {kind} socket ({endpoint})",
+                                         f"its CurveZMQ handshake failed (keys of another run or a stale run file); "
+                                         f"{holder}")
+        for peer in self.refusals.new_since():
+            if self._refusal_events >= MAX_REFUSAL_EVENTS:
+                break
+            self._refusal_events += 1
+            self.publish(Event(run_id=self.run_id, step=max(self._last_step, 0), time=self._clock(), kind="warning",
+                               message=f"refused a connection: {peer} (only the trainer's own user holds its keys)",
+                               data={"source": "security", "refused": self.refusals.count}))
 
     # --- liveness --------------------------------------------------------------------------
 
@@ -332,6 +555,8 @@ class TrainerLink:
         """Send a heartbeat when one is due and forget monitors not heard from lately."""
         self._state = state
         now = self._clock()
+        if self._watches:
+            self._check_refusals()
         if self._recording is not None and not self._recording_warned:
             error = getattr(self._recording, "error", None)
             if error:
@@ -379,9 +604,17 @@ class TrainerLink:
             if recording is not None:
                 recording.close()
         finally:
+            self._streams.clear()
+            for _, watch in self._watches:
+                watch.close()
             self._server.close()
             # A short, bounded linger lets the final heartbeat reach monitors that are reading.
             self._publisher.close(linger_ms=CLOSE_LINGER_MS)
+            if self._run_keys is not None:
+                from .runfiles import remove_link_file
+
+                unserve_keys([self.telemetry_endpoint, self.control_endpoint])
+                remove_link_file(self._link_file)
             self._close_gate()
 
     def __enter__(self) -> TrainerLink:
@@ -389,3 +622,4 @@ class TrainerLink:
 
     def __exit__(self, *exc: object) -> None:
         self.close("finished" if exc[0] is None else "failed")
+

@@ -13,6 +13,11 @@ act on, and a malformed message is counted and skipped rather than crashing the 
 Endpoints are loopback TCP or ``ipc://`` paths (created 0600). Any other address is refused
 with the SSH tunnel that reaches a remote trainer safely, unless the sockets use CurveZMQ
 keys (``curve=``, see :mod:`octa_tui.protocol.keys`) or the caller says ``insecure``.
+
+A client given no ``curve`` looks the keys up by endpoint (a trainer of this process, the
+run files on this machine, keys handed over by ``attach``): a default trainer takes keys
+of its own, and the same user connects without a flag. A client whose handshake is refused
+is told so at once, in a message that starts with ``refused:``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import zmq
 
 from .codec import StepBlock, decode, decode_step_frames, encode
 from .errors import ProtocolError
-from .keys import ClientCurve, ServerCurve, secure_client_socket, secure_server_socket
+from .keys import ClientCurve, ServerCurve, client_keys_for, secure_client_socket, secure_server_socket
 from .messages import Command, Message, Reply, StepChunk
 from .version import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
@@ -40,8 +45,14 @@ PUB_SNDHWM = 10_000
 # The monitor's receive queue: deep enough to hold a second or two of a fast stream while
 # the monitor is busy merging a large history snapshot.
 SUB_RCVHWM = 200_000
-# History answers are many messages in a burst; the ROUTER must not drop any of them.
-ROUTER_SNDHWM = 100_000
+# Messages queued towards one monitor on the control socket. A history answer is sent a
+# few chunks at a time, only while this queue has room, so a client that asks and never
+# reads holds at most this many messages (of at most link.HISTORY_CHUNK_BYTES each) in
+# the trainer, never the whole history.
+ROUTER_SNDHWM = 16
+# Requests queued from one monitor: past this, ZeroMQ stops reading that connection, so a
+# flood waits in the sender's buffers instead of the trainer's memory or CPU.
+ROUTER_RCVHWM = 256
 # How long a closing publisher may spend delivering its last messages (the final heartbeat).
 CLOSE_LINGER_MS = 200
 # Requests answered per ROUTER poll: bounds the work done at one step boundary.
@@ -63,6 +74,55 @@ class KeyRefused(ControlTimeout):
 HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
+
+
+def _client_curve(endpoint: str, curve: ClientCurve | None) -> tuple[ClientCurve | None, bool]:
+    """The keys to connect with, and whether they were looked up rather than given."""
+    if curve is not None:
+        return curve, False
+    from .runfiles import keys_for_endpoint
+
+    found = client_keys_for(endpoint, keys_for_endpoint)
+    return found, found is not None
+
+
+class HandshakeWatch:
+    """Failed handshakes on one socket, read from its ZeroMQ socket monitor without waiting.
+
+    The trainer reads it at step boundaries to log refused clients (ZeroMQ refuses them
+    silently otherwise). At most ``limit`` events are read per call: a flood of failing
+    connections costs the caller a bounded amount of work, the rest waits or is dropped
+    by the monitor's own queue.
+    """
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self._sock = sock
+        self._monitor: zmq.Socket | None = sock.get_monitor_socket(HANDSHAKE_FAILED)
+
+    def failures(self, limit: int = 32) -> list[tuple[int, int]]:
+        """(event, value) of the failed handshakes seen since the last call (at most ``limit``)."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        out: list[tuple[int, int]] = []
+        monitor = self._monitor
+        while monitor is not None and len(out) < limit:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            event = parse_monitor_message(frames)
+            out.append((int(event["event"]), int(event["value"])))
+        return out
+
+    def close(self) -> None:
+        """Stop watching (before the socket closes)."""
+        if self._monitor is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
+            self._monitor = None
 
 
 def _seconds(value: float) -> str:
@@ -214,6 +274,10 @@ class TelemetryPublisher:
         self.dropped = 0
         self._send = self._socket.send
 
+    def watch_handshakes(self) -> HandshakeWatch:
+        """A :class:`HandshakeWatch` on this socket (close it before the socket)."""
+        return HandshakeWatch(self._socket)
+
     def send_frame(self, frame: bytes) -> bool:
         """Send one single-frame message (the step fast path); False if it was dropped."""
         try:
@@ -259,21 +323,76 @@ class TelemetrySubscriber:
         curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = parse_endpoint(endpoint, insecure=insecure or curve is not None)
-        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        if curve is not None:
-            secure_client_socket(self._socket, curve)
-        self._socket.setsockopt(zmq.SUBSCRIBE, b"")
-        try:
-            _connect(self._socket, self.endpoint)
-        except BaseException:
-            self._socket.close(linger=0)
-            raise
+        self._explicit = curve is not None
+        self._tried_plain = False
+        self._curve, _ = _client_curve(self.endpoint, curve)
+        self._context = context or zmq.Context.instance()
+        self._rcvhwm = rcvhwm
+        self._watch: HandshakeWatch | None = None
+        self._next_check = 0.0
+        self._socket = self._open()
         self.received = 0
         self.malformed = 0
         self.last_error: str | None = None
         self.incompatible: str | None = None
+        # Why the trainer refused this subscriber's handshake (None while it has not).
+        self.refused: str | None = None
+
+    def _open(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        if self._curve is not None:
+            secure_client_socket(sock, self._curve)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            self._watch = HandshakeWatch(sock)
+            _connect(sock, self.endpoint)
+        except BaseException:
+            if self._watch is not None:
+                self._watch.close()
+            sock.close(linger=0)
+            raise
+        return sock
+
+    def _check_handshake(self) -> None:
+        """At most every 0.2 s: on a failed handshake, take the endpoint's keys afresh.
+
+        A trainer restarted on the same endpoint has new keys: the socket is opened again
+        with them. With no other keys to try, ``refused`` says why nothing arrives.
+        """
+        now = time.monotonic()
+        if now < self._next_check or self._watch is None:
+            return
+        self._next_check = now + 0.2
+        if not self._watch.failures():
+            return
+        if self._explicit:
+            fresh, changed = self._curve, False
+        else:
+            fresh = _client_curve(self.endpoint, None)[0]
+            changed = fresh != self._curve
+            if not changed and self._curve is not None and not self._tried_plain:
+                fresh, changed, self._tried_plain = None, True, True  # a trainer that takes no keys?
+        if changed:
+            self._curve = fresh
+            self._close_socket()
+            self._socket = self._open()
+            self.refused = None
+            return
+        self.refused = (
+            f"refused: the trainer at {self.endpoint} does not accept this monitor's keys"
+            if self._curve is not None
+            else f"refused: the trainer at {self.endpoint} admits only monitors holding its keys; connect as the user "
+            "who started it"
+        )
+
+    def _close_socket(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if not self._socket.closed:
+            self._socket.close(linger=0)
 
     def _skip(self, frames: list[bytes], exc: ProtocolError) -> None:
         self.malformed += 1
@@ -284,6 +403,7 @@ class TelemetrySubscriber:
 
     def recv(self, timeout_s: float) -> Message | None:
         """The next readable message, or None when none arrives within ``timeout_s``."""
+        self._check_handshake()
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             remaining = deadline - time.monotonic()
@@ -303,6 +423,7 @@ class TelemetrySubscriber:
 
         Waits up to ``timeout_s`` for the first one; never blocks past that.
         """
+        self._check_handshake()
         out: list[Message] = []
         if timeout_s > 0 and not self._socket.poll(int(timeout_s * 1000)):
             return out
@@ -334,6 +455,7 @@ class TelemetrySubscriber:
         every frame; malformed ones are counted and skipped as in :meth:`drain`, and the
         order of steps and records is kept.
         """
+        self._check_handshake()
         out: list[Message | StepBlock] = []
         if timeout_s > 0 and not self._socket.poll(int(timeout_s * 1000)):
             return out
@@ -368,8 +490,7 @@ class TelemetrySubscriber:
 
     def close(self) -> None:
         """Close the socket (nothing waits)."""
-        if not self._socket.closed:
-            self._socket.close(linger=0)
+        self._close_socket()
 
 
 # --- control ------------------------------------------------------------------------------
@@ -390,7 +511,12 @@ class Request:
 
 
 class ControlServer:
-    """The trainer's control socket: polled at step boundaries, never waits."""
+    """The trainer's control socket: polled at step boundaries, never waits.
+
+    Bounded both ways: ``ROUTER_RCVHWM`` requests queue per monitor (ZeroMQ then stops
+    reading its connection) and ``ROUTER_SNDHWM`` messages queue towards it (then
+    :meth:`send` returns False at once, see :meth:`can_send`).
+    """
 
     def __init__(
         self,
@@ -399,13 +525,16 @@ class ControlServer:
         *,
         insecure: bool = False,
         curve: ServerCurve | None = None,
+        sndhwm: int = ROUTER_SNDHWM,
+        rcvhwm: int = ROUTER_RCVHWM,
     ) -> None:
         wanted = parse_endpoint(endpoint, insecure=insecure or curve is not None)
         self._socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         if curve is not None:
             secure_server_socket(self._socket, curve)
-        self._socket.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
+        self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
         # Report sends to peers that are gone or full instead of dropping them silently.
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
@@ -415,31 +544,52 @@ class ControlServer:
             raise
         self.failed_sends = 0
 
-    def poll(self) -> list[Request]:
-        """The requests waiting now (at most a bounded batch); returns at once when none."""
+    def watch_handshakes(self) -> HandshakeWatch:
+        """A :class:`HandshakeWatch` on this socket (close it before the socket)."""
+        return HandshakeWatch(self._socket)
+
+    def receive(self) -> Request | None:
+        """The next waiting request, or None at once when none is waiting."""
+        try:
+            frames = self._socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        identity, payload = frames[0], frames[1:]
+        try:
+            msg = decode(payload)
+        except ProtocolError as exc:
+            return Request(identity, None, f"the trainer could not read the request: {exc}")
+        if not isinstance(msg, Command):
+            return Request(
+                identity,
+                None,
+                f"the trainer expects a command on its control socket, got a {type(msg).__name__}",
+            )
+        return Request(identity, msg)
+
+    def poll(self, max_requests: int = MAX_REQUESTS_PER_POLL) -> list[Request]:
+        """The requests waiting now (at most ``max_requests``); returns at once when none."""
         requests: list[Request] = []
-        for _ in range(MAX_REQUESTS_PER_POLL):
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+        for _ in range(max_requests):
+            request = self.receive()
+            if request is None:
                 break
-            identity, payload = frames[0], frames[1:]
-            try:
-                msg = decode(payload)
-            except ProtocolError as exc:
-                requests.append(Request(identity, None, f"the trainer could not read the request: {exc}"))
-                continue
-            if not isinstance(msg, Command):
-                requests.append(
-                    Request(
-                        identity,
-                        None,
-                        f"the trainer expects a command on its control socket, got a {type(msg).__name__}",
-                    )
-                )
-                continue
-            requests.append(Request(identity, msg))
+            requests.append(request)
         return requests
+
+    def send_frames(self, identity: bytes, frames: list[bytes]) -> str:
+        """Queue one encoded message for ``identity`` without waiting.
+
+        Returns ``"sent"``, ``"full"`` (its queue is at the high-water mark: try again
+        later) or ``"gone"`` (no such peer connected now).
+        """
+        try:
+            self._socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            return "full"
+        except zmq.ZMQError:
+            return "gone"
+        return "sent"
 
     def send(self, identity: bytes, msg: Message) -> bool:
         """Send any message to one monitor; False if it is gone or not reading."""
@@ -470,10 +620,10 @@ class ControlClient:
     Replies are also matched by ``request_id``.
     ``last_heard`` is the monotonic time anything last arrived from the trainer.
 
-    With ``curve`` the socket is a CurveZMQ client. ZeroMQ fails a handshake silently, so
-    a socket monitor watches for it: a refused or failed handshake raises
-    :class:`KeyRefused` at once, and a timeout with no handshake at all says the keys
-    are the likely cause.
+    With ``curve`` the socket is a CurveZMQ client; without, the keys are looked up by
+    endpoint (see the module's docstring). ZeroMQ fails a handshake silently, so a socket
+    monitor watches for it: a refused or failed handshake raises :class:`KeyRefused` at
+    once, with a message that starts with ``refused:``.
     """
 
     def __init__(
@@ -488,7 +638,10 @@ class ControlClient:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.endpoint = parse_endpoint(endpoint, insecure=insecure or curve is not None)
-        self._curve = curve
+        self._curve, self._looked_up = _client_curve(self.endpoint, curve)
+        self._explicit = curve is not None
+        self._rekeyed = False
+        self._tried_plain = False
         self._monitor: zmq.Socket | None = None
         self._handshake_ok = False
         self.timeout_s = float(timeout_s)
@@ -505,7 +658,7 @@ class ControlClient:
         try:
             if self._curve is not None:
                 secure_client_socket(sock, self._curve)
-                self._monitor = sock.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._monitor = sock.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             _connect(sock, self.endpoint)
         except BaseException:
             self._close_monitor(sock)
@@ -526,6 +679,7 @@ class ControlClient:
         """Drop the socket with anything queued on it and connect a fresh one."""
         self._close_monitor(self._socket)
         self._socket.close(linger=0)
+        self._handshake_ok = False
         self._socket = self._open()
 
     def _handshake_failure(self) -> KeyRefused | None:
@@ -539,22 +693,61 @@ class ControlClient:
                 self._handshake_ok = True
             elif event & HANDSHAKE_FAILED:
                 failed |= event
+        if not failed:
+            return None
+        if self._rekey():
+            return None
+        return KeyRefused(self._refusal(failed))
+
+    def _rekey(self) -> bool:
+        """After a failed handshake with looked-up keys: take the endpoint's keys afresh.
+
+        A trainer restarted on the same endpoint has new keys; when the lookup finds other
+        keys than the socket has, the socket is opened again with them (True): the caller
+        sends its request again.
+        """
+        if self._explicit:
+            return False
+        fresh, _ = _client_curve(self.endpoint, None)
+        if fresh == self._curve:
+            if self._curve is None or self._tried_plain:
+                return False
+            fresh, self._tried_plain = None, True  # perhaps a trainer that takes no keys (--insecure)
+        self._curve, self._looked_up = fresh, fresh is not None
+        self._handshake_ok = False
+        self.reset()
+        self._rekeyed = True
+        return True
+
+    def _refusal(self, failed: int) -> str:
+        """Why the handshake failed, for a person: the message of :class:`KeyRefused`."""
+        where = f"the trainer at {self.endpoint}"
+        if self._curve is None:
+            return (
+                f"refused: {where} admits only monitors holding its keys, and this monitor has none for that "
+                "endpoint. A trainer keeps its keys in its run file, readable only by the user who started it: "
+                "connect as that user (`octa-tui list`, then `octa-tui connect RUN_ID`); a trainer bound with "
+                "--keys DIR needs `--keys` here too"
+            )
+        if self._looked_up:
+            return (
+                f"refused: {where} did not accept the keys of its run file (the file may be stale, another "
+                "trainer now using that endpoint); `octa-tui list` shows the running trainers"
+            )
         if failed & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return KeyRefused(
-                f"the trainer at {self.endpoint} refused this monitor's key: copy this monitor's public key "
+            return (
+                f"refused: {where} refused this monitor's key: copy this monitor's public key "
                 "(monitor.key) into the trainer's KEYS/authorized/ folder and restart the trainer"
             )
-        if failed:
-            return KeyRefused(
-                f"the encrypted handshake with the trainer at {self.endpoint} failed: check that KEYS/trainer.key "
-                "is the trainer's public key and that the trainer was started with --keys"
-            )
-        return None
+        return (
+            f"refused: the encrypted handshake with {where} failed: check that KEYS/trainer.key "
+            "is the trainer's public key and that the trainer was started with --keys"
+        )
 
     def _timeout(self, what: str = "") -> ControlTimeout:
         refused = self._handshake_failure()
-        hint = "is it running? `octa-tui` lists running trainers"
-        if self._curve is not None and not self._handshake_ok:
+        hint = "is it running? `octa-tui list` shows the running trainers"
+        if self._curve is not None and not self._looked_up and not self._handshake_ok:
             hint = ("no encrypted handshake completed: is the trainer running with --keys, and is KEYS/trainer.key "
                     "its public key?")
         self.reset()
@@ -568,6 +761,7 @@ class ControlClient:
         Raises ControlTimeout when the socket cannot take it (the trainer has been
         unreachable long enough for the queue to fill).
         """
+        self._rekeyed = False  # a socket reopened before this send needs nothing sent again
         request_id = command.request_id or f"{self._prefix}-{next(self._ids)}"
         if request_id != command.request_id:
             command = Command(op=command.op, args=command.args, request_id=request_id)
@@ -578,10 +772,10 @@ class ControlClient:
         return request_id
 
     def _recv(self, timeout_s: float) -> Message | None:
-        if self._monitor is not None and not self._handshake_ok:
+        if self._monitor is not None:
             if not self._wait_handshake(timeout_s):
                 return None
-        if not self._socket.poll(max(0, int(timeout_s * 1000))):
+        elif not self._socket.poll(max(0, int(timeout_s * 1000))):
             return None
         frames = self._socket.recv_multipart(zmq.NOBLOCK)
         self.last_heard = time.monotonic()
@@ -594,7 +788,12 @@ class ControlClient:
             ) from exc
 
     def _wait_handshake(self, timeout_s: float) -> bool:
-        """Wait for a reply or a handshake event; raise KeyRefused on a failed handshake."""
+        """Wait (at most ``timeout_s``) until a message is readable: True, or False when none came.
+
+        Watches the socket monitor meanwhile: a failed handshake raises KeyRefused at once,
+        or (keys looked up and changed since) reopens the socket with the new keys and
+        returns False with ``_rekeyed`` set.
+        """
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
@@ -609,8 +808,18 @@ class ControlClient:
             if refused is not None:
                 self.reset()
                 raise refused
-            if self._handshake_ok or time.monotonic() >= deadline:
-                return True
+            if self._rekeyed:
+                return False  # a fresh socket with the endpoint's new keys: the caller sends again
+            if time.monotonic() >= deadline:
+                return bool(self._socket.poll(0))
+
+    def _resend_after_rekey(self, command: Command) -> bool:
+        """Send ``command`` again when the socket was just opened with new keys; whether it was."""
+        if not self._rekeyed:
+            return False
+        self._rekeyed = False
+        self.send(command)
+        return True
 
     def collect(self) -> list[Reply]:
         """Replies already waiting (answers to :meth:`send`), without waiting."""
@@ -625,10 +834,14 @@ class ControlClient:
     def request(self, command: Command) -> Reply:
         """Send a command and wait for its reply (at most ``timeout_s``)."""
         request_id = self.send(command)
+        if request_id != command.request_id:
+            command = Command(op=command.op, args=command.args, request_id=request_id)
         deadline = time.monotonic() + self.timeout_s
         while True:
             remaining = deadline - time.monotonic()
             msg = self._recv(remaining) if remaining > 0 else None
+            if msg is None and self._resend_after_rekey(command):
+                continue
             if msg is None:
                 raise self._timeout()
             if isinstance(msg, Reply) and msg.request_id == request_id:
@@ -642,12 +855,16 @@ class ControlClient:
         raises ProtocolError with the trainer's reason; a reply whose chunk count does not
         match what arrived raises ProtocolError too (the answer was cut short).
         """
-        request_id = self.send(Command(op="history", args={"from_seq": int(from_seq)}))
+        ask = Command(op="history", args={"from_seq": int(from_seq)})
+        request_id = self.send(ask)
+        ask = Command(op="history", args=ask.args, request_id=request_id)
         finished = False
         chunks = 0
         try:
             while True:
                 msg = self._recv(self.timeout_s)
+                if msg is None and chunks == 0 and self._resend_after_rekey(ask):
+                    continue
                 if msg is None:
                     raise self._timeout(" while sending history")
                 if isinstance(msg, Reply):

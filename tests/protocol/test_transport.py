@@ -282,7 +282,7 @@ def test_request_against_no_trainer_times_out_with_a_clear_message() -> None:
     assert 0.25 < elapsed < 3.0
     message = str(info.value)
     assert "no reply from the trainer at tcp://127.0.0.1:9 within 0.3 s" in message
-    assert "is it running?" in message and "`octa-tui` lists running trainers" in message
+    assert "is it running?" in message and "`octa-tui list` shows the running trainers" in message
     assert isinstance(info.value, ProtocolError)
 
 
