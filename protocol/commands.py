@@ -26,27 +26,58 @@ class NumberArg:
     integer: bool = False
     required: bool = True
     default: float | None = None
+    # The smallest value that means something other than ``low`` (0 stays allowed when
+    # ``low`` is 0 and not ``open_low``): a value strictly between is degenerate, such as
+    # lr 1e-300 or a weight of 5e-324, and is refused with ``tiny_reason``.
+    smallest: float = 0.0
+    tiny_reason: str = ""
 
     def check(self, op: str, name: str, value: Any) -> float | int:
         """Return the value as float/int if it is in range, else raise ProtocolError."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError(f"{op}: {name} must be a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise ProtocolError(f"{op}: {name} must be finite, got {value!r}")
-        if self.integer and float(value) != int(value):
-            raise ProtocolError(f"{op}: {name} must be a whole number, got {value!r}")
+        if self.integer:
+            if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+                raise ProtocolError(f"{op}: {name} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            try:
+                value = float(value)
+            except OverflowError:
+                raise ProtocolError(f"{op}: {name} is too large to be a number, got an integer of "
+                                    f"{len(str(value))} digits") from None
+            if not math.isfinite(value):
+                raise ProtocolError(f"{op}: {name} must be finite, got {value!r}")
         too_low = value <= self.low if self.open_low else value < self.low
         if too_low or value > self.high:
             bracket = "(" if self.open_low else "["
             raise ProtocolError(f"{op}: {name} = {value!r} is out of range; use a value in {bracket}{self.low:g}, {self.high:g}]")
-        return int(value) if self.integer else float(value)
+        if self.smallest and value != 0 and abs(value) < self.smallest:
+            zero = " or 0" if not self.open_low and self.low == 0 else ""
+            raise ProtocolError(f"{op}: {name} = {value!r} is too small to mean anything ({self.tiny_reason}); "
+                                f"use a value of at least {self.smallest:g}{zero}")
+        return value
 
+
+# Below these a setting is degenerate: it changes nothing a float32 model can show, or it
+# stands for "off", which has its own value (pause, weight 0, clip 0).
+MIN_LR = 1e-10
+MIN_WEIGHT = 1e-6
+MIN_POS_WEIGHT = 1e-4
+MIN_CLIP = 1e-6
+_LR_TINY = "a step of lr x gradient vanishes against a float32 weight's precision; to stop updates, pause"
+_WEIGHT_TINY = "it scales its loss term to nothing; use 0 to turn the term off"
 
 COMMAND_ARGS: dict[str, dict[str, NumberArg]] = {
-    "set_lr": {"lr": NumberArg(0.0, 1.0, open_low=True)},
-    "set_loss_weights": {"bce": NumberArg(0.0, 1.0), "dice": NumberArg(0.0, 1.0)},
-    "set_pos_weight": {"pos_weight": NumberArg(0.0, 10000.0, open_low=True)},
-    "set_clip": {"clip": NumberArg(0.0, 1e6)},  # 0 turns clipping off
+    "set_lr": {"lr": NumberArg(0.0, 1.0, open_low=True, smallest=MIN_LR, tiny_reason=_LR_TINY)},
+    "set_loss_weights": {
+        "bce": NumberArg(0.0, 1.0, smallest=MIN_WEIGHT, tiny_reason=_WEIGHT_TINY),
+        "dice": NumberArg(0.0, 1.0, smallest=MIN_WEIGHT, tiny_reason=_WEIGHT_TINY),
+    },
+    "set_pos_weight": {"pos_weight": NumberArg(0.0, 10000.0, open_low=True, smallest=MIN_POS_WEIGHT,
+                                                tiny_reason="positives would count for nothing in the loss")},
+    "set_clip": {"clip": NumberArg(0.0, 1e6, smallest=MIN_CLIP,
+                                   tiny_reason="every gradient would be scaled to nothing; use 0 to turn clipping off")},
     "pause": {},
     "resume": {},
     "checkpoint": {},

@@ -24,6 +24,9 @@ def test_every_known_op_has_an_argument_spec() -> None:
         ("pause", {}, {}),
         ("history", {}, {"from_seq": 0}),
         ("history", {"from_seq": 12.0}, {"from_seq": 12}),
+        ("set_lr", {"lr": 1e-10}, {"lr": 1e-10}),
+        ("set_loss_weights", {"bce": 0, "dice": 1e-6}, {"bce": 0.0, "dice": 1e-6}),
+        ("set_clip", {"clip": 1e-6}, {"clip": 1e-6}),
     ],
 )
 def test_valid_commands_are_normalised(op: str, args: dict, expected: dict) -> None:
@@ -49,6 +52,19 @@ def test_valid_commands_are_normalised(op: str, args: dict, expected: dict) -> N
         ("set_clip", {"clip": -1}, "out of range"),
         ("history", {"from_seq": 1.5}, "whole number"),
         ("launch_missiles", {}, "unknown command 'launch_missiles'; known commands: checkpoint"),
+        # degenerate values: finite, in range, and meaningless
+        ("set_lr", {"lr": 1e-300}, r"lr = 1e-300 is too small to mean anything .*at least 1e-10"),
+        ("set_lr", {"lr": 5e-324}, "too small to mean anything"),
+        ("set_loss_weights", {"bce": 5e-324, "dice": 1}, r"too small .*use 0 to turn the term off.* or 0"),
+        ("set_loss_weights", {"bce": 0, "dice": 5e-324}, "too small"),
+        ("set_loss_weights", {"bce": -0.5, "dice": 1}, "out of range"),
+        ("set_loss_weights", {"bce": math.nan, "dice": 1}, "must be finite"),
+        ("set_pos_weight", {"pos_weight": 1e-300}, "too small"),
+        ("set_pos_weight", {"pos_weight": math.inf}, "must be finite"),
+        ("set_clip", {"clip": 5e-324}, "use 0 to turn clipping off"),
+        ("set_lr", {"lr": 10**400}, "too large to be a number"),
+        ("history", {"from_seq": -1}, "out of range"),
+        ("history", {"from_seq": math.inf}, "whole number"),
         (None, {}, "unknown command"),
     ],
 )
