@@ -172,13 +172,17 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
 
 def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
     """Microseconds per step for the vector layout + publish_step, and publish_step alone."""
+    from octa_tui.trainer.probe import HostPart, OutputsPart
+
     rng = np.random.default_rng(0)
-    device_values = torch.from_numpy(rng.random(probe._param_count + probe._scalar_count).astype(np.float32))
+    layout = probe.layout
+    measured = rng.random(layout.device_count).astype(np.float32)
     count = DEMO["batch_size"] * DEMO["image_size"] ** 2
-    host = (rng.random(probe._host_count).tolist(), [], (count, count, None, True))
+    part = HostPart(rng.random(len(layout.host_keys)).tolist(), [], OutputsPart(count, count, None, True),
+                    frozenset())
     start = time.perf_counter()
     for i in range(rounds):
-        probe._publish(i, 0, device_values.tolist(), host)
+        probe._assemble(i, 0, measured, part)
     total_us = (time.perf_counter() - start) / rounds * 1e6
     vector = probe.last_values.copy()
     start = time.perf_counter()

@@ -199,6 +199,6 @@ def test_note_loss_overrides_and_no_optimizer_finds_the_model():
     w.close()
     assert w.probe.model is model
     values, schema = w.probe.last_values, w.probe.schema
-    assert values[schema.index("loss/total")] == pytest.approx(float(loss) * 3)
+    assert values[schema.index("loss/total")] == pytest.approx(float(loss.detach()) * 3)
     assert values[schema.index("loss/main")] == 7.0
     assert math.isfinite(values[schema.index("gradstat/total_norm")])

@@ -83,3 +83,101 @@ class ScalerWatch:
             del self.scaler.update
         if self.scaler.__dict__.get("step") == self._step:
             del self.scaler.step
+
+
+def scaler_enabled(scaler: Any) -> bool:
+    """Whether ``scaler`` is a GradScaler that scales (a disabled one changes nothing)."""
+    if scaler is None:
+        return False
+    try:
+        return bool(scaler.is_enabled())
+    except Exception:  # noqa: BLE001 - not a GradScaler
+        return False
+
+
+def unscaled_already(scaler: Any, optimizer: Any, before_step: bool) -> bool:
+    """Whether ``scaler.unscale_(optimizer)`` ran for this step (the gradients are true values).
+
+    Before the optimizer's step the scaler has no state for it until ``unscale_``; after the
+    step (measured from ``end_step``) ``scaler.step`` has unscaled them, and ``update()`` may
+    have cleared the state since.
+    """
+    states = getattr(scaler, "_per_optimizer_states", None)
+    state = states.get(id(optimizer)) if isinstance(states, dict) else None
+    if state is None:
+        return not before_step
+    stage = state.get("stage")
+    return getattr(stage, "name", "") in ("UNSCALED", "STEPPED")
+
+
+class AmpFacts:
+    """The GradScaler side of one probe: the scale in force, skipped steps, unscaling.
+
+    Uses ``scaler_watch`` when one is given (a Watch owns it), else builds its own (closed by
+    :meth:`close`). All numbers stay device tensors.
+    """
+
+    def __init__(self, scaler: Any, device: torch.device, scaler_watch: ScalerWatch | None = None) -> None:
+        self.scaler = scaler
+        self.device = device
+        self.watch = scaler_watch or ScalerWatch(scaler)
+        self._own_watch = scaler_watch is None
+        self._updates_seen = 0
+        self._scale: torch.Tensor | None = None  # the scale when the step was measured
+        self._skipped: torch.Tensor | None = None  # set by mark_skipped()
+        self._nan = torch.full((), float("nan"), device=device)
+        self._zero = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)
+        self.warned = False
+
+    def measured(self, norms: list[torch.Tensor], optimizer: Any, before_step: bool) -> tuple[list[torch.Tensor], bool]:
+        """Note the scale in force; returns the norms unscaled and whether they had to be.
+
+        Norms measured before ``scaler.unscale_(optimizer)`` are divided by the scale here.
+        """
+        scale = getattr(self.scaler, "_scale", None)
+        if scale is None:  # the scaler has not scaled anything yet
+            self._scale = self._nan
+            return norms, False
+        self._scale = scale.detach().reshape(()).to(self.device, torch.float32, non_blocking=True).clone()
+        if optimizer is None or unscaled_already(self.scaler, optimizer, before_step):
+            return norms, False
+        inverse = (1.0 / scale.detach().reshape(()).double()).float()
+        return list(torch._foreach_mul(norms, inverse.to(norms[0].device))), True
+
+    def mark_skipped(self) -> None:
+        """This step's ``optimizer.step`` was skipped by the scaler."""
+        self._skipped = self._one
+
+    def scalars(self, optimizer: Any) -> list[torch.Tensor]:
+        """The step's [scale in force, skipped 1.0/0.0] as device scalars, without a synchronisation.
+
+        Skipped comes from the scaler's inf check for this optimizer when ``update()`` has not
+        run yet, else from what the last ``update()`` saw.
+        """
+        watch = self.watch
+        scale, skipped = self._scale, self._skipped
+        if watch.updates != self._updates_seen and watch.scale is not None:  # update() ran for this step
+            self._updates_seen = watch.updates
+            scale = watch.scale
+            if skipped is None:
+                skipped = watch.skipped
+        if scale is None:
+            live = getattr(self.scaler, "_scale", None)
+            scale = self._nan if live is None else live.detach().reshape(()).to(torch.float32).clone()
+        if skipped is None:
+            skipped = watch.found_inf(optimizer)
+        if skipped is None:
+            skipped = self._zero
+        self._scale = self._skipped = None
+        return [scale.to(self.device), skipped.to(self.device)]
+
+    @property
+    def backoff(self) -> float:
+        """The factor a skipped step multiplies the scale by."""
+        return float(getattr(self.scaler, "_backoff_factor", 0.5))
+
+    def close(self) -> None:
+        """Give the scaler its methods back (when this owns the observer)."""
+        if self._own_watch:
+            self.watch.close()
