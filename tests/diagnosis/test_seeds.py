@@ -112,3 +112,22 @@ def test_seed_002_fixed_baselines_hold_only_for_uniform_targets() -> None:
     assert mse_baseline(uniform_var).loss == pytest.approx(0.083, abs=5e-4)
     # ... and for sparse heatmaps (mean 0.05, variance 0.02) the constant to beat is far lower
     assert mse_baseline(0.02).loss < 0.083 / 4
+
+
+def test_seed_000_log_line_with_bce_exactly_0_3_is_the_loss_weights_case() -> None:
+    # GIVEN seed 000's log: "Train Loss: 0.6123 (BCE: 0.3000, Dice: 0.4271)", val Dice 0.40, its five
+    # plateau losses, late in a 10-epoch plan; BCE 0.3000 travels as float32 0.30000001
+    from octa_tui.diagnosis import match_matrix, root_cause
+
+    b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
+    b.steps(900, loss__total=0.6123, loss__bce=0.3000, loss__dice=0.4271)
+    for i, loss in enumerate([0.6, 0.6, 0.6, *SEED_000_LOSSES]):
+        b.epoch(i + 1, {"loss": loss}, {"dice": 0.40})
+    verdicts = evaluate_rules(b.history)
+    codes = [v.code for v in verdicts]
+    # THEN the seed's finding (loss weights, fix 0.5/0.5) is the root cause; BCE 0.3 is not "> 0.3"
+    assert "loss_weights_unbalanced" in codes and "bce_not_settled" not in codes
+    assert root_cause(verdicts).code == "loss_weights_unbalanced"
+    assert codes.index("loss_weights_unbalanced") < codes.index("plateau")
+    # AND the matrix's nearest row is the seed's first row (Loss 权重不当)
+    assert match_matrix(b.history).row == 0
