@@ -185,3 +185,10 @@ def test_bucket_of_whole_steps_puts_each_step_in_the_column_the_formula_gives(co
         np.testing.assert_allclose(got.lo, [w[0] for w in want], equal_nan=True)
         np.testing.assert_allclose(got.hi, [w[1] for w in want], equal_nan=True)
         np.testing.assert_allclose(got.mean, [w[2] for w in want], rtol=1e-12, equal_nan=True)
+
+
+def test_verdicts_that_cleared_are_still_listed_apart():
+    row = RunRow(1, "r", "live", "live", 10, 0.5, 0.5, 0.5, 1.0, {}, ("plateau",), (), ("gradient_explosion",))
+    assert verdict_cell(row, {"plateau": [1]}) == "plateau; cleared: gradient_explosion"
+    parsed = next(csv.DictReader(io.StringIO(csv_text([row], []))))
+    assert parsed["verdicts"] == "plateau" and parsed["verdicts_cleared"] == "gradient_explosion"

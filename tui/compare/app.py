@@ -84,7 +84,8 @@ def run_row(run: CompareRun) -> RunRow:
         verdicts = ("diagnosis failed",)
     return RunRow(run.number, run.label, run.target.kind, run.state(), facts["steps"], facts["loss_now"],
                   facts["best_dice"], facts["last_dice"], facts["steps_per_s"], dict(history.schema.config),
-                  verdicts, changes_of(history, run.trials))
+                  verdicts, changes_of(history, run.trials),
+                  tuple(code for code in run.raised if code not in verdicts))
 
 
 def run_curve(run: CompareRun, channel: str, mode: str) -> Curve:

@@ -156,6 +156,7 @@ class CompareRun:
     error: str = ""
     warnings: list[str] = field(default_factory=list)
     verdicts: tuple[Any, ...] = ()
+    raised: dict[str, int] = field(default_factory=dict)  # every verdict code seen, and the step it was first seen at
     trials: tuple[Any, ...] = ()
     diagnosed: tuple = ()  # what the verdicts were computed for
     engine: Any = None
@@ -331,6 +332,8 @@ class CompareSession:
                 # A recording is judged as it ends; a live run keeps the monitor's hysteresis.
                 run.engine = Engine() if run.live else Engine(hold=1, release=1)
             run.verdicts = tuple(run.engine.evaluate(history))
+            for verdict in run.verdicts:
+                run.raised.setdefault(verdict.code, int(verdict.step))
             run.trials = tuple(trials(history))
         except Exception as err:  # noqa: BLE001 - one run's failure is said, not raised
             message = f"diagnosis failed: {err}"

@@ -60,6 +60,7 @@ class RunRow:
     config: Mapping[str, Any] = field(default_factory=dict)
     verdicts: tuple[str, ...] = ()
     changes: tuple[Change, ...] = ()
+    cleared: tuple[str, ...] = ()  # verdicts raised earlier in this comparison that no longer hold
 
 
 def _last_mean(values: np.ndarray, k: int) -> float:
@@ -164,12 +165,16 @@ def shared_verdicts(rows: Sequence[RunRow]) -> dict[str, list[int]]:
 
 
 def verdict_cell(row: RunRow, shared: Mapping[str, list[int]]) -> str:
-    """``plateau (2 5)``: each verdict of the run, with the other runs that share it."""
+    """``plateau (2 5)``: each verdict of the run, with the other runs that share it, then
+    those raised earlier that have cleared (``cleared: gradient_explosion``)."""
     parts = []
     for code in row.verdicts:
         others = [str(n) for n in shared.get(code, []) if n != row.number]
         parts.append(f"{code} ({' '.join(others)})" if others else code)
-    return ", ".join(parts) if parts else "none"
+    text = ", ".join(parts) if parts else "none"
+    if row.cleared:
+        text += f"; cleared: {', '.join(row.cleared)}"
+    return text
 
 
 def changes_cell(row: RunRow) -> str:
@@ -251,7 +256,7 @@ def csv_text(rows: Sequence[RunRow], keys: Sequence[str]) -> str:
     writer = csv.writer(buffer)
     shared = shared_verdicts(rows)
     header = ["number", "run", "kind", *keys, "state", "steps", "loss_now", "best_val_dice", "last_val_dice",
-              "steps_per_s", "verdicts", "shared_verdicts", "changes_applied"]
+              "steps_per_s", "verdicts", "shared_verdicts", "verdicts_cleared", "changes_applied"]
     writer.writerow(header)
     for row in rows:
         def num(value: float) -> str:
@@ -265,7 +270,7 @@ def csv_text(rows: Sequence[RunRow], keys: Sequence[str]) -> str:
             row.number, row.label, row.kind,
             *(_value_text(row.config.get(k)) if k in row.config else "" for k in keys),
             row.state, row.steps, num(row.loss_now), num(row.best_dice), num(row.last_dice), num(row.steps_per_s),
-            " ".join(row.verdicts), sharing, changes_cell(row) if row.changes else "",
+            " ".join(row.verdicts), sharing, " ".join(row.cleared), changes_cell(row) if row.changes else "",
         ])
     return buffer.getvalue()
 
