@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=".", metavar="DIR", help="where CSV and SVG exports go (default: here)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="write the run table to FILE and exit")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each live trainer")
+    parser.add_argument("--lang", choices=("en", "zh"), default=None,
+                        help="language of the verdicts in a run's full monitor (default: $OCTA_TUI_LANG, else en)")
     return parser
 
 
@@ -59,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .table import BY_ALL_BUT_SEED, differing_keys, write_csv
 
     args = build_parser().parse_args(argv)
+    if args.lang:
+        from ...diagnosis.texts import set_language
+
+        set_language(args.lang)
     try:
         targets = resolve_targets(args.runs, live_all=args.live)
     except CompareError as err:
