@@ -192,3 +192,10 @@ def test_verdicts_that_cleared_are_still_listed_apart():
     assert verdict_cell(row, {"plateau": [1]}) == "plateau; cleared: gradient_explosion"
     parsed = next(csv.DictReader(io.StringIO(csv_text([row], []))))
     assert parsed["verdicts"] == "plateau" and parsed["verdicts_cleared"] == "gradient_explosion"
+
+
+def test_a_verdict_many_runs_share_is_said_briefly():
+    rows = [_row(i, {}, ["plateau"]) for i in range(1, 10)]
+    shared = shared_verdicts(rows)
+    assert verdict_cell(rows[0], shared, runs=9) == "plateau (all)"
+    assert verdict_cell(rows[0], shared, runs=12) == "plateau (2 3 4 5 6 +3)"

@@ -285,7 +285,7 @@ class CompareApp(App[Any]):
         keys = differing_keys(configs)
         shared = shared_verdicts(self.rows)
         columns = fit_columns(self.rows, table_columns(keys), max(20, self.size.width - 2), shared)
-        cells = tuple(tuple(cell(row, c.key, shared) for c in columns) for row in self.rows)
+        cells = tuple(tuple(cell(row, c.key, shared, len(self.rows)) for c in columns) for row in self.rows)
         headers = tuple(c.header for c in columns)
         if (headers, cells) == self._table_cells:
             return

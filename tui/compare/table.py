@@ -30,6 +30,7 @@ from ..format import format_number
 LOSS_NOW_STEPS = 20
 RATE_STEPS = 200
 SEED_KEYS = ("seed",)
+SHARED_SHOWN = 5  # run numbers listed in a verdict cell before "+N"
 BY_ALL_BUT_SEED = "all but seed"
 _MISSING = "-"
 
@@ -164,13 +165,21 @@ def shared_verdicts(rows: Sequence[RunRow]) -> dict[str, list[int]]:
     return out
 
 
-def verdict_cell(row: RunRow, shared: Mapping[str, list[int]]) -> str:
-    """``plateau (2 5)``: each verdict of the run, with the other runs that share it, then
-    those raised earlier that have cleared (``cleared: gradient_explosion``)."""
+def verdict_cell(row: RunRow, shared: Mapping[str, list[int]], runs: int = 0) -> str:
+    """``plateau (2 5)``: each verdict of the run, with the other runs that share it (``all``
+    when every one of the ``runs`` does; the first few and a count when many do), then those
+    raised earlier that have cleared (``cleared: gradient_explosion``)."""
     parts = []
     for code in row.verdicts:
         others = [str(n) for n in shared.get(code, []) if n != row.number]
-        parts.append(f"{code} ({' '.join(others)})" if others else code)
+        if not others:
+            parts.append(code)
+        elif runs > 2 and len(others) == runs - 1:
+            parts.append(f"{code} (all)")
+        elif len(others) > SHARED_SHOWN:
+            parts.append(f"{code} ({' '.join(others[:SHARED_SHOWN])} +{len(others) - SHARED_SHOWN})")
+        else:
+            parts.append(f"{code} ({' '.join(others)})")
     text = ", ".join(parts) if parts else "none"
     if row.cleared:
         text += f"; cleared: {', '.join(row.cleared)}"
@@ -213,8 +222,8 @@ def table_columns(keys: Sequence[str]) -> list[TableColumn]:
     return cols
 
 
-def cell(row: RunRow, key: str, shared: Mapping[str, list[int]]) -> str:
-    """The text of one cell."""
+def cell(row: RunRow, key: str, shared: Mapping[str, list[int]], runs: int = 0) -> str:
+    """The text of one cell (``runs``: how many runs the table has)."""
     if key.startswith("config:"):
         return _value_text(row.config.get(key[len("config:"):]))
     if key == "number":
@@ -222,7 +231,7 @@ def cell(row: RunRow, key: str, shared: Mapping[str, list[int]]) -> str:
     if key == "label":
         return row.label
     if key == "verdicts":
-        return verdict_cell(row, shared)
+        return verdict_cell(row, shared, runs)
     if key == "changes":
         return changes_cell(row)
     if key == "state":
@@ -241,7 +250,7 @@ def fit_columns(rows: Sequence[RunRow], columns: Sequence[TableColumn], width: i
     number and name stay. Each column needs the width of its widest cell (capped) plus a gap."""
     need = {}
     for col in columns:
-        cells = [len(cell(row, col.key, shared)) for row in rows]
+        cells = [len(cell(row, col.key, shared, len(rows))) for row in rows]
         need[col.key] = min(max([len(col.header), *cells]), 40) + 2
     kept = list(columns)
     while len(kept) > 2 and sum(need[c.key] for c in kept) > width:
