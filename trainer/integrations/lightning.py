@@ -34,6 +34,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from .boundary import FrameworkWatch
+from .epochs import EpochGate
 from .metrics import split_metrics
 
 PRECISION_AMP = {"16-mixed": "fp16", "16": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
@@ -58,8 +59,7 @@ class OctaCallback(pl.Callback):
         self.task = task
         self.watch_kwargs = dict(watch_kwargs)
         self.watch: FrameworkWatch | None = None
-        self._val: dict[str, float] = {}
-        self._trainer: Any = None
+        self._epochs: EpochGate | None = None
 
     # --- start and end --------------------------------------------------------------------------
 
@@ -88,10 +88,10 @@ class OctaCallback(pl.Callback):
             config["ranks_watched"] = "rank 0 of " + str(trainer.world_size)
         kwargs.setdefault("checkpoint_dir", Path(trainer.default_root_dir) / "octa-tui-checkpoints")
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
-        self._trainer = trainer
         try:
             self.watch = FrameworkWatch(pl_module, optimizer, task=self.task, scaler=scaler, config=config,
                                         external_boundary=True, infer_epochs=False, on_stop="flag", **kwargs)
+            self._epochs = EpochGate(self.watch)
         except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops the fit
             print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
             self.watch = None
@@ -134,15 +134,14 @@ class OctaCallback(pl.Callback):
             self.watch.serve()  # a long validation keeps the monitor's link alive
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.watch is None or getattr(trainer, "sanity_checking", False):
+        if self._epochs is None or getattr(trainer, "sanity_checking", False):
             return
-        self._val = split_metrics(trainer.callback_metrics)[1]
+        self._epochs.val_done(split_metrics(trainer.callback_metrics)[1])
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         watch = self.watch
-        if watch is None or watch.probe is None:
+        if watch is None or self._epochs is None or watch.probe is None:
             return
         train = split_metrics(trainer.callback_metrics)[0]
         train["loss"] = watch.take_epoch_loss()
-        val, self._val = self._val, {}
-        watch.end_epoch(train, val)
+        self._epochs.train_done(train)  # Lightning validated before this hook
