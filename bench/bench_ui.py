@@ -272,12 +272,25 @@ def write_replay_file(path: Path, steps: int) -> None:
     write_recording(path, steps, keep_all=True)
 
 
-async def replay_first_frame(path: Path, at_end: bool) -> tuple[float, float, float, float]:
+def _charts_drawn(app) -> bool:
+    """Whether every visible chart panel shows its chart (none waits for its summaries)."""
+    from octa_tui.tui.panel_widgets import ChartPanel
+
+    history = app.source.history
+    charts = [w for w in app._widgets.values() if isinstance(w, ChartPanel) and w.display]
+    return bool(charts) and all(w._draw is not None and not w._waiting and w.behind(history, len(history.steps)) == 0
+                                for w in charts)
+
+
+async def replay_first_frame(path: Path, at_end: bool) -> tuple[float, float, float, float, float]:
     """(seconds in ``ReplaySource.open``, seconds from opening to the first composed frame,
     seconds until the whole recording is loaded and checked, CPU seconds the UI thread spent
-    from opening to the first frame), as ``octa-tui replay`` does it: open the source, then
-    start the app on it. The CPU figure is the work itself, which other processes sharing the
-    CPUs stretch into more wall time."""
+    from opening to the first frame, seconds from opening until every visible chart is drawn
+    from the whole recording), as ``octa-tui replay`` does it: open the source, then start the
+    app on it. The CPU figure is the work itself, which other processes sharing the CPUs
+    stretch into more wall time. The first frame has the header, the verdicts and event log and
+    every panel; a chart whose summaries of a long recording are still being built by the
+    ingest worker says "summarising N steps..." in it until they are."""
     from textual._compositor import Compositor
 
     frames: list[tuple[float, float]] = []
@@ -303,12 +316,15 @@ async def replay_first_frame(path: Path, at_end: bool) -> tuple[float, float, fl
             assert app._widgets["header"]._draw is not None, "the first frame had no header facts"
             if at_end:
                 assert len(source.history.steps) == source.length
+            while not _charts_drawn(app):
+                await pilot.pause(0.005)
+            drawn = frames[-1][0]
             problems = await asyncio.to_thread(source.verify)  # the app checks it too; this waits
             checked = time.perf_counter()
             assert not problems and source.loaded, problems
     finally:
         Compositor.render_update = render_update
-    return opened - t0, first - t0, checked - t0, first_cpu - cpu0
+    return opened - t0, first - t0, checked - t0, first_cpu - cpu0, drawn - t0
 
 
 def replay_end_to_end(path: Path, at_end: bool) -> float:
@@ -344,16 +360,18 @@ def replay(steps: int, runs: int) -> None:
         print(f"  untimed first load (read_recording, CRC-checked): {time.perf_counter() - t:.2f} s wall, "
               f"{time.process_time() - c:.2f} s CPU")
         print(f"  {'start':<24} {'open s':>7} {'open -> first frame s':>22}  {'runs (s)':<20} "
-              f"{'UI thread CPU s':>16} {'all loaded + checked s':>23} {'process start -> screen s':>26}")
+              f"{'UI thread CPU s':>16} {'charts drawn s':>15} {'all loaded + checked s':>23} "
+              f"{'process start -> screen s':>26}")
         for at_end, label in ((False, "from the start (default)"), (True, "at the end (--at-end)")):
             results = [asyncio.run(replay_first_frame(path, at_end)) for _ in range(runs)]
-            firsts = [f for _, f, _, _ in results]
+            firsts = [r[1] for r in results]
             median = statistics.median(firsts)
             end_to_end = statistics.median(replay_end_to_end(path, at_end) for _ in range(runs))
             verdict = "meets" if median < TARGET_FIRST_FRAME_S else "MISSES"
-            print(f"  {label:<24} {statistics.median(o for o, _, _, _ in results):7.3f} {median:22.3f}  "
-                  f"{', '.join(f'{f:.3f}' for f in firsts):<20} {statistics.median(u for *_, u in results):16.3f} "
-                  f"{statistics.median(c for _, _, c, _ in results):23.3f} "
+            print(f"  {label:<24} {statistics.median(r[0] for r in results):7.3f} {median:22.3f}  "
+                  f"{', '.join(f'{f:.3f}' for f in firsts):<20} {statistics.median(r[3] for r in results):16.3f} "
+                  f"{statistics.median(r[4] for r in results):15.3f} "
+                  f"{statistics.median(r[2] for r in results):23.3f} "
                   f"{end_to_end:26.3f}   {verdict} < {TARGET_FIRST_FRAME_S} s")
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ProtocolError
+from .growing import GrowingArray
 from .messages import Step, StepChunk
-from .spill import SpillArray, SpillDir
+from .spill import SpillDir
 
 INITIAL_CAPACITY = 4096
 HOT_ROWS = 16384  # rows kept resident when spilling: every zoom window and the diagnosis window
@@ -42,55 +43,36 @@ class StepColumns:
         self.hot_rows = max(int(hot_rows), 0)
         self._released = 0
         capacity = max(16, capacity)
-        self._spilled: dict[str, SpillArray] = {}
-        if spill is not None:
-            shapes = [(name, dtype, ()) for name, dtype in _COLUMNS]
-            if width:
-                shapes.append(("_values", np.float32, (width,)))
-            for name, dtype, row_shape in shapes:
-                self._spilled[name] = spill.array(dtype, row_shape, capacity)
-                setattr(self, name, self._spilled[name].array)
-            if not width:
-                self._values = np.zeros((capacity, 0), dtype=np.float32)
-            return
-        self._seq = np.zeros(capacity, dtype=np.uint64)
-        self._step = np.zeros(capacity, dtype=np.int64)
-        self._epoch = np.zeros(capacity, dtype=np.int32)
-        self._time = np.zeros(capacity, dtype=np.float64)
-        self._values = np.zeros((capacity, width), dtype=np.float32)
+        # One growing array per column (see growing.py); a zero-width matrix needs no file.
+        self._arrays: dict[str, GrowingArray] = {
+            name: GrowingArray(dtype, (), capacity, spill=spill, spill_step=SPILL_GROW_ROWS) for name, dtype in _COLUMNS
+        }
+        self._arrays["_values"] = GrowingArray(np.float32, (width,), capacity, spill=spill if width else None,
+                                               spill_step=SPILL_GROW_ROWS)
+        self._spilled = {name: a for name, a in self._arrays.items() if a._spilled is not None}
+        self._bind()
+
+    def _bind(self) -> None:
+        """Point the column attributes at the arrays' buffers (again after a grow)."""
+        for name, array in self._arrays.items():
+            setattr(self, name, array.buffer)
 
     def __len__(self) -> int:
         return self._n
 
     @property
     def capacity(self) -> int:
-        """Rows allocated (grows by doubling)."""
+        """Rows allocated (grows by doubling; spilled, by at most ``SPILL_GROW_ROWS`` at a time)."""
         return self._seq.shape[0]
 
     def _reserve(self, rows: int) -> None:
         needed = self._n + rows
         if needed <= self.capacity:
             return
-        capacity = self.capacity
-        while capacity < needed:
-            # Mapping a spill file longer copies nothing, so it grows by at most a fixed step:
-            # the disk holds no more than one step beyond the rows written.
-            capacity = min(capacity * 2, capacity + SPILL_GROW_ROWS) if self._spilled else capacity * 2
-        if self._spilled:
-            # The file grows and is mapped again: no copy, and the rows already written stay put.
-            for name, spilled in self._spilled.items():
-                setattr(self, name, spilled.grow(capacity))
-            if not self.width:
-                self._values = np.zeros((capacity, 0), dtype=np.float32)
-            return
-        for name in ("_seq", "_step", "_epoch", "_time"):
-            old = getattr(self, name)
-            new = np.zeros(capacity, dtype=old.dtype)
-            new[: self._n] = old[: self._n]
-            setattr(self, name, new)
-        values = np.zeros((capacity, self.width), dtype=np.float32)
-        values[: self._n] = self._values[: self._n]
-        self._values = values
+        for array in self._arrays.values():
+            array.rows = self._n  # the rows written so far (copied when a RAM array grows)
+            array.reserve(needed)
+        self._bind()
 
     def append(self, seq: int, step: int, epoch: int, time: float, values: np.ndarray) -> None:
         """Add one step; ``values`` must have ``width`` entries."""
@@ -138,14 +120,14 @@ class StepColumns:
         self._released = self._n
         cold = self._n - self.hot_rows
         if cold > 0:
-            for spilled in self._spilled.values():
-                spilled.release(cold)
+            for array in self._arrays.values():
+                array.release(cold)
 
     @property
     def spill_failed(self) -> str:
         """Why the columns, or arrays kept beside them in the same spill folder (the charts'
         summaries), moved into RAM ("" while they spill or never did)."""
-        own = next((spilled.failed for spilled in self._spilled.values() if spilled.failed), "")
+        own = next((array.failed for array in self._arrays.values() if array.failed), "")
         return own or (self.spill.failed if self.spill is not None else "")
 
     @property

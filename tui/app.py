@@ -51,6 +51,7 @@ from .messages import (  # noqa: F401 - re-exported: the app's messages were def
     one_line,
 )
 from .panel_widgets import (
+    UI_SUMMARY_ROWS,
     DatasetPanel,
     EventsPanel,
     Frame,
@@ -190,6 +191,7 @@ class MonitorApp(App[int]):
         self.panel_override: dict[str, bool] = {}
         self._marker_cache = view.ChangeMarkerCache()
         self._markers_lock = threading.Lock()
+        self._markers: tuple[int, list[int]] = (0, [])  # (id of the history, rows where a setting changed)
         self._stop = threading.Event()
         self._notes_version = 0
         self._loud_verdicts: dict[str, Any] = {}  # warn/crit verdicts last shown, by code
@@ -284,7 +286,7 @@ class MonitorApp(App[int]):
         for panel_id, _ in PANELS:
             widget = self._widgets.get(panel_id)
             if widget is not None and widget.display and hasattr(widget, "prepare"):
-                widget.prepare(history, rows)
+                widget.prepare(history, rows, self._stop)
 
     def _spawn(self, work: Callable[[], None]) -> None:
         self.run_worker(work, thread=True, group="commands")
@@ -442,14 +444,26 @@ class MonitorApp(App[int]):
         if history is None or not charts:
             return
         rows = len(history.steps)
-        with self._markers_lock:
-            markers = list(self._marker_cache.markers(history, rows))
+        markers = self._markers_for(history, rows)
         frame = Frame(history, rows, view.window_start(rows, self.window_steps), self.window_steps, markers,
                       self.diagnosis, history.schema.task)
         for panel_id, _ in PANELS:
             widget = self._widgets[panel_id]
             if panel_id not in ("verdicts", "events") and widget.display:
                 widget.update_frame(frame)
+
+    def _markers_for(self, history: Any, rows: int) -> list[int]:
+        """The rows where a setting changed. A long stretch not yet scanned (a replay opened
+        at its end) is left to the ingest worker; meanwhile the markers known so far are drawn."""
+        cache = self._marker_cache
+        behind = rows - cache.derived.rows if cache.derived.covers(history) else rows
+        if behind <= UI_SUMMARY_ROWS and self._markers_lock.acquire(blocking=False):
+            try:
+                self._markers = (id(history), cache.markers(history, rows))
+            finally:
+                self._markers_lock.release()
+        seen, markers = self._markers
+        return [m for m in markers if m < rows] if seen == id(history) else []
 
     def _draw_events(self, history) -> None:
         if not self.panel_visible("events"):

@@ -25,6 +25,7 @@ from . import panels, view
 from .widgets import Panel
 
 UI_SUMMARY_ROWS = 50_000  # the most rows a redraw summarises itself; more waits for the ingest worker
+PREPARE_STEP_ROWS = 1 << 18  # the ingest worker extends a store this many rows at a time
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,18 @@ class ChartPanel(Panel):
         self._prepared: tuple[int, int] = (0, 0)  # (id of the history, rows) the store was last extended to
 
     # -- the derived store ---------------------------------------------------------------
-    def prepare(self, history: Any, rows: int) -> None:
-        """Extend the derived store to the first ``rows`` rows (called on the ingest thread)."""
+    def prepare(self, history: Any, rows: int, stop: threading.Event | None = None) -> None:
+        """Extend the derived store to the first ``rows`` rows (called on the ingest thread),
+        a stretch at a time, so a monitor closed meanwhile does not wait for the rest."""
+        done = rows - self.behind(history, rows)
+        while done < rows:
+            if stop is not None and stop.is_set():
+                return
+            done = min(done + PREPARE_STEP_ROWS, rows) if done else min(PREPARE_STEP_ROWS, rows)
+            with self.lock:
+                self._extend(history, done)
+                self._prepared = (id(history), done)
         with self.lock:
-            self._extend(history, rows)
             self._prepared = (id(history), rows)
 
     def behind(self, history: Any, rows: int) -> int:

@@ -64,6 +64,7 @@ class PromptScreen(ModalScreen[Command | None]):
         self.parse = parse
         self.placeholder = placeholder
         self.initial = value
+        self._focus_settled = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
@@ -76,7 +77,18 @@ class PromptScreen(ModalScreen[Command | None]):
 
     def _type_ahead(self) -> None:
         """Keys typed after the one that opened the prompt, before the field could take them
-        (a burst, as over a slow SSH link: the app held them), go into the field in order."""
+        (a burst, as over a slow SSH link: the app held them), go into the field in order,
+        once the field has the focus (and its value is selected, as focusing it does): the
+        same keys typed one by one would meet it so."""
+        field = self.query_one("#prompt-input", Input)
+        if not field.has_focus:
+            field.focus()
+            self.call_after_refresh(self._type_ahead)
+            return
+        if not self._focus_settled:  # the field's own focus handler selects its value: let it run first
+            self._focus_settled = True
+            self.call_after_refresh(self._type_ahead)
+            return
         take = getattr(self.app, "take_typeahead", None)
         self.type_keys(take() if take is not None else [])
 
@@ -93,7 +105,10 @@ class PromptScreen(ModalScreen[Command | None]):
             elif key.key == "backspace":
                 field.action_delete_left()
             elif key.is_printable and key.character:
-                field.insert_text_at_cursor(key.character)
+                if field.selection.is_empty:
+                    field.insert_text_at_cursor(key.character)
+                else:
+                    field.replace(key.character, *field.selection)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..protocol.columns import HOT_ROWS, RELEASE_EVERY
 from ..protocol.decimate import Envelope, column_bounds, minmax_envelope
-from ..protocol.spill import SpillArray, SpillDir
+from ..protocol.growing import GrowingArray
+from ..protocol.spill import SpillDir
 
 BLOCK_ROWS = 64
 LEVEL_FACTOR = 16  # a coarser level's block is this many blocks of the level below
@@ -32,47 +33,39 @@ MIN_BLOCKS_PER_COLUMN = 2  # a level is used only when each column spans this ma
 
 
 class _Level:
-    """Min, max and a non-finite flag per block of ``block_rows`` rows, in buffers that grow
-    by doubling (no reallocation per update). Given a spill folder (the history's steps
-    spill, see protocol/spill.py) they are file-backed and only the blocks of the newest
-    rows stay resident."""
+    """Min, max and a non-finite flag per block of ``block_rows`` rows, each a
+    :class:`~octa_tui.protocol.growing.GrowingArray`. Given a spill folder (the history's steps
+    spill, see protocol/spill.py) they are file-backed and only the blocks of the newest rows
+    stay resident."""
 
     def __init__(self, block_rows: int, width: int, dtype: np.dtype, spill: SpillDir | None = None) -> None:
         self.block_rows = block_rows
-        self.blocks = 0
         self._released = 0
-        self._spilled: dict[str, SpillArray] = {}
-        if spill is not None and width:
-            for name, kind in (("lo", dtype), ("hi", dtype), ("bad", bool)):
-                self._spilled[name] = spill.array(kind, (width,), 16)
-                setattr(self, name, self._spilled[name].array)
-            return
-        self.lo = np.empty((16, width), dtype=dtype)
-        self.hi = np.empty((16, width), dtype=dtype)
-        self.bad = np.empty((16, width), dtype=bool)
+        spill = spill if width else None
+        self._arrays = {name: GrowingArray(kind, (width,), 16, spill=spill)
+                        for name, kind in (("lo", dtype), ("hi", dtype), ("bad", bool))}
+        self._spilled = {name: a for name, a in self._arrays.items() if a._spilled is not None}
+        self._bind()
+
+    def _bind(self) -> None:
+        self.lo, self.hi, self.bad = (self._arrays[name].buffer for name in ("lo", "hi", "bad"))
+
+    @property
+    def blocks(self) -> int:
+        """Blocks summarised so far."""
+        return self._arrays["lo"].rows
 
     def append(self, lo: np.ndarray, hi: np.ndarray, bad: np.ndarray) -> None:
         """Add the summaries of the next ``len(lo)`` blocks."""
-        a, b = self.blocks, self.blocks + lo.shape[0]
-        if b > self.lo.shape[0]:
-            capacity = max(b, 2 * self.lo.shape[0])
-            for name in ("lo", "hi", "bad"):
-                if name in self._spilled:
-                    setattr(self, name, self._spilled[name].grow(capacity))
-                    continue
-                old = getattr(self, name)
-                grown = np.empty((capacity, old.shape[1]), dtype=old.dtype)
-                grown[:a] = old[:a]
-                setattr(self, name, grown)
-        self.lo[a:b] = lo
-        self.hi[a:b] = hi
-        self.bad[a:b] = bad
-        self.blocks = b
+        for name, block in (("lo", lo), ("hi", hi), ("bad", bad)):
+            self._arrays[name].extend(block)
+        self._bind()
+        b = self.blocks
         hot_blocks = HOT_ROWS // self.block_rows
         if self._spilled and b - self._released >= max(RELEASE_EVERY // self.block_rows, 1):
             self._released = b
-            for spilled in self._spilled.values():
-                spilled.release(b - hot_blocks)
+            for array in self._spilled.values():
+                array.release(b - hot_blocks)
 
 
 class BlockEnvelopes:

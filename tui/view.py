@@ -17,8 +17,8 @@ import numpy as np
 
 from ..protocol import channels as ch
 from ..protocol.columns import HOT_ROWS, RELEASE_EVERY
+from ..protocol.growing import Derived, GrowingArray
 from ..protocol.run import RunHistory
-from ..protocol.spill import SpillArray
 from .summary import BlockEnvelopes, Column
 
 SETTING_CHANNELS = (ch.OPT_LR, ch.OPT_BCE_WEIGHT, ch.OPT_DICE_WEIGHT, ch.OPT_POS_WEIGHT, ch.OPT_CLIP)
@@ -193,20 +193,28 @@ _FLOAT32_SAFE_NORMS = (1e-18, 1e18)
 
 def group_norms(grads: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Per row, the norm of each group of columns of ``grads`` (``sqrt(sum(g ** 2))``; NaN and
-    Inf propagate); group ``j`` is columns ``starts[j]`` up to the next start. float64 out."""
+    Inf propagate); group ``j`` is columns ``starts[j]`` up to the next start. float64 out.
+
+    float32 input is squared in float32 and summed per group by one matrix product with a
+    0/1 membership matrix (BLAS reads the strided rows of the step matrix in place, where a
+    reshape would copy them); rows whose sums leave the range where float32 is exact are
+    summed again in float64.
+    """
     sizes = np.diff(np.append(starts, grads.shape[1]))
     m = grads.shape[0]
     if grads.dtype != np.float32 or not m or not sizes.size:
         return np.sqrt(np.add.reduceat(np.square(grads, dtype=np.float64), starts, axis=1))
+    members = np.zeros((grads.shape[1], sizes.size), dtype=np.float32)
+    for j, (first, size) in enumerate(zip(starts, sizes)):
+        members[first : first + size, j] = 1.0
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        if np.all(sizes == sizes[0]):  # groups of one size: one pass over a (rows, groups, size) view
-            g = grads.reshape(m, sizes.size, int(sizes[0]))
-            squares = np.einsum("ijk,ijk->ij", g, g)
-        else:
-            squares = np.add.reduceat(np.square(grads), starts, axis=1)
+        squares = np.square(grads)
+        sums = squares @ members
+        # A product with 0 * Inf or 0 * NaN would smear one layer's NaN/Inf over every group:
+        # rows holding any non-finite square are redone below, group by group.
         low, high = _FLOAT32_SAFE_NORMS
-        redo = np.flatnonzero(~((squares >= low * low) & (squares <= high * high)).all(axis=1))
-        norms = np.sqrt(squares, dtype=np.float64)
+        redo = np.flatnonzero(~((sums >= low * low) & (sums <= high * high)).all(axis=1))
+        norms = np.sqrt(sums, dtype=np.float64)
         if redo.size:
             again = np.square(grads[redo], dtype=np.float64)
             norms[redo] = np.sqrt(np.add.reduceat(again, starts, axis=1))
@@ -219,46 +227,39 @@ class GroupNormCache:
     A group's norm is the norm of all its layers' gradients together,
     ``sqrt(sum(norm_i ** 2))`` (NaN/Inf propagate). Recomputing it over a million steps
     every frame would cost tens of milliseconds, so only new rows are computed, into a
-    buffer that grows by doubling.
+    :class:`~octa_tui.protocol.growing.GrowingArray` (spilled when the history's steps are).
     """
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._norms = np.zeros((0, 0), dtype=np.float64)
-        self._spilled: SpillArray | None = None  # the norms' file when the history's steps spill
+        self.derived = Derived()
+        self._norms: GrowingArray | None = None
         self._released = 0
-        self._rows = 0
-        self.generation = 0  # changes whenever the cache starts over
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the cache starts over (a new history, other groups)."""
+        return self.derived.generation
+
+    @staticmethod
+    def _columns(history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> tuple:
+        return tuple(tuple(history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx) for _, idx in groups)
 
     def rows_done(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> int:
         """Rows of ``history`` whose norms for ``groups`` are computed already (0 for others)."""
-        columns = [[history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx] for _, idx in groups]
-        return self._rows if (id(history), tuple(tuple(c) for c in columns)) == self._key else 0
+        return self.derived.rows if self.derived.covers(history, self._columns(history, groups)) else 0
 
     def norms(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], rows: int) -> np.ndarray:
         """(rows, len(groups)) group norms for the first ``rows`` steps."""
-        columns = [[history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx] for _, idx in groups]
-        key = (id(history), tuple(tuple(c) for c in columns))
-        if key != self._key or self._rows > rows:
-            self._key = key
-            capacity = max(rows, 1024)
+        columns = self._columns(history, groups)
+        done = self.derived.start(history, rows, columns)
+        if done == 0 or self._norms is None:  # starting over: a fresh array (one in use by a chart stays valid)
             spill = history.steps.spill if columns else None
-            self._spilled = spill.array(np.float64, (len(columns),), capacity) if spill is not None else None
+            self._norms = GrowingArray(np.float64, (len(columns),), max(rows, 1024), spill=spill)
             self._released = 0
-            self._norms = self._spilled.array if self._spilled is not None else np.zeros(
-                (capacity, len(columns)), dtype=np.float64)
-            self._rows = 0
-            self.generation += 1
-        done = self._rows
+        norms = self._norms
+        assert norms is not None
         if rows > done:
-            if rows > self._norms.shape[0]:
-                capacity = max(rows, 2 * self._norms.shape[0])
-                if self._spilled is not None:
-                    self._norms = self._spilled.grow(capacity)  # same file, mapped longer: no copy
-                else:
-                    grown = np.zeros((capacity, len(columns)), dtype=np.float64)
-                    grown[:done] = self._norms[:done]
-                    self._norms = grown
+            buffer = norms.reserve(rows)
             values = history.steps.values
             order = np.array([c for cols in columns for c in cols], dtype=np.intp)
             starts = np.cumsum([0] + [len(cols) for cols in columns[:-1]])
@@ -271,13 +272,14 @@ class GroupNormCache:
                 for a in range(done, rows, NORM_SLICE_ROWS):
                     z = min(a + NORM_SLICE_ROWS, rows)
                     grads = values[a:z, span] if contiguous else values[a:z, order]
-                    self._norms[a:z] = group_norms(grads, starts)
-            self._rows = rows
-            if self._spilled is not None and rows - self._released >= RELEASE_EVERY:
+                    buffer[a:z] = group_norms(grads, starts)
+            norms.rows = rows
+            self.derived.done(rows)
+            if norms.spilled and rows - self._released >= RELEASE_EVERY:
                 # Like the steps they come from, only the newest norms stay resident.
                 self._released = rows
-                self._spilled.release(rows - HOT_ROWS)
-        return self._norms[:rows]
+                norms.release(rows - HOT_ROWS)
+        return norms.buffer[:rows]
 
 
 def channel_group_span(schema, key: str) -> tuple[str, int, int]:
@@ -296,16 +298,15 @@ class PositiveCounts:
     The gradient panel's "explosions N steps" counts the steps whose parameter count over the
     bound was positive, over the shown window. Counting the raw column each frame would read
     every row of a long run (and page a spilled history back in); the counts of complete
-    ``BLOCK_ROWS``-row blocks are kept instead, extended as rows arrive, and only the partial
-    blocks at a window's ends are read row by row.
+    ``BLOCK_ROWS``-row blocks are kept instead (a growing array extended as rows arrive), and
+    only the partial blocks at a window's ends are read row by row.
     """
 
     BLOCK_ROWS = 64
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._blocks = np.zeros(0, dtype=np.int32)
-        self._done = 0  # complete blocks counted
+        self.derived = Derived()
+        self._blocks = GrowingArray(np.int32, (), 64)
 
     def count(self, history: RunHistory, key: str, start: int, rows: int) -> int | None:
         """Rows ``[start, rows)`` of ``key`` that are > 0 (NaN is not); None when not streamed."""
@@ -314,21 +315,18 @@ class PositiveCounts:
         column = history.steps.values[:rows, history.schema.index(key)]
         b = self.BLOCK_ROWS
         complete = rows // b
-        token = (id(history), key)
-        if token != self._key or complete < self._done:
-            self._key, self._blocks, self._done = token, np.zeros(max(complete, 64), dtype=np.int32), 0
-        if complete > self._done:
-            if complete > self._blocks.shape[0]:
-                grown = np.zeros(max(complete, 2 * self._blocks.shape[0]), dtype=np.int32)
-                grown[: self._done] = self._blocks[: self._done]
-                self._blocks = grown
-            fresh = column[self._done * b : complete * b].reshape(-1, b) > 0
-            self._blocks[self._done : complete] = fresh.sum(axis=1)
-            self._done = complete
+        done = self.derived.start(history, complete, key)
+        if done == 0:
+            self._blocks.rows = 0
+        if complete > done:
+            fresh = column[done * b : complete * b].reshape(-1, b) > 0
+            self._blocks.extend(fresh.sum(axis=1).astype(np.int32))
+            self.derived.done(complete)
+        blocks = self._blocks.values
         first, last = -(-start // b), rows // b
         if last <= first:
             return int(np.count_nonzero(column[start:rows] > 0))
-        return int(self._blocks[first:last].sum() + np.count_nonzero(column[start : first * b] > 0)
+        return int(blocks[first:last].sum() + np.count_nonzero(column[start : first * b] > 0)
                    + np.count_nonzero(column[last * b : rows] > 0))
 
 
@@ -341,6 +339,7 @@ class HistorySummary:
         # its channels: the gradient layers, most of a step's width, are charted through
         # their group norms, so their raw columns are never summarised.
         self.channel_groups: dict[str, BlockEnvelopes] = {}
+        self._derived: dict[str, Derived] = {}  # which history (run, generation) each group's summary covers
         self.group_norms = GroupNormCache()
         self.groups = BlockEnvelopes()
         self.explosions = PositiveCounts()
@@ -357,14 +356,17 @@ class HistorySummary:
         group, first, stop = channel_group_span(history.schema, key)
         values = history.steps.values[:rows, first:stop]
         summary = self.channel_groups.setdefault(group, BlockEnvelopes())
-        summary.update((id(history), first, stop), values, history.steps.spill)
+        derived = self._derived.setdefault(group, Derived())
+        derived.start(history, rows, (first, stop))
+        summary.update((*derived.token, first, stop), values, history.steps.spill)
+        derived.done(rows)
         return Column(summary, values, history.schema.index(key) - first, start, rows)
 
     def group_columns(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]], start: int,
                       rows: int) -> list[Column]:
         """Each layer group's norm over rows ``[start, rows)``."""
         norms = self.group_norms.norms(history, groups, rows)
-        self.groups.update((id(history), self.group_norms.generation), norms, history.steps.spill)
+        self.groups.update(self.group_norms.derived.token, norms, history.steps.spill)
         return [Column(self.groups, norms, j, start, rows) for j in range(len(groups))]
 
 
@@ -416,18 +418,17 @@ class ChangeMarkerCache:
     """:func:`setting_changes` kept up to date as steps arrive, scanning only new rows."""
 
     def __init__(self) -> None:
-        self._history_id: int | None = None
-        self._rows = 0
-        self._markers: list[int] = []
+        self.derived = Derived()
+        self._markers = GrowingArray(np.int64, (), 16)
 
     def markers(self, history: RunHistory, rows: int) -> list[int]:
         """Row indices where a setting changed, among the first ``rows`` steps."""
-        if id(history) != self._history_id or rows < self._rows:
-            self._history_id, self._rows, self._markers = id(history), 0, []
-        if rows > self._rows:
-            begin = max(self._rows - 1, 0)
+        done = self.derived.start(history, rows)
+        if done == 0:
+            self._markers.rows = 0
+        if rows > done:
+            begin = max(done - 1, 0)
             fresh = _changed_rows(history.schema, history.steps.values[begin:rows])
-            self._markers.extend((begin + fresh).tolist())
-            self._rows = rows
-        return self._markers
-
+            self._markers.extend(begin + fresh)
+            self.derived.done(rows)
+        return self._markers.values.tolist()
