@@ -124,7 +124,7 @@ def _resolve(args: argparse.Namespace):
     from .run_target import TargetError, TargetUsageError, resolve_target
 
     try:
-        return resolve_target(args.run, list_run_files(), args.control), None
+        return resolve_target(args.run, list_run_files(), args.control, insecure=args.insecure), None
     except TargetError as err:
         usage = isinstance(err, TargetUsageError)
         Output(True)(error_record(args.run, "usage" if usage else "not_found", str(err)))

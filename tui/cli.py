@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
 EXIT_ERROR = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 LANGUAGES = ("en", "zh")
 ENV_LANG = "OCTA_TUI_LANG"
 # Subcommands whose arguments belong to another module's parser; passed on verbatim.
@@ -308,22 +306,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    """Monitor a trainer given its endpoints or its run id."""
-    target, control = args.target, args.control
-    if RUN_ID.match(target) or target.isdigit():
-        for info in _running():
-            if target in (info.run_id, str(info.pid)):
-                return _connect(info.telemetry, control or info.control, args.timeout, args.keys, args.insecure)
-        raise CliError(f"no running trainer has run id or pid {target}; `octa-tui list` shows the running ones")
-    if control is None:
-        for info in _running():
-            if info.telemetry == target:
-                control = info.control
-                break
-        else:
-            raise CliError(f"no run file names {target}; give the control endpoint too: "
-                           f"octa-tui connect {target} --control tcp://127.0.0.1:PORT")
-    return _connect(target, control, args.timeout, args.keys, args.insecure)
+    """Monitor a trainer given its run id (or a prefix), pid or endpoint; a target that names
+    no trainer is one line saying which mistake it is (unknown run id, no scheme, nothing
+    listening, no control endpoint) and what to type instead."""
+    from ..protocol.runfiles import TargetError, resolve_target
+
+    try:
+        target = resolve_target(args.target, args.control, insecure=args.insecure or bool(args.keys))
+    except TargetError as err:
+        raise CliError(str(err)) from None
+    return _connect(target.telemetry, target.control, args.timeout, args.keys, args.insecure)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

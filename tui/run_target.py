@@ -1,9 +1,10 @@
 """Which trainer a command line means: ``RUN`` as a run id, a pid, an endpoint or a run-file match.
 
-Pure logic over the run files found on this machine (:func:`octa_tui.protocol.runfiles.list_run_files`),
-so every way of naming a run is tested without a trainer. ``octa-tui send``, ``watch`` and
-``connect`` share it; each failure is a :class:`TargetError` whose message says what was
-looked for, what was found and what to type instead.
+Logic over the run files found on this machine (:func:`octa_tui.protocol.runfiles.list_run_files`),
+so every way of naming a run is tested without a trainer. ``octa-tui send`` and ``watch`` use
+it: ids, pids and endpoints exactly as ``octa-tui connect`` takes them, plus text found in one
+run's task, model or recording path. Each failure is a :class:`TargetError` (or, for a
+target written wrong, :class:`TargetUsageError`) whose message says what to type instead.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from dataclasses import dataclass
 
 from ..protocol.runfiles import RunFileInfo
 
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 HEX = re.compile(r"^[0-9a-f]+$")
-MIN_PREFIX = 4  # shortest run-id prefix taken as one
 HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)$")
 
 
@@ -42,53 +41,30 @@ class Target:
         return self.info.run_id if self.info is not None else self.telemetry
 
 
-def resolve_target(text: str, runs: Sequence[RunFileInfo], control: str | None = None) -> Target:
+def resolve_target(text: str, runs: Sequence[RunFileInfo], control: str | None = None, *,
+                   insecure: bool = False) -> Target:
     """The trainer ``text`` names among ``runs`` (the running trainers' run files).
 
-    Tried in order: an endpoint (``tcp://...``, ``ipc://...``: a run file with that telemetry
-    or control endpoint supplies the other one, else ``control`` must be given); an exact run
-    id or pid; a run-id prefix of at least 4 hex digits; finally a piece of text found in
-    exactly one run's task, model or recording path. ``control`` overrides the control
-    endpoint a run file gives.
+    A run id (or a prefix of at least 4 hex digits), a pid or an endpoint is resolved as
+    ``octa-tui connect`` resolves it (:func:`octa_tui.protocol.runfiles.resolve_target`, with
+    its messages: an unknown run id, an endpoint without a scheme, nothing listening there).
+    Any other text names the one running trainer whose task, model or recording path contains
+    it. ``control`` overrides the control endpoint a run file gives.
     """
+    from ..protocol import runfiles
+
     text = text.strip()
-    if not text:
-        raise TargetError("no run named; give a run id, a pid or an endpoint (`octa-tui list` shows them)")
-    if "://" in text:
-        return _by_endpoint(text, runs, control)
-    if HOST_PORT.match(text) and not text.isdigit():
-        raise TargetUsageError(f"{text} has no scheme; write tcp://{text} (a trainer on this machine: "
-                          f"tcp://127.0.0.1:PORT, or its run id from `octa-tui list`)")
-    for info in runs:
-        if text in (info.run_id, str(info.pid)):
-            return Target(info.telemetry, control or info.control, info)
-    if RUN_ID.match(text) or text.isdigit():
-        raise TargetError(f"no running trainer has run id or pid {text}{_running_hint(runs)}")
-    if HEX.match(text) and len(text) >= MIN_PREFIX:
-        matches = [info for info in runs if info.run_id.startswith(text)]
+    if text and "://" not in text and not HEX.match(text.lower()) and not text.isdigit() \
+            and not HOST_PORT.match(text):
+        matches = [info for info in runs if any(text in field for field in (info.task, info.model, info.recording))]
         if matches:
-            return _one(text, matches, control, "run ids start with")
-    matches = [info for info in runs if any(text in field for field in (info.task, info.model, info.recording))]
-    if matches:
-        return _one(text, matches, control, "runs match")
-    raise TargetError(f"no running trainer matches {text!r} (by run id, pid, task, model or recording path)"
-                      f"{_running_hint(runs)}")
-
-
-def _by_endpoint(text: str, runs: Sequence[RunFileInfo], control: str | None) -> Target:
-    wanted = _normal(text)
-    for info in runs:
-        if wanted in (_normal(info.telemetry), _normal(info.control)):
-            return Target(info.telemetry, control or info.control, info)
-    if control:
-        return Target(text, control)
-    raise TargetError(f"no run file on this machine names {text}; give its control endpoint too "
-                      f"(--control tcp://HOST:PORT) or name the run by its id{_running_hint(runs)}")
-
-
-def _normal(endpoint: str) -> str:
-    """An endpoint compared loosely: localhost and 127.0.0.1 are the same place."""
-    return endpoint.strip().replace("//localhost:", "//127.0.0.1:")
+            return _one(text, matches, control, "runs match")
+    try:
+        found = runfiles.resolve_target(text, control, runs, insecure=insecure)
+    except runfiles.TargetError as err:
+        usage = "no scheme" in str(err) or "is not a run id" in str(err) or "connect needs" in str(err)
+        raise (TargetUsageError if usage else TargetError)(str(err)) from None
+    return Target(found.telemetry, found.control, found.info)
 
 
 def _one(text: str, matches: Sequence[RunFileInfo], control: str | None, what: str) -> Target:

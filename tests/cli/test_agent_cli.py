@@ -149,8 +149,9 @@ def test_a_bad_command_exits_2_and_sends_nothing(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "status", "kind", "says"), [
-    (["deadbeefdeadbeef", "pause"], 3, "not_found", "no running trainer has run id or pid deadbeefdeadbeef"),
-    (["localhost:5555", "pause"], 2, "usage", "has no scheme; write tcp://localhost:5555"),
+    (["deadbeefdeadbeef", "pause"], 3, "not_found", "no running trainer has run id deadbeefdeadbeef"),
+    (["localhost:5555", "pause"], 2, "usage", "has no scheme; write it as an endpoint"),
+    (["tcp://127.0.0.1:1", "pause"], 3, "not_found", "nothing is listening at tcp://127.0.0.1:1"),
     (["tcp://127.0.0.1:1", "pause", "--control", "tcp://127.0.0.1:1", "--timeout", "0.5"], 3, "unreachable",
      "no answer from the trainer at tcp://127.0.0.1:1 within 0.5 s"),
 ])

@@ -143,3 +143,15 @@ def test_lang_reaches_the_verdict_texts_and_child_processes(monkeypatch):
     assert cli.main(["replay", "x.octa", "--lang", "en"]) == 0
     assert chosen == ["zh", "en"] and os.environ[cli.ENV_LANG] == "en"
     assert cli.main(["diagnose-dataset", "--lang=fr", "DIR"]) == 1
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    ("tcp://127.0.0.1:1", "nothing is listening at tcp://127.0.0.1:1"),
+    ("deadbeef", "no running trainer has run id deadbeef"),
+    ("localhost:5555", "'localhost:5555' has no scheme; write it as an endpoint: octa-tui connect tcp://127.0.0.1:5555"),
+])
+def test_connect_says_which_mistake_a_target_is(tmp_path, target, says):
+    # (each of the three got "no run file names ...; give the control endpoint too")
+    result = octa_tui("connect", target, env_dir=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert says in result.stderr and result.stderr.count("\n") == 1, result.stderr
