@@ -21,8 +21,14 @@ thread count asked for, the table gives:
 
 Then the publish path alone in a tight loop: laying out the step vector and publish_step.
 
+``--attach watch`` and ``--attach run`` measure the same demo steps instead with
+``octa_tui.watch(model, optimizer)`` (per-optimizer step hooks, loss observed at the
+``torch.nn.functional`` losses) or the way ``octa-tui run`` attaches (global step hooks,
+model found from the optimizer): plain blocks run with the Watch suspended (no hooks, no
+loss observation), watched blocks with it on; overhead as above (with-minus-without).
+
 Usage: python bench/bench_probe.py [--device cpu|cuda] [--blocks 20] [--steps 8] [--threads 1,0]
-                                   [--pass-activated]
+                                   [--pass-activated] [--attach probe|watch|run]
 (``--threads`` is a comma-separated list; 0 is torch's default thread count.)
 """
 
@@ -170,6 +176,64 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
     }
 
 
+def attach_overhead(device: torch.device, folder: str, how: str, threads: int, blocks: int,
+                    steps: int) -> dict[str, float]:
+    """Plain steps vs the same steps under a Watch (``how``: watch or run), alternating ABBA blocks."""
+    from octa_tui.trainer.watch import Watch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = UNet(base_width=DEMO["base_width"]).to(device)
+    criterion = DiceBCELoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = make_batches(device)
+    if how == "watch":
+        watch = Watch(model, optimizer, task="segmentation", record=str(Path(folder) / f"{how}.octa"),
+                      announce=False)
+    else:
+        watch = Watch(None, None, task="segmentation", record=str(Path(folder) / f"{how}.octa"), announce=False)
+
+    def step(images: torch.Tensor, masks: torch.Tensor) -> None:
+        loss = criterion(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+
+    def block(count: int) -> list[float]:
+        times = []
+        sync(device)
+        for i in range(count):
+            start = time.perf_counter()
+            step(*batches[i % len(batches)])
+            if i == count - 1:
+                sync(device)
+            times.append(time.perf_counter() - start)
+        return times
+
+    block(WARMUP_STEPS)  # watched warm-up: the run starts at its first step
+    watch.suspend()
+    block(WARMUP_STEPS)
+    plain_med, watched_med = [], []
+    for b in range(blocks):
+        for watched in ((False, True) if b % 2 == 0 else (True, False)):
+            if watched:
+                watch.resume()
+                watched_med.append(statistics.median(block(steps)))
+                watch.suspend()
+            else:
+                plain_med.append(statistics.median(block(steps)))
+    published = watch.probe.published if watch.probe is not None else 0
+    watch.close()
+    base = statistics.median(plain_med)
+    return {
+        "threads": threads,
+        "plain_ms": base * 1e3,
+        "watched_ms": statistics.median(watched_med) * 1e3,
+        "overhead_pct": statistics.median(p - q for p, q in zip(watched_med, plain_med)) / base * 100,
+        "published": published,
+    }
+
+
 def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
     """Microseconds per step for the vector layout + publish_step, and publish_step alone."""
     from octa_tui.trainer.probe import HostPart, OutputsPart
@@ -200,6 +264,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,0", help="torch CPU thread counts, comma-separated (0: default)")
     parser.add_argument("--pass-activated", action="store_true",
                         help="compute sigmoid(logits) in the loop and pass it as activated= (default: activation=)")
+    parser.add_argument("--attach", choices=("probe", "watch", "run"), default="probe",
+                        help="what instruments the steps: the explicit Probe (default), watch(), or run's global hooks")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
     try:
@@ -208,6 +274,22 @@ def main() -> None:
         parser.error(f"--threads takes comma-separated integers such as 1,0, got {args.threads!r}")
     thread_counts = list(dict.fromkeys(t if t > 0 else default_threads for t in wanted))
     device = torch.device(args.device)
+    if args.attach != "probe":
+        with tempfile.TemporaryDirectory() as folder:
+            rows = [attach_overhead(device, folder, args.attach, threads, args.blocks, args.steps)
+                    for threads in thread_counts]
+        torch.set_num_threads(default_threads)
+        print(f"demo model: UNet base width {DEMO['base_width']}, {DEMO['image_size']}x{DEMO['image_size']}, "
+              f"batch {DEMO['batch_size']}, device {device}; instrumented by "
+              f"{'octa_tui.watch(model, optimizer)' if args.attach == 'watch' else 'octa-tui run (global hooks)'}")
+        print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order; plain blocks with the Watch suspended")
+        header = f"{'threads':>7} | {'plain ms':>8} | {'watched ms':>10} | {'overhead':>8} | {'steps published':>15}"
+        print(header)
+        print("-" * len(header))
+        for r in rows:
+            print(f"{r['threads']:>7} | {r['plain_ms']:8.2f} | {r['watched_ms']:10.2f} | {r['overhead_pct']:+7.2f}% | "
+                  f"{r['published']:>15}")
+        return
     with tempfile.TemporaryDirectory() as folder:
         demo = Demo(device, folder, pass_activated=args.pass_activated)
         rows = [run_config(demo, threads, args.blocks, args.steps) for threads in thread_counts]

@@ -253,6 +253,30 @@ class Watch:
         if self.controller is not None and not self.failed:
             self._guard(self.controller.heartbeat)
 
+    def suspend(self) -> None:
+        """Stop observing for a while (hooks and loss observation off; the link stays open).
+
+        For a stretch the monitor should not see (an expensive side computation that steps
+        another optimizer), and for benchmarks that measure with-minus-without in one process.
+        """
+        if self._closed or not self._handles:
+            return
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self._observe:
+            observe.stop_listening(self)
+
+    def resume(self) -> None:
+        """Observe again after :meth:`suspend`."""
+        if self._closed or self._handles:
+            return
+        self._hook()
+        if self._observe:
+            observe.listen(self)
+        if self._probe is not None:
+            self._probe.restart_timer()
+
     def close(self, state: str = "finished") -> None:
         """Finish the run: the last epoch (if inferred), the link, the hooks. Idempotent."""
         if self._closed:
