@@ -50,6 +50,18 @@ class Series:
     color: str
 
 
+@dataclass(frozen=True)
+class Band:
+    """A shaded range drawn behind the lines of a chart: per step, from ``lo`` to ``hi`` (for
+    a group of runs, their minimum and maximum around the group's mean line). Each chart
+    column shades from the lowest ``lo`` to the highest ``hi`` of its steps, so a spike of
+    any member is kept."""
+
+    lo: object
+    hi: object
+    color: str
+
+
 def envelope_of(values, columns: int) -> Envelope:
     """Per-column min/max of an array or of a self-summarising window."""
     if hasattr(values, "envelope"):
@@ -123,6 +135,7 @@ def render_chart(
     markers: Sequence[int] = (),
     y_range: tuple[float, float] | None = None,
     reference_in_range: bool = True,
+    bands: Sequence[Band] = (),
 ) -> Text:
     """Draw ``series`` (all the same length) into ``width`` x ``height`` cells.
 
@@ -130,7 +143,9 @@ def render_chart(
     indices into the series where a setting changed. The y range covers every finite
     value of every series and the reference (the reference only with
     ``reference_in_range``; else it is drawn only when it falls inside), unless ``y_range``
-    fixes it. The left ``GUTTER`` columns carry the axis labels.
+    fixes it. The left ``GUTTER`` columns carry the axis labels. ``bands`` are shaded
+    behind the lines (same length as the series; the y range covers them too): with one
+    series per group mean and one band per group's min-max, a chart overlays groups of runs.
     """
     height = max(int(height), 1)
     plot_width = int(width) - GUTTER
@@ -143,11 +158,16 @@ def render_chart(
     sub_columns = 2 * plot_width
 
     envelopes = [envelope_of(s.values, sub_columns) for s in series] if n else []
+    if any(len(b.lo) != n or len(b.hi) != n for b in bands):
+        raise ValueError("every band of a chart needs one low and one high value per step of its series")
+    band_envelopes = [(envelope_of(b.lo, sub_columns), envelope_of(b.hi, sub_columns)) for b in bands] if n else []
     limits = y_range
     if limits is None:
         parts: list[np.ndarray] = []
         for envelope in envelopes:
             parts.extend((envelope.lo, envelope.hi))
+        for low, high in band_envelopes:
+            parts.extend((low.lo, high.hi))
         if reference is not None and math.isfinite(reference) and (reference_in_range or not parts):
             parts.append(np.array([reference]))
         limits = value_range(parts, log_scale=log_scale) or (0.0, 1.0)
@@ -189,7 +209,26 @@ def render_chart(
         bad[:count] = np.asarray(envelope.nonfinite[:count], dtype=bool)
         nonfinite_cells |= bad.reshape(plot_width, 2).any(axis=1)
 
-    chars = np.vectorize(lambda c: chr(BRAILLE_BASE + int(c)), otypes=[object])(dots) if dots.any() else None
+    shade = np.zeros((height, plot_width), dtype=np.int64)
+    shade_owner = np.full((height, plot_width), -1, dtype=np.int64)
+    for index, (low, high) in enumerate(band_envelopes):
+        count = min(low.columns, high.columns)
+        if count == 0:
+            continue
+        valid = np.isfinite(low.lo[:count]) & np.isfinite(high.hi[:count])
+        r_lo = _rows_of(_transform(low.lo[:count], log_scale), lo, hi, levels)
+        r_hi = _rows_of(_transform(high.hi[:count], log_scale), lo, hi, levels)
+        r_lo, r_hi = np.minimum(r_lo, r_hi), np.maximum(r_lo, r_hi)
+        mask = (rows >= r_lo[None, :]) & (rows <= r_hi[None, :]) & valid[None, :]
+        full = np.zeros((levels, sub_columns), dtype=bool)
+        full[:, :count] = mask
+        code = (full[::-1].reshape(height, 4, plot_width, 2) * BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+        shade |= code
+        shade_owner = np.where(code > 0, index, shade_owner)
+
+    braille = np.vectorize(lambda c: chr(BRAILLE_BASE + int(c)), otypes=[object])
+    chars = braille(dots) if dots.any() else None
+    shade_chars = braille(shade) if shade.any() else None
     grid = [[" "] * plot_width for _ in range(height)]
     styles = [[""] * plot_width for _ in range(height)]
     for r in range(height):
@@ -197,6 +236,9 @@ def render_chart(
             if dots[r, c]:
                 grid[r][c] = chars[r, c]
                 styles[r][c] = series[int(owner[r, c])].color
+            elif shade[r, c]:
+                grid[r][c] = shade_chars[r, c]
+                styles[r][c] = f"dim {bands[int(shade_owner[r, c])].color}"
 
     if reference is not None and math.isfinite(reference) and (not log_scale or reference > 0):
         ref_t = float(_transform(np.array([reference]), log_scale)[0])

@@ -234,15 +234,26 @@ class GroupNormCache:
         self.derived = Derived()
         self._norms: GrowingArray | None = None
         self._released = 0
+        self._columns_cache: tuple | None = None
 
     @property
     def generation(self) -> int:
         """Changes whenever the cache starts over (a new history, other groups)."""
         return self.derived.generation
 
-    @staticmethod
-    def _columns(history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> tuple:
-        return tuple(tuple(history.schema.index(f"grad/{history.schema.grad[i]}") for i in idx) for _, idx in groups)
+    def _columns(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> tuple:
+        """Each group's step columns (kept for the last schema and groups: looking up a
+        hundred layers' columns on every redraw costs more than the redraw)."""
+        schema, wanted = history.schema, tuple(tuple(idx) for _, idx in groups)
+        cached = self._columns_cache
+        if cached is not None and cached[0] is schema and cached[1] == wanted:
+            return cached[2]
+        first = schema.index(f"grad/{schema.grad[0]}") if schema.grad else 0
+        known = schema.channels[first : first + len(schema.grad)] == tuple(f"grad/{name}" for name in schema.grad)
+        columns = tuple(tuple((first + i) if known else schema.index(f"grad/{schema.grad[i]}") for i in idx)
+                        for idx in wanted)
+        self._columns_cache = (schema, wanted, columns)
+        return columns
 
     def rows_done(self, history: RunHistory, groups: Sequence[tuple[str, list[int]]]) -> int:
         """Rows of ``history`` whose norms for ``groups`` are computed already (0 for others)."""
