@@ -82,7 +82,11 @@ def header_facts(history: RunHistory | None, status, *, end_state: str = "", end
                  rejected_frames: int = 0) -> HeaderFacts:
     """Collect the header's facts from the history and the source's status (and, from a live
     source, how the run ended and the frames rejected: see :func:`source_end`)."""
-    ending = {"end_state": end_state or "", "ended_by": ended_by or "", "rejected_frames": int(rejected_frames or 0)}
+    # The status says the same where the source puts it there (the live source does).
+    end_state = end_state or getattr(status, "end_state", None) or ""
+    ended_by = ended_by or getattr(status, "ended_by", None) or ""
+    rejected_frames = rejected_frames or getattr(status, "rejected_frames", 0) or 0
+    ending = {"end_state": end_state, "ended_by": ended_by, "rejected_frames": int(rejected_frames)}
     if history is None:
         return HeaderFacts("-", "-", "-", 0, "-", 0, 0, None, None, None, status.state, status.monitors, 0, 0,
                            status.detail, status.trainer_state, **ending)
@@ -146,6 +150,8 @@ def run_state(facts: HeaderFacts) -> str:
         return "finished"
     if facts.end_state == "stopped" or facts.trainer_state == "stopped":
         return f"stopped (by {facts.ended_by})" if facts.ended_by else "stopped"
+    if facts.end_state == "failed" or facts.trainer_state == "failed":
+        return "failed"  # the trainer said it stopped on an error
     if facts.trainer_state == "paused" and facts.state in ("live", "stalled"):
         return "paused"
     return facts.state
@@ -164,7 +170,7 @@ def header_parts(facts: HeaderFacts) -> tuple[list[Part], list[Part]]:
         ranks = _ranks_text(facts.ranks, facts.stragglers)
         top.append(Part(ranks.plain, keep=3, rich=ranks))
     state = run_state(facts)
-    ended = state.startswith(("finished", "stopped")) or state == "lost"
+    ended = state.startswith(("finished", "stopped")) or state in ("lost", "failed")
     style_key = state.split(" ")[0]
     bottom = [Part(f" ● {state} ", connection_style(style_key), keep=9, gap="")]
     if facts.detail:

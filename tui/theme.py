@@ -16,6 +16,8 @@ CONNECTION_STYLES = {
     "replay": "bold cyan",
     "paused": "bold yellow",
     "finished": "cyan",
+    "stopped": "cyan",
+    "failed": "bold red",
 }
 SERIES_COLORS = ("bright_white", "cyan", "magenta", "yellow", "green", "bright_blue", "red", "bright_magenta")
 NONFINITE_STYLE = "bold red"
