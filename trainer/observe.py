@@ -5,7 +5,9 @@ Every loss in PyTorch ends in a ``torch.nn.functional`` loss (``nn.MSELoss``,
 training step calls ``backward`` on its loss. While :func:`listen` has a listener
 installed, those functions are wrapped: each call is reported with the function's name, what
 the loss was given (the model's outputs, the target) and its value; each ``backward`` on a
-one-element tensor is reported with that tensor (the total loss, as scaled by a GradScaler).
+one-element tensor is reported with that tensor (the total loss, as scaled by a GradScaler);
+each ``torch.nn.utils.clip_grad_norm_`` with its ``max_norm`` (a framework that clips before
+the optimizer's step: the probe then measures clipped gradients, and says so).
 The wrappers return exactly what the originals return and never raise anything of their own
 (a listener that fails is dropped with one line on stderr). With no listener left, the
 originals are put back.
@@ -55,10 +57,13 @@ class LossListener(Protocol):
 
     def backward_called(self, tensor: torch.Tensor) -> None: ...
 
+    def clip_called(self, max_norm: float, total_norm: Any) -> None: ...
+
 
 _listeners: list[LossListener] = []
 _originals: dict[str, Callable[..., Any]] = {}
 _original_backward: Callable[..., Any] | None = None
+_original_clip: Callable[..., Any] | None = None
 _busy = threading.local()  # a loss that calls another loss reports only the outer one
 _lock = threading.Lock()
 
@@ -88,7 +93,7 @@ def installed() -> bool:
 
 
 def _install() -> None:
-    global _original_backward
+    global _original_backward, _original_clip
     for name in LOSS_FUNCTIONS:
         original = getattr(F, name, None)
         if original is None or name in _originals:
@@ -98,16 +103,22 @@ def _install() -> None:
     if _original_backward is None:
         _original_backward = torch.Tensor.backward
         torch.Tensor.backward = _backward  # type: ignore[method-assign]
+    if _original_clip is None:
+        _original_clip = torch.nn.utils.clip_grad_norm_
+        torch.nn.utils.clip_grad_norm_ = _clip_grad_norm_
 
 
 def _uninstall() -> None:
-    global _original_backward
+    global _original_backward, _original_clip
     for name, original in _originals.items():
         setattr(F, name, original)
     _originals.clear()
     if _original_backward is not None:
         torch.Tensor.backward = _original_backward  # type: ignore[method-assign]
         _original_backward = None
+    if _original_clip is not None:
+        torch.nn.utils.clip_grad_norm_ = _original_clip
+        _original_clip = None
 
 
 def _drop(listener: LossListener, exc: BaseException) -> None:
@@ -148,6 +159,18 @@ def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
                 _drop(listener, exc)
     assert _original_backward is not None
     return _original_backward(self, *args, **kwargs)
+
+
+def _clip_grad_norm_(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+    """``torch.nn.utils.clip_grad_norm_``, reported: the gradients are clipped before the step."""
+    assert _original_clip is not None
+    total = _original_clip(parameters, max_norm, *args, **kwargs)
+    for listener in list(_listeners):
+        try:
+            listener.clip_called(float(max_norm), total)
+        except Exception as exc:  # noqa: BLE001
+            _drop(listener, exc)
+    return total
 
 
 def expects_probabilities(function: str, target: Any) -> bool | None:

@@ -171,6 +171,7 @@ class Watch:
         self._output: tuple[str, Any] | None = None  # (function, input) the loss saw first
         self._expects: bool | None = None
         self._autocast: str | None = None
+        self._clipped_before: float | None = None  # clip_grad_norm_'s max_norm, seen before the first step
         self._val: dict[str, list[torch.Tensor]] = {}
         self._noted_loss: Any = None
         self._noted_components: Mapping[str, Any] | None = None
@@ -478,6 +479,11 @@ class Watch:
         self._totals.append(value)
         self._occurrence = {}
 
+    def clip_called(self, max_norm: float, total_norm: Any) -> None:
+        """``torch.nn.utils.clip_grad_norm_`` ran (a framework clipping before the optimizer's step)."""
+        if self._probe is None and not self._closed and self._clipped_before is None:
+            self._clipped_before = float(max_norm)
+
     def _step_numbers(self) -> tuple[Any, dict[str, Any], Any, str | None]:
         """This step's loss, components (means over micro-batches), outputs and activation."""
         components: dict[str, Any] = {}
@@ -571,6 +577,8 @@ class Watch:
             config.setdefault("amp", self._autocast)
         if self.name:
             config["name"] = self.name
+        if self._clipped_before is not None:  # the gradients this probe measures were clipped already
+            config.setdefault("grads_clipped_before_probe", self._clipped_before)
         components = tuple(kwargs.pop("loss_components", ()) or self._order)
         if "loss_expects_probabilities" not in kwargs:
             kwargs["loss_expects_probabilities"] = True if self._expects is None else self._expects

@@ -202,3 +202,15 @@ def test_note_loss_overrides_and_no_optimizer_finds_the_model():
     assert values[schema.index("loss/total")] == pytest.approx(float(loss.detach()) * 3)
     assert values[schema.index("loss/main")] == 7.0
     assert math.isfinite(values[schema.index("gradstat/total_norm")])
+
+
+def test_clipping_before_the_step_is_a_fact_in_the_schema():
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with octa_tui.watch(model, optimizer, telemetry=None, control=None) as w:
+        x, y = _batch()
+        F.mse_loss(model(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)  # as the HF Trainer and Lightning do
+        optimizer.step()
+    assert w.probe.schema.config["grads_clipped_before_probe"] == 0.25
+    assert w.probe.last_values[w.probe.schema.index("gradstat/total_norm")] <= 0.25 + 1e-6
