@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnosis.gradients import RATIO_NAME, format_ratio
 from ..protocol import channels as ch
 from ..protocol.messages import DatasetReport, Event, Preview
 from ..protocol.run import RunHistory
@@ -313,10 +314,9 @@ def render_gradients(history: RunHistory, summary: view.HistorySummary, rows: in
         line.append(format_number(value).rjust(9) + " ", style=style)
         line.append_text(render_sparkline(columns[j], spark_width, log_scale=True, y_range=scale))
         lines.append(line)
-    ratio = view.shallow_deep_ratio(latest)
+    ratio = view.layer_ratio(history, start, rows)
     ratio_style = "yellow" if math.isfinite(ratio) and (ratio > 10 or ratio < 0.1) else ""
-    ratio_text = Text.assemble(("shallow/deep ", "bold"),
-                               (f"{format_number(ratio)}x" if math.isfinite(ratio) else "-", ratio_style))
+    ratio_text = Text.assemble((f"{RATIO_NAME} ", "bold"), (format_ratio(ratio), ratio_style))
     parts = [Part(ratio_text.plain, keep=5, rich=ratio_text)]
     if exploded is not None:
         count = Text.assemble(("explosions ", "bold"), (plural(exploded, "step"), "bold red" if exploded else ""))
