@@ -222,3 +222,39 @@ def test_the_monitor_steers_a_running_fit(tmp_path):
     path = Path(str(seen["checkpoint"].data.get("new") or seen["checkpoint"].data.get("path")))
     assert path.is_file()
     assert "model" in torch.load(path, weights_only=False)
+
+
+@pytest.mark.slow
+def test_fp16_mixed_precision_skipped_steps_are_marked_never_non_finite(tmp_path):
+    # GIVEN precision "16-mixed" on the CPU (Lightning's MixedPrecision plugin with a CPU GradScaler
+    # that starts huge and grows every 2 steps, so it overflows and skips again and again)
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    record = tmp_path / "fp16.octa"
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=2)
+    skips: list[bool] = []
+
+    class ScaleWitness(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.scale = scaler.get_scale()
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            skips.append(scaler.get_scale() < self.scale)
+
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, logger=False,
+                        callbacks=[OctaCallback(record=str(record)), ScaleWitness()])
+    trainer.fit(foreign.SegModel(), datamodule=foreign.DiscDataModule())
+
+    history = read_recording(record).history
+    schema = history.schema
+    assert schema.config["amp"] == "fp16" and schema.config["precision"] == "16-mixed"
+    skipped = _column(history, "gradstat/amp_skipped").astype(bool)
+    assert len(history.steps) == len(skips) == 24
+    assert list(skipped) == skips and skipped.sum() >= 3
+    assert np.all(_column(history, "gradstat/nonfinite") == 0)
+    assert np.all(np.isfinite(_column(history, "loss/total")))
+    assert np.all(np.isfinite(_column(history, "gradstat/total_norm")[~skipped]))
+    assert any(e.kind == "amp_step_skipped" for e in history.events)
+    assert [e.epoch for e in history.epochs] == [0, 1, 2]
