@@ -32,6 +32,7 @@ def run_script(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedPro
         ("monai_ignite.py", ("--epochs", "1"), r"finished: 6 iterations"),
         ("fp16_scaler.py", ("--steps", "30", "--growth-interval", "2"), r"30 steps, [1-9]\d* skipped by the scaler"),
         ("logits_mse.py", ("--steps", "10"), r"done"),
+        ("hf_trainer.py", ("--epochs", "1", "--output-dir", "out"), r"finished: 8 optimizer steps"),
     ],
 )
 def test_foreign_script_trains_on_its_own(script: str, args: tuple[str, ...], finished: str, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ and two parameter groups, a LightningModule with gradient accumulation, MONAI's 
 plain loop and in its Ignite workflow, an fp16 GradScaler loop, raw logits into MSE) WHEN each
 runs under ``python -m octa_tui.run`` THEN the monitor sees its layers, loss terms, outputs and
 epochs, the live commands act on it, and the diagnosis engine gives the scenarios' verdicts:
-missing_sigmoid for the raw logits, nothing for the scaler's normal skipped steps.
+missing_sigmoid for the raw logits, nothing for the scaler's normal skipped steps. (A Hugging Face
+Trainer script runs too.)
 """
 
 from __future__ import annotations
@@ -191,6 +192,17 @@ def test_a_monai_ignite_workflow_is_watched(tmp_path: Path):
     assert len(history.steps) == 12
     assert "bce" in history.schema.loss
     assert [e.epoch for e in history.epochs] == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_hugging_face_trainer_is_watched(tmp_path: Path):
+    result, history = _run_to_the_end(tmp_path, "hf_trainer.py", "--epochs", "2", "--output-dir", str(tmp_path / "out"))
+    assert "finished: 16 optimizer steps" in result.stdout
+    assert history.schema.model.name == "DiscSegmenter" and history.schema.grad == ("encoder.0", "encoder.2", "head")
+    assert len(history.steps) == 16 and history.schema.loss == ("total", "bce")
+    assert np.all(np.isfinite(_column(history, "gradstat/total_norm")))
+    assert [e.epoch for e in history.epochs] == [0, 1]
+    assert "loss" in history.epochs[-1].val  # the evaluation's loss, observed at the loss function
 
 
 @pytest.mark.slow
