@@ -1,6 +1,6 @@
 """Integrity benchmark: what one bad frame or byte costs the monitor and the reader.
 
-Run: ``.venv/bin/python bench/bench_integrity.py [--steps 300000]``
+Run: ``.venv/bin/python bench/bench_integrity.py [--steps 300000] [--only follower|filing|recording]``
 
   follower   a RunFollower following a real TrainerLink (in-process thread, loopback TCP)
              that holds ``--steps`` steps, attacked through the trainer's own PUB socket:
@@ -8,6 +8,8 @@ Run: ``.venv/bin/python bench/bench_integrity.py [--steps 300000]``
              random run ids and seq jumps. Figures: seconds spent in poll, history requests
              the trainer answered (a full download is one from seq 0), steps shown after the
              attack, frames counted as rejected, and the monitor's resident memory growth.
+  filing     RunFollower.poll filing ``--steps`` decoded steps into its history (no sockets:
+             what the follower itself costs per step, in 10 blocks, and one step at a time).
   recording  a recording of ``--steps`` steps (152 channels) read whole (CRC-checked), clean
              and with 10 damaged places (flipped bytes, a zeroed 4 KB block, a damaged
              length field): steps kept, steps reported lost, read time.
@@ -235,14 +237,82 @@ def bench_recording(steps: int, folder: str) -> list[tuple[str, str]]:
     return rows
 
 
+class _QuietSubscriber:
+    """Hands the follower pre-decoded batches, as its socket would after a backlog."""
+
+    malformed = 0
+    foreign_version = 0
+    incompatible = None
+    received = 0
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def drain_blocks(self, max_messages: int, timeout_s: float) -> list:
+        return self.batches.pop(0) if self.batches else []
+
+    def close(self) -> None:
+        pass
+
+
+class _QuietTrainer:
+    last_heard = None
+
+    def collect(self) -> list:
+        return []
+
+    def send(self, command) -> str:
+        return "ping"
+
+    def close(self) -> None:
+        pass
+
+
+def bench_filing(steps: int) -> list[tuple[str, str]]:
+    from octa_tui.protocol import decode
+    from octa_tui.protocol.codec import decode_step_frames
+    from octa_tui.protocol.run import RunHistory
+
+    schema = bench_schema()
+    token = bytes.fromhex(schema.run_id)
+    values = np.ones(schema.width, dtype=np.float32)
+    frames = [encode_step(token, i, i, 0, 1.0 + i, values) for i in range(steps)]
+    per = max(1, steps // 10)
+
+    def rate(batches: list, runs: int) -> float:
+        best = 0.0
+        for _ in range(runs):
+            f = RunFollower("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+            f.history = RunHistory(schema)
+            f._sub, f._client, f._next_ping = _QuietSubscriber(list(batches)), _QuietTrainer(), float("inf")
+            t = time.perf_counter()
+            while len(f.history.steps) < steps:
+                f.poll(0)
+            best = max(best, steps / (time.perf_counter() - t))
+        return best
+
+    blocks = [decode_step_frames(frames[a : a + per], lambda *_: None) for a in range(0, steps, per)]
+    singles = [[decode([fr]) for fr in frames[a : a + per]] for a in range(0, steps, per)]
+    return [
+        (f"poll filing {steps:,} decoded steps in blocks (best of 5)", f"{rate(blocks, 5):,.0f} steps/s"),
+        (f"poll filing {steps:,} decoded steps one at a time (best of 3)", f"{rate(singles, 3):,.0f} steps/s"),
+    ]
+
+
 def main(argv: list[str]) -> int:
     """Run both benchmarks and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300_000)
+    parser.add_argument("--only", choices=("follower", "filing", "recording"))
     args = parser.parse_args(argv)
-    rows = bench_follower(args.steps)
-    with tempfile.TemporaryDirectory() as folder:
-        rows += bench_recording(args.steps, folder)
+    rows: list[tuple[str, str]] = []
+    if args.only in (None, "follower"):
+        rows += bench_follower(args.steps)
+    if args.only in (None, "filing"):
+        rows += bench_filing(min(args.steps, 200_000))
+    if args.only in (None, "recording"):
+        with tempfile.TemporaryDirectory() as folder:
+            rows += bench_recording(args.steps, folder)
     print(f"integrity benchmarks ({bench_schema().width} float32 channels per step, cpus={os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.1f}, max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
     left = max(len(r[0]) for r in rows)
