@@ -64,6 +64,21 @@ def weight_layers(names: Sequence[str], kinds: Sequence[str] = ()) -> list[int]:
     return chosen or list(range(len(names)))
 
 
+def shallow_deep(names: Sequence[str], norms: Sequence[float], kinds: Sequence[str] = ()) -> float:
+    """:data:`RATIO_NAME` of one set of layer norms: the first weight layer's over the last one's.
+
+    Layers without a finite norm (no gradient) and normalisation layers are skipped; NaN when
+    fewer than two weight layers have a norm or the last one is 0. What the monitor's gradient
+    panel and the console print, with :func:`format_ratio`, so every surface shows one number.
+    """
+    values = [float(v) for v in norms]
+    use = [i for i in weight_layers(names, kinds) if i < len(values) and math.isfinite(values[i])]
+    if len(use) < 2:
+        return math.nan
+    first, last = values[use[0]], values[use[-1]]
+    return first / last if last > 0 else (math.inf if first > 0 else math.nan)
+
+
 @dataclass(frozen=True)
 class GradientHealth:
     """The gradient evidence of one evaluation (norms are medians over the newest steps).

@@ -12,6 +12,7 @@ from octa_tui.diagnosis.gradients import (
     format_ratio,
     gradient_health,
     is_norm_layer,
+    shallow_deep,
     weight_layers,
 )
 
@@ -51,3 +52,9 @@ def test_unused_layers_are_named_and_left_out() -> None:
     rows = np.array([[0.02, np.nan, 0.01]] * 5)
     health = gradient_health(("a", "aux", "c"), rows, None)
     assert health.unused == ("aux",) and health.ratio == pytest.approx(2.0) and health.level == 0
+
+
+def test_shallow_deep_of_one_row_skips_norm_and_unused_layers() -> None:
+    names = ("enc1.conv", "enc1.bn", "aux", "head")
+    assert shallow_deep(names, (0.05, 1e-6, float("nan"), 0.25)) == pytest.approx(0.2)
+    assert math.isnan(shallow_deep(("a",), (0.1,)))
