@@ -50,9 +50,14 @@ class FrameworkWatch(Watch):
         Waits here while the monitor has the run paused (serving the link). Never raises into
         the framework: a failure is said once and the watch stops measuring.
         """
-        if not self.external_boundary or self.failed or self._closed or self.optimizer is None:
+        if not self.external_boundary or self.failed or self._closed or self.optimizer is None or self.suspended:
             return
         self._guard(self._boundary)
+
+    @property
+    def suspended(self) -> bool:
+        """Whether observing is off for now (:meth:`~octa_tui.trainer.watch.Watch.suspend`)."""
+        return not self._closed and not self._handles
 
     def _boundary(self) -> None:
         self._ensure_probe()
