@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -398,31 +399,25 @@ RATIO_ROWS = 50  # the newest steps whose median norm the gradient ratio compare
 
 
 def layer_ratio(history: RunHistory, start: int, rows: int) -> float:
-    """The gradient ratio as the diagnosis reads it (:data:`~octa_tui.diagnosis.gradients.RATIO_NAME`):
-    the first weight layer's gradient norm over the last one's, medians over the newest steps
-    of the window; layers that got no gradient are skipped. NaN when undefined."""
-    from ..diagnosis.gradients import weight_layers
+    """The gradient ratio as the diagnosis reads it (:data:`~octa_tui.diagnosis.gradients.RATIO_NAME`,
+    :func:`~octa_tui.diagnosis.gradients.shallow_deep`): the first weight layer's gradient norm
+    over the last one's, of each layer's median over the newest steps of the window; layers
+    that got no gradient are skipped. NaN when undefined."""
+    from ..diagnosis.gradients import shallow_deep
 
     names = history.schema.grad
     if len(names) < 2 or rows <= start:
         return math.nan
     first_row = max(start, rows - RATIO_ROWS)
     columns = [history.schema.index(f"grad/{name}") for name in names]
-    recent = history.steps.values[first_row:rows, columns[0] : columns[-1] + 1]
-    if columns != list(range(columns[0], columns[-1] + 1)):
+    if columns == list(range(columns[0], columns[-1] + 1)):
+        recent = history.steps.values[first_row:rows, columns[0] : columns[-1] + 1]
+    else:
         recent = history.steps.values[first_row:rows][:, columns]
-    seen = np.isfinite(recent).any(axis=0)
-    candidates = [i for i in weight_layers(names) if seen[i]] or [i for i in range(len(names)) if seen[i]]
-    if len(candidates) < 2:
-        return math.nan
-    with np.errstate(all="ignore"):
-        a = float(np.nanmedian(recent[:, candidates[0]]))
-        b = float(np.nanmedian(recent[:, candidates[-1]]))
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return math.nan
-    if b == 0:
-        return math.inf if a > 0 else math.nan
-    return a / b
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer with no finite value: its median is NaN
+        medians = np.nanmedian(recent.astype(np.float64), axis=0)
+    return shallow_deep(names, medians)
 
 
 def constant_baseline(history: RunHistory) -> float | None:
