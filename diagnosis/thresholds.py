@@ -37,7 +37,7 @@ class Thresholds:
     plateau_reference_level: float = 0.6  # the bounds above are the seed's for a loss at 0.6; scaled below it
     plateau_block_steps: int = 200  # step-window test: 5 blocks of this many steps (long epochs)
     val_dice_good: float = 0.7  # a flat loss with a validation Dice this good is convergence
-    converged_fraction: float = 0.2  # ... as is a flat loss below 20% of the constant baseline
+    converged_fraction: float = 0.5  # ... as is a flat loss below half the constant baseline (it learned)
 
     # --- loss weights (seed 000 §3 and its matrix, row 1)
     dice_term_high: float = 0.35  # 000: "Dice > 0.35 -> the model has not learned the shape"

@@ -289,6 +289,11 @@ def bce_stuck_at(value: float, epochs: int = 9, val_dice: float = float("nan")) 
     return (b.epoch(epochs, {"loss": 0.3}, {"dice": val_dice}) if val_dice == val_dice else b).history
 
 
+def flat_well_below_constant() -> RunHistory:
+    b = Builder(heatmap_schema()).dataset(target_mean=0.1, target_var=0.027)  # constant: 0.054 (2 terms)
+    return b.steps(150).epochs([0.0216] * 5).history
+
+
 def low_level_creeping() -> RunHistory:
     # seed 002's CRAFT with its sigmoid, measured: epoch losses ~0.022 with +-0.0005 of scatter, creeping down
     b = Builder(heatmap_schema()).dataset(target_mean=0.1, target_var=0.027)
@@ -460,6 +465,8 @@ CASES = [
     Case("BCE 0.34 late but val Dice 0.89 (BatchNorm nets, soft logits)", "bce_not_settled",
          lambda: bce_stuck_at(0.34, val_dice=0.89), False),
     Case("heatmap MSE 0.022, 60% below the constant, still creeping down", "plateau", low_level_creeping, False),
+    Case("flat at 40% of the constant baseline: it learned, nothing to fix", "plateau", flat_well_below_constant,
+         False),
     Case("no updates at all is not a small lr", "lr_too_small", lambda: tiny_lr(0.0), False),
     Case("30% below the constant now, above it earlier", "no_better_than_constant",
          constant_level_after_descent, False),
