@@ -779,6 +779,11 @@ class _Reader:
                 available = min(length, rest - hs)
                 found = _inspect(view, offset, length, available, hs)
                 if available < length:
+                    before = self.items[-1] if self.items else None
+                    if isinstance(before, _Damage) and before.end == offset:
+                        # Damage, then only a record cut short: all of it is the file's torn tail.
+                        self.items[-1] = _Damage(before.offset, size, before.reason, torn=True)
+                        return
                     self.items.append(_Damage(
                         offset, size, f"{_record_name(found.kind, found.rows)} is cut after {available} of {length} bytes",
                         torn=True, rows=found.rows, seqs=self._torn_seqs(found, available), kind=found.kind))

@@ -318,3 +318,16 @@ def test_any_damage_never_raises_beyond_a_recording_error_and_never_invents_step
     got = np.concatenate([c.seq for c in streamed]).astype(np.int64) if streamed else np.zeros(0, np.int64)
     np.testing.assert_array_equal(got, seq)
     assert warnings == recording.warnings
+
+
+def test_bytes_appended_after_the_last_record_are_one_torn_tail_even_with_a_header_among_them(recording, tmp_path):
+    # GIVEN a copy of the last record's header and some of its bytes appended (a write cut short)
+    data = recording.read_bytes()
+    at, size = records(recording)[-1]
+    tail = b"\x00" * 5 + data[at : at + 40]
+    recording.write_bytes(data + tail)
+    # THEN all of it is the torn tail, and no step is lost
+    read = read_recording(recording)
+    assert read.truncated_bytes == len(tail) and read.report.skipped_bytes == 0
+    assert len(read.warnings) == 1 and "torn tail" in read.warnings[0]
+    assert len(read.history.steps) == STEPS
