@@ -161,6 +161,7 @@ class Watch:
         self._in_validation = False
         self._steps_in_epoch = 0
         self._epoch_loss: list[torch.Tensor] = []
+        self._epoch_terms: list[torch.Tensor] = []  # per step: the sum of the observed loss terms
         self._train_wrapped: nn.Module | None = None
         # this step's observations
         self._totals: list[torch.Tensor] = []
@@ -248,6 +249,7 @@ class Watch:
         self._guard(lambda: self._probe.end_epoch(train, val))
         self._steps_in_epoch = 0
         self._epoch_loss = []
+        self._epoch_terms = []
 
     def serve(self) -> None:
         """Heartbeat and take commands between steps (a long validation); applied at the next step."""
@@ -430,6 +432,11 @@ class Watch:
             self._steps_in_epoch += 1
             if isinstance(loss, torch.Tensor):
                 self._epoch_loss.append(loss.detach().reshape(()).float())
+                terms = [v for v in components.values() if isinstance(v, torch.Tensor)]
+                if terms and len(terms) == len(components):
+                    self._epoch_terms.append(torch.stack([t.reshape(()).to(loss.device) for t in terms]).sum())
+                else:
+                    self._epoch_terms.append(loss.new_full((), math.nan))
         self._reset_step()
 
     # --- observations ------------------------------------------------------------------------
@@ -547,17 +554,23 @@ class Watch:
         probe = self._probe
         assert probe is not None
         train: dict[str, float] = {}
+        whole = False  # the observed terms make up the whole loss (no hand-written term beside them)
         if self._epoch_loss:
-            train["loss"] = float(torch.stack([t.to(self._epoch_loss[0].device) for t in self._epoch_loss]).mean())
+            device = self._epoch_loss[0].device
+            train["loss"] = float(torch.stack([t.to(device) for t in self._epoch_loss]).mean())
+            if len(self._epoch_terms) == len(self._epoch_loss):
+                terms = float(torch.stack([t.to(device) for t in self._epoch_terms]).mean())
+                whole = math.isclose(terms, train["loss"], rel_tol=1e-4, abs_tol=1e-7)
         with self._lock:
             val = {name: float(torch.stack(values).mean()) for name, values in self._val.items() if values}
             self._val = {}
-        if val:
+        if val and whole:  # the validation loss is the sum of its terms only when training's was
             val["loss"] = sum(val.values())
         probe.end_epoch(train, val)
         self._in_validation = False
         self._steps_in_epoch = 0
         self._epoch_loss = []
+        self._epoch_terms = []
 
     # --- set-up at the first step -------------------------------------------------------------
 

@@ -77,7 +77,8 @@ def test_run_streams_an_unmodified_script_and_takes_every_command(tmp_path: Path
         assert np.nanmax(values[:, schema.index("out/frac_outside_01")]) > 0.3  # raw outputs outside [0, 1]
         assert np.all(np.isfinite(values[:, schema.index("loss/mse")]))
         assert values[-1, schema.index("loss/total")] == pytest.approx(values[-1, schema.index("loss/mse")])
-        assert "mse" in follower.history.epochs[0].val and "loss" in follower.history.epochs[0].train
+        first = follower.history.epochs[0]
+        assert "loss" in first.train and first.val["loss"] == pytest.approx(first.val["mse"])  # MSE is the whole loss
 
         # WHEN the lr is set: both groups are scaled, the reply names each group's old and new lr
         reply = follower.request(make_command("set_lr", lr=0.02))
@@ -205,3 +206,18 @@ def test_run_under_lightning_sees_the_closure_steps_and_its_epochs(tmp_path: Pat
     assert all("bce" in e.val for e in history.epochs)
     # AND the loss with logits is observed as not expecting probabilities
     assert schema.loss == ("total", "bce") and not schema.loss_expects_probabilities
+
+
+@pytest.mark.slow
+def test_run_on_a_monai_loop_sees_its_layers_and_the_observed_part_of_dice_ce(tmp_path: Path):
+    # GIVEN MONAI's BasicUNet with DiceCELoss (a hand-written Dice beside BCE-with-logits)
+    _, recording = _run_example(tmp_path, "monai_unet", "--epochs", "2", "--steps-per-epoch", "4")
+    history = recording.history
+    schema, values = history.schema, history.steps.values
+    assert schema.model.name == "BasicUNet" and len(schema.grad) > 20
+    assert schema.loss == ("total", "bce") and not schema.loss_expects_probabilities
+    total, bce = values[:, schema.index("loss/total")], values[:, schema.index("loss/bce")]
+    assert np.all(total > bce + 0.1)  # the Dice term is in the total, not a component of its own
+    assert [e.epoch for e in history.epochs] == [0, 1]
+    # AND the validation summary names the observed term only: no "loss" that would leave out the Dice
+    assert "bce" in history.epochs[0].val and "loss" not in history.epochs[0].val
