@@ -185,7 +185,6 @@ EVENT_KINDS = (
     "run_finished",
     "amp_step_skipped",  # a GradScaler skipped a step (data: scale, new_scale); at most one a second
     "unused_parameters",  # layers that never received a gradient (data: layers), once per run
-    "epoch_inferred",  # an epoch end seen from model.train()/eval() switches (octa-tui run, watch)
 )
 
 
