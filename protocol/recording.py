@@ -1138,12 +1138,18 @@ def _walk(reader: _Reader, ledger: _Ledger) -> Iterator[tuple[_Frame, Schema | M
             continue
         try:
             msg = codec.unpack(reader.payload(item))
+            if isinstance(msg, Schema) and msg != schema:
+                raise ProtocolError(f"a second, different schema for run {schema.run_id}")
+            if getattr(msg, "run_id", schema.run_id) != schema.run_id:
+                raise ProtocolError(f"it belongs to run {msg.run_id!r}, not {schema.run_id}")
         except ProtocolError as exc:
-            damage = reader.damage_of(item, f"{name} does not decode ({exc})")
+            damage = reader.damage_of(item, f"{name} cannot be read ({exc})")
             ledger.damaged(damage)
             if damage.stop:
                 return
             continue
+        if isinstance(msg, Schema):
+            continue  # the schema again, as it was: nothing to add
         yield item, msg, None
 
 

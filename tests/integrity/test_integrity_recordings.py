@@ -331,3 +331,21 @@ def test_bytes_appended_after_the_last_record_are_one_torn_tail_even_with_a_head
     assert read.truncated_bytes == len(tail) and read.report.skipped_bytes == 0
     assert len(read.warnings) == 1 and "torn tail" in read.warnings[0]
     assert len(read.history.steps) == STEPS
+
+
+def test_intact_records_of_another_run_are_left_out_by_everyone_alike(recording, tmp_path):
+    # GIVEN an intact event of another run and a different schema spliced in after chunk 4
+    from octa_tui.protocol import codec
+    from octa_tui.protocol.recording import frame
+
+    data = recording.read_bytes()
+    at, size = chunk_records(recording)[4]
+    other = Event("0123456789abcdef", 1000, 1.0, "warning", "not this run")
+    schema = Schema(run_id=RUN, task="heatmap", model=ModelSummary("CRAFT", 1), loss=("total",), grad=("a",))
+    spliced = frame(codec.pack(other)) + frame(codec.pack(schema))
+    recording.write_bytes(data[: at + size] + spliced + data[at + size :])
+    # THEN no step is lost, both are said once, and replay and every export agree
+    warnings = assert_everyone_agrees(recording, tmp_path, np.arange(STEPS))
+    assert len(warnings) == 1 and "belongs to run '0123456789abcdef'" in warnings[0]
+    assert "a second, different schema" in warnings[0] and "no steps lost" in warnings[0]
+    assert all(e.run_id == RUN for e in read_recording(recording).history.events)
