@@ -297,3 +297,27 @@ def test_a_heartbeat_claiming_a_far_last_step_costs_one_small_check(trainer, fol
     assert_steps_exactly(f, 1010)
     asked = t.history_requests[joined:]
     assert 0 not in asked and len(asked) <= 5, asked
+
+
+def test_unreadable_frames_are_counted_on_the_live_source_and_following_goes_on(trainer):
+    # GIVEN a live source following a trainer
+    t = trainer()
+    t.publish(0, 20)
+    source = LiveSource(t.telemetry, t.control, spill=False)
+    source.open()
+    try:
+        # WHEN garbage, a truncated step and a record with a broken body arrive, then more steps
+        step = t.step_frame(20)
+        head, body = encode(Event(t.schema.run_id, 1, 1.0, "warning", "x"))
+        t.inject(b"", b"hello", step[:30], step[:-2], [head, body[:-3]], [b"\x00" * 8, b"\x01"])
+        t.publish(20, 30)
+        deadline = time.monotonic() + 30
+        while len(source.history.steps) < 50 or source.rejected_frames < 6:
+            assert time.monotonic() < deadline, (len(source.history.steps), source.rejected_detail)
+            source.poll(0.02)
+        # THEN they are counted as malformed, on the source and in its status, and nothing is lost
+        assert source.rejected_detail == {"malformed": 6}
+        assert source.status().rejected_frames == 6
+        assert np.array_equal(source.history.steps.seq, np.arange(50, dtype=np.uint64))
+    finally:
+        source.close()
