@@ -221,3 +221,33 @@ def test_run_on_a_monai_loop_sees_its_layers_and_the_observed_part_of_dice_ce(tm
     assert [e.epoch for e in history.epochs] == [0, 1]
     # AND the validation summary names the observed term only: no "loss" that would leave out the Dice
     assert "bce" in history.epochs[0].val and "loss" not in history.epochs[0].val
+
+
+@pytest.mark.slow
+def test_stop_from_the_monitor_ends_a_lightning_fit_under_run(tmp_path: Path):
+    # GIVEN a long Lightning fit under octa-tui run
+    record = tmp_path / "l.octa"
+    proc = subprocess.Popen([sys.executable, "-m", "octa_tui.run", "--record", str(record), "--",
+                             str(ROOT / "examples" / "attach" / "lightning_seg.py"), "--epochs", "100000"],
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = None
+    try:
+        [info] = _wait_for(lambda: list_run_files(tmp_path / "run-files"), "the run file", timeout_s=240)
+        follower = RunFollower(info.telemetry, info.control, timeout_s=20.0)
+        follower.connect()
+        _wait_for(lambda: len(follower.history.epochs) >= 1, "an epoch", poll=lambda: follower.poll(0.02))
+        # WHEN the lr is set and then the run stopped
+        reply = follower.request(make_command("set_lr", lr=0.005))
+        assert reply.ok and reply.data["groups"][0]["new"] == pytest.approx(0.005)
+        assert follower.request(make_command("stop")).ok
+        _, err = proc.communicate(timeout=180)
+        # THEN Lightning tore down and the script ended with exit code 0, the run recorded as stopped
+        assert proc.returncode == 0, err
+    finally:
+        if follower is not None:
+            follower.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    events = read_recording(record).history.events
+    assert events[-1].kind == "run_finished" and events[-1].data["state"] == "stopped"
