@@ -9,7 +9,9 @@ import pytest
 CASES = [
     ("octa_tui.protocol", ("torch", "textual")),
     ("octa_tui.diagnosis", ("torch", "textual", "zmq")),
-    ("octa_tui.trainer", ("textual",)),
+    # Every trainer module, the framework integrations (Lightning, transformers, ...) included:
+    # half a minute of imports, so it runs in `make test`, not `make test-fast`.
+    pytest.param("octa_tui.trainer", ("textual",), marks=pytest.mark.slow),
     ("octa_tui.tui", ("torch",)),
 ]
 
