@@ -485,7 +485,8 @@ def rule_class_imbalance(ctx: Context) -> Verdict | None:
 def rule_missing_sigmoid(ctx: Context) -> Verdict | None:
     """A loss that expects probabilities is fed values outside [0, 1] (seed 002's root cause)."""
     view, t = ctx.view, ctx.t
-    if not view.schema.loss_expects_probabilities or view.n_steps < min(t.min_steps, t.recent_steps):
+    # A measured fact on every step: a few steps suffice (an explosion it causes shows from step 3).
+    if not view.schema.loss_expects_probabilities or view.n_steps < min(t.explosion_min_steps, t.recent_steps):
         return None
     rows = t.recent_steps
     lo_key, hi_key = ch.OUT_ACT_MIN, ch.OUT_ACT_MAX
