@@ -2,9 +2,12 @@
 
 The trainer keeps its endpoints on the remote machine's loopback (or ipc files); the
 system ``ssh`` client does the rest. Attaching runs ``octa-tui list --json`` on the host
-to find its trainers, opens ``ssh -N -L`` forwards from local loopback ports (or local
-unix sockets for ``ipc://`` endpoints) to the chosen trainer's telemetry and control
-endpoints, and the monitor connects to those. The tunnel ends when the monitor does.
+to find its trainers (as the same user, so their run files and the CurveZMQ keys in them
+are readable), opens ``ssh -N -L`` forwards from local loopback ports (or local unix
+sockets for ``ipc://`` endpoints) to the chosen trainer's telemetry and control
+endpoints, and the monitor connects to those with the run's keys. The tunnel ends when
+the monitor does. A host behind a login node is reached with ``-J jump`` (ssh's
+ProxyJump).
 
 Every way this can fail (no ssh, host unreachable, octa-tui missing there, no trainer)
 ends in one :class:`AttachError` line that names the problem and the fix.
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..protocol.keys import ClientCurve, learn_keys
 from ..protocol.runfiles import RunFileInfo
 
 SSH_EXIT_CONNECT = 255  # ssh's own status for "could not connect / authenticate"
@@ -43,7 +47,11 @@ class SshTarget:
     """Where and how to ssh: ``[user@]host``, an optional port, identity file and ``-o`` options.
 
     ``remote_octa_tui`` is the command that runs octa-tui on the host (a venv path, or
-    ``env VAR=... octa-tui``); it is passed to the remote shell as written.
+    ``env VAR=... octa-tui``); it is passed to the remote shell as written. ``jump`` is
+    ssh's ``-J`` (ProxyJump: ``[user@]host[:port]``, several separated by commas), for a
+    host reached through a login node; ``config`` is an ssh config file (``-F``), which
+    also applies to the jump hosts (command-line ``-o``/``-i`` apply to the destination
+    only, as ssh documents).
     """
 
     destination: str
@@ -52,17 +60,51 @@ class SshTarget:
     options: tuple[str, ...] = ()
     remote_octa_tui: str = "octa-tui"
     ssh: str = "ssh"
+    jump: str | None = None
+    config: str | None = None
 
     def command(self, *extra: str) -> list[str]:
         """The ssh command line up to (not including) the destination's remote command."""
-        args = [self.ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
+        args = [self.ssh]
+        if self.config:
+            args += ["-F", self.config]
+        args += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
         for option in self.options:
             args += ["-o", option]
         if self.port is not None:
             args += ["-p", str(self.port)]
         if self.identity:
             args += ["-i", self.identity]
+        if self.jump:
+            args += ["-J", parse_jump(self.jump)]
         return [*args, *extra, self.destination]
+
+    def hint(self) -> str:
+        """The ``octa-tui attach`` command line that reaches this target again."""
+        return attach_hint(self.destination, self.port, self.jump)
+
+
+def parse_jump(text: str) -> str:
+    """``-J`` hosts checked: ``[user@]host[:port]`` items separated by commas, none an option."""
+    items = text.split(",") if text else []
+    if not items or any(not item or item.startswith("-") or any(c.isspace() for c in item) for item in items):
+        raise AttachError(f"-J {text!r}: give the jump host as [user@]host[:port] (several separated by commas)")
+    return text
+
+
+def attach_hint(destination: str, port: int | None = None, jump: str | None = None) -> str:
+    """The command that attaches to a trainer on ``destination`` from another machine.
+
+    Names ``--port`` when ssh listens on another port than 22, and ``-J`` for a jump host:
+    ``octa-tui attach -J login.example.org --port 2222 user@gpu7``.
+    """
+    parts = ["octa-tui", "attach"]
+    if jump:
+        parts += ["-J", jump]
+    if port is not None and port != 22:
+        parts += ["--port", str(port)]
+    parts.append(destination)
+    return shlex.join(parts)
 
 
 def check_ssh(target: SshTarget) -> None:
@@ -87,7 +129,9 @@ def remote_trainers(target: SshTarget, run: Callable[..., subprocess.CompletedPr
         raise AttachError(f"ssh to {host} did not finish within {CONNECT_TIMEOUT_S + 50} s; is the host up?") from None
     reason = _last_line(result.stderr)
     if result.returncode == SSH_EXIT_CONNECT:
-        raise AttachError(f"cannot reach {host} over ssh: {reason or 'ssh failed'} (check `ssh {host}` works)")
+        check = shlex.join(["ssh", *(["-J", target.jump] if target.jump else []),
+                            *(["-p", str(target.port)] if target.port is not None else []), host])
+        raise AttachError(f"cannot reach {host} over ssh: {reason or 'ssh failed'} (check `{check}` works)")
     if result.returncode == SHELL_NOT_FOUND or "command not found" in result.stderr or "not found" in reason:
         raise AttachError(
             f"octa-tui is not installed on {host} (or not on the PATH of a non-interactive ssh session): "
@@ -99,11 +143,21 @@ def remote_trainers(target: SshTarget, run: Callable[..., subprocess.CompletedPr
         listed = json.loads(result.stdout)
         if not isinstance(listed, list):
             raise ValueError("not a list")
-        return [RunFileInfo.from_json(json.dumps(item)) for item in listed]
+        runs = [RunFileInfo.from_json(json.dumps(item)) for item in listed]
     except ValueError as exc:
         raise AttachError(
             f"{host} answered `octa-tui list --json` with something else ({exc}); is its octa-tui this version?"
         ) from None
+    for info in runs:
+        curve = info.client_curve()
+        if curve is not None:
+            _REMOTE_KEYS[info.telemetry] = _REMOTE_KEYS[info.control] = curve
+    return runs
+
+
+# The keys of the remote runs listed by remote_trainers() in this process, by remote
+# endpoint: plan_forward() hands them to the local end of each forward.
+_REMOTE_KEYS: dict[str, ClientCurve] = {}
 
 
 def choose_trainer(runs: Sequence[RunFileInfo], where: str = "this machine",
@@ -123,12 +177,17 @@ def choose_trainer(runs: Sequence[RunFileInfo], where: str = "this machine",
 
 @dataclass(frozen=True)
 class Forward:
-    """One ssh forward: ``local`` is what the monitor connects to, ``spec`` is ssh's -L argument."""
+    """One ssh forward: ``local`` is what the monitor connects to, ``spec`` is ssh's -L argument.
+
+    ``keys`` are the remote run's CurveZMQ client keys; they are registered for ``local``
+    so a monitor connecting there uses them with no flag.
+    """
 
     local: str
     spec: str
     tcp_port: int | None = None
     unix_path: str | None = None
+    keys: ClientCurve | None = None
 
 
 def free_port() -> int:
@@ -138,13 +197,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def plan_forward(endpoint: str, local_dir: str, name: str) -> Forward:
+def plan_forward(endpoint: str, local_dir: str, name: str, keys: ClientCurve | None = None) -> Forward:
     """The forward that reaches the remote ``endpoint`` from this machine.
 
     A remote ``tcp://`` endpoint gets a free local loopback port; a wildcard or loopback
     address is reached on the host's own loopback. A remote ``ipc://`` path gets a local
-    unix socket in ``local_dir`` (OpenSSH's stream-local forwarding).
+    unix socket in ``local_dir`` (OpenSSH's stream-local forwarding). ``keys`` (default:
+    those :func:`remote_trainers` read for ``endpoint``) are registered for the local end.
     """
+    forward = _plan(endpoint, local_dir, name)
+    keys = keys or _REMOTE_KEYS.get(endpoint)
+    if keys is not None:
+        learn_keys([forward.local], keys)
+        forward = Forward(forward.local, forward.spec, forward.tcp_port, forward.unix_path, keys)
+    return forward
+
+
+def _plan(endpoint: str, local_dir: str, name: str) -> Forward:
     if endpoint.startswith("ipc://"):
         remote = endpoint[len("ipc://") :]
         if remote.startswith("@"):

@@ -13,18 +13,16 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    import zmq
+    import zmq  # noqa: F401 - instrumented for the fuzzer
 
     from octa_tui.protocol import Command, ProtocolError, Reply, decode
     from octa_tui.protocol.commands import validate_command
     from octa_tui.protocol.link import TrainerLink
 
-from remote_helpers import make_schema  # noqa: E402
+from remote_helpers import keyed_dealer, make_schema  # noqa: E402
 
 LINK = TrainerLink(make_schema(), heartbeat_s=60)
-CLIENT = zmq.Context.instance().socket(zmq.DEALER)
-CLIENT.setsockopt(zmq.LINGER, 0)
-CLIENT.connect(LINK.control_endpoint)
+CLIENT = keyed_dealer(LINK.control_endpoint)  # the owner's socket: with the run's keys
 
 
 def valid(frames: list[bytes]) -> bool:

@@ -88,6 +88,22 @@ def served_link(**link_args: Any) -> Iterator[ServedLink]:
         served.stop()
 
 
+def keyed_dealer(endpoint: str):
+    """A raw DEALER with the keys this process knows for ``endpoint`` (a fuzzer's socket of the owner)."""
+    import zmq
+
+    from octa_tui.protocol.keys import client_keys_for, secure_client_socket
+    from octa_tui.protocol.runfiles import keys_for_endpoint
+
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    curve = client_keys_for(endpoint, keys_for_endpoint)
+    if curve is not None:
+        secure_client_socket(socket, curve)
+    socket.connect(endpoint)
+    return socket
+
+
 # --- real processes -------------------------------------------------------------------------
 
 
@@ -125,6 +141,10 @@ class TrainerProcess:
             time.sleep(0.05)
         time.sleep(0.05)  # written atomically, but let it be complete
         self.info = json.loads(run_file.read_text())
+        # Reading the run files teaches this process the run's keys (as `octa-tui list` does).
+        from octa_tui.protocol.runfiles import list_run_files
+
+        list_run_files(run_file.parent)
         return self.info
 
     def output(self) -> str:
@@ -153,10 +173,12 @@ class TrainerProcess:
 class FollowerProcess:
     """A RunFollower in a subprocess that prints one JSON line of what it holds per poll."""
 
-    def __init__(self, telemetry: str, control: str) -> None:
+    def __init__(self, telemetry: str, control: str, run_dir: Path | None = None) -> None:
+        # The trainer's run-files folder: where the follower finds the run's keys.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **({"OCTA_TUI_RUN_DIR": str(run_dir)} if run_dir else {}))
         self.proc = subprocess.Popen(
             [sys.executable, str(FOLLOWER_MAIN), telemetry, control],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
 
     def read(self, until: Any, timeout_s: float = 30) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def test_frozen_then_killed_monitor_costs_the_trainer_nothing_and_misses_nothing
     follower = None
     try:
         info = trainer.wait_ready()
-        follower = FollowerProcess(info["telemetry"], info["control"])
+        follower = FollowerProcess(info["telemetry"], info["control"], tmp_path / "run-files")
         before = follower.read(lambda r: r["rows"] > 20)
         # WHEN the monitor is frozen for 10 s
         follower.signal(signal.SIGSTOP)

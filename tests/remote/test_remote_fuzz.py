@@ -11,10 +11,9 @@ import math
 import time
 
 import pytest
-import zmq
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from remote_helpers import TrainerProcess
+from remote_helpers import TrainerProcess, keyed_dealer
 
 from octa_tui.protocol import Command, ProtocolError, Reply, decode, encode
 from octa_tui.protocol import channels as ch
@@ -87,9 +86,7 @@ def test_malformed_control_frames_get_error_replies_and_change_nothing(tmp_path)
     try:
         info = trainer.wait_ready()
         before, steps_before, applied_before = latest_settings(info)
-        socket = zmq.Context.instance().socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(info["control"])
+        socket = keyed_dealer(info["control"])  # the owner's fuzzer: with the run's keys
         answered = []
 
         def exchange(frames: list[bytes]) -> None:

@@ -23,7 +23,7 @@ def test_monitors_join_late_restart_and_see_a_restarted_trainer_as_a_new_run(tmp
     followers: list[FollowerProcess] = []
 
     def follow(info) -> FollowerProcess:
-        followers.append(FollowerProcess(info["telemetry"], info["control"]))
+        followers.append(FollowerProcess(info["telemetry"], info["control"], tmp_path / "run-files"))
         return followers[-1]
 
     try:
