@@ -465,7 +465,8 @@ class Watch:
             self._functions.append(function)
         if self._probe is None and key not in self._order:
             self._order.append(key)
-        if isinstance(input, torch.Tensor) and (self._output is None or count == 1 and key == self._order[0]):
+        first_term = bool(self._order) and key == self._order[0]
+        if isinstance(input, torch.Tensor) and (self._output is None or first_term):
             self._output = (function, input.detach())
         if self._expects is None and self._probe is None and isinstance(input, torch.Tensor):
             self._expects = observe.expects_probabilities(function, target)
