@@ -18,6 +18,7 @@ the charts at ``chart_hz``).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,12 +33,12 @@ from textual.binding import Binding
 from textual.containers import Grid
 
 from ..diagnosis import Severity
-from ..protocol import channels as ch
 from ..protocol.messages import Command
-from . import panels, view
+from . import keys, panels, view
 from .commands import CommandDesk
 from .control import DICE_STEP, CommandInputError, CommandLog, exact_clip, exact_lr, exact_pos_weight
 from .format import format_command, format_number
+from .keys import CONTROL_ACTIONS, KEY_BAR_ORDER, LOSS_SETTING_ACTIONS, VERDICT_KEYS  # noqa: F401 - re-exported
 from .messages import (  # noqa: F401 - re-exported: the app's messages were defined here before
     CommandFailed,
     CommandReplied,
@@ -62,9 +63,10 @@ from .panel_widgets import (
     OutputsPanel,
     PreviewPanel,
 )
-from .replay_bar import REPLAY_ACTIONS, REPLAY_BINDINGS, ReplayBar, first_verdict_change
+from .replay_bar import REPLAY_ACTIONS, REPLAY_BINDINGS, ReplayBar  # noqa: F401 - REPLAY_ACTIONS re-exported
 from .screens import ConfirmScreen, HelpScreen, PromptScreen
 from .sources import Source, SourceStatus
+from .typeahead import PROMPT_KEYS, TypeAhead  # noqa: F401 - re-exported
 from .widgets import KeyBar, Panel, VerdictList
 from .workers import INGEST_BATCH_S, POLL_TIMEOUT_S, DiagnosisLoop, IngestLoop  # noqa: F401
 
@@ -95,21 +97,6 @@ LAYOUTS = (
     (100, 30, 3, {"loss", "gradients", "verdicts", "optimizer", "outputs", "events"}),
     (0, 0, 2, {"loss", "gradients", "verdicts", "events"}),
 )
-
-CONTROL_ACTIONS = frozenset(
-    {"lr_up", "lr_down", "prompt_lr", "dice_up", "dice_down", "prompt_pos_weight", "prompt_clip", "pause_trainer",
-     "checkpoint", "apply_fix", "undo_change", "stop_trainer"}
-)
-# Keys that change a loss setting: offered only when the run reports that setting.
-LOSS_SETTING_ACTIONS = {"dice_up": ch.OPT_DICE_WEIGHT, "dice_down": ch.OPT_DICE_WEIGHT,
-                        "prompt_pos_weight": ch.OPT_POS_WEIGHT}
-# The key bar's order: the keys a person reaches for first (those that apply now are shown).
-KEY_BAR_ORDER = ("quit_monitor", "pause_trainer", "apply_fix", "undo_change", "play_pause", "replay_speed",
-                 "next_verdict", "next_event", "lr_up", "lr_down", "prompt_lr", "checkpoint", "zoom", "prompt_clip",
-                 "dice_up", "dice_down", "prompt_pos_weight", "stop_trainer")
-VERDICT_KEYS = (("up/down", "Select a verdict (f applies its fix)"),)
-PROMPT_KEYS = {"r": "prompt_lr", "w": "prompt_pos_weight", "c": "prompt_clip"}
-TYPEAHEAD_HOLD_S = 2.0  # the longest keys are held for a prompt that is opening
 
 
 def default_diagnose(live: bool) -> Callable[[Any], tuple[list, Any]]:
@@ -203,9 +190,7 @@ class MonitorApp(App[int]):
                                               verdict_interval_s, wait_for=self._ingest.opened)
                                 if diagnose_factory is not None else None)
         self._replay_bar: ReplayBar | None = None
-        self._verdict_search = False
-        self._typeahead: list | None = None  # keys held while a prompt opens
-        self._typeahead_opener: Any = None  # the key event that opens it
+        self.typeahead = TypeAhead(self, PromptScreen)  # keys held while a prompt opens
 
     # --- layout --------------------------------------------------------------------------
 
@@ -218,7 +203,7 @@ class MonitorApp(App[int]):
                 else:
                     yield PANEL_CLASSES[panel_id](title, id=panel_id)
         if self.source.kind == "replay":
-            yield ReplayBar(self.source, id="replay-bar")
+            yield ReplayBar(self.source, self.diagnose_factory, id="replay-bar")
         yield KeyBar(id="keys")
 
     def on_mount(self) -> None:
@@ -473,117 +458,34 @@ class MonitorApp(App[int]):
         version = (id(history), self._notes_version, self.desk.version)
         self._widgets["events"].update_events(events, self.commands.entries, self.notes, trial_list, version)
 
-    # --- keys: availability -------------------------------------------------------------
+    # --- keys: which work and matter now (see keys.py) ---------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Trainer keys are greyed out without a trainer (or in replay); replay keys are hidden
-        when not replaying, and keys for a loss setting the run does not report (Dice weight,
-        pos_weight of a heatmap run) are hidden."""
-        if action in CONTROL_ACTIONS:
-            if action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
-                return False  # hidden: e.g. a heatmap run's MSE has no Dice weight or pos_weight to change
-            return True if self._can_control() else None
-        if action in REPLAY_ACTIONS:
-            return self.source.kind == "replay" and self.opened
-        return True
-
-    def _can_control(self) -> bool:
-        return self.source.can_control and self.opened and not self.failure
-
-    def _run_has(self, channel: str) -> bool:
-        """Whether the run reports ``channel`` (True before its schema is known)."""
-        history = self.source.history
-        return history is None or history.schema.has(channel)
-
-    def _binding_for(self, action: str) -> Binding:
-        return next(b for b in self.BINDINGS if isinstance(b, Binding) and b.action == action)
-
-    def _useful_now(self, action: str) -> bool:
-        """Whether a key is worth a place on the key bar now (it works, and does something)."""
-        if self.check_action(action, ()) is not True:
-            return False
-        if action == "apply_fix":
-            verdict = self._widgets["verdicts"].selected_verdict() if self._widgets else None
-            return verdict is not None
-        if action == "undo_change":
-            entry = self.commands.undoable()
-            return entry is not None and entry.restore is not None
-        return True
+        when not replaying, and keys for a loss setting the run does not report are hidden."""
+        return keys.availability(self, action)
 
     def key_bar_keys(self) -> list[tuple[str, str]]:
         """(key, what it does) of the keys that work and matter now, most useful first."""
-        keys = []
-        for action in KEY_BAR_ORDER:
-            if self._useful_now(action):
-                binding = self._binding_for(action)
-                description = binding.description
-                if action == "pause_trainer":
-                    description = "Resume" if self.source.status().trainer_state == "paused" else "Pause"
-                keys.append((self.get_key_display(binding), description))
-        return keys
+        return keys.key_bar(self)
 
     def _redraw_keys(self) -> None:
         if self._widgets:
             self._widgets["keys"].show_keys(self.key_bar_keys())
 
     def binding_rows(self) -> list[tuple[str, str, str]]:
-        """(key, description, availability) for the help screen: the keys that work now first,
-        then the panel toggles and the verdict selection, then the keys that need a trainer
-        when there is none. Replay keys are listed only in a replay."""
-        now, toggles, later = [], [], []
-        replay = self.source.kind == "replay"
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            action = binding.action.split("(")[0]
-            row_key = self.get_key_display(binding)
-            if action in REPLAY_ACTIONS:
-                if replay:
-                    now.append((row_key, binding.description, "in replay"))
-                continue
-            if action == "toggle_panel":
-                toggles.append((row_key, binding.description, "always"))
-            elif action in LOSS_SETTING_ACTIONS and not self._run_has(LOSS_SETTING_ACTIONS[action]):
-                later.append((row_key, binding.description, "with a trainer whose loss has this setting  (not this run)"))
-            elif action in CONTROL_ACTIONS:
-                if self._can_control():
-                    now.append((row_key, binding.description, "with a trainer"))
-                else:
-                    later.append((row_key, binding.description, "with a trainer  (not now)"))
-            else:
-                now.append((row_key, binding.description, "always"))
-        verdict_rows = [(key, description, "in the Verdicts panel") for key, description in VERDICT_KEYS]
-        return now + verdict_rows + toggles + later
-
-    # --- keys typed ahead into a prompt ----------------------------------------------------
+        """(key, description, availability) for the help screen, the keys that work now first."""
+        return keys.help_rows(self)
 
     async def on_event(self, event) -> None:
-        """Keys that follow a prompt key in a burst (a slow link delivers them together) are
-        held until the prompt's field can take them, instead of running as monitor keys."""
-        if isinstance(event, events.Key) and event is not self._typeahead_opener:
-            if self._typeahead is not None:
-                self._typeahead.append(event)
-                return
-            action = PROMPT_KEYS.get(event.key)
-            if action is not None and self.screen is self.screen_stack[0] and self.check_action(action, ()) is True:
-                self._typeahead, self._typeahead_opener = [], event  # the opener itself passes (it bubbles back)
-                self.set_timer(TYPEAHEAD_HOLD_S, self._release_typeahead)
+        """Keys that follow a prompt key in a burst are held for the prompt (see typeahead.py)."""
+        if isinstance(event, events.Key) and self.typeahead.intercept(event):
+            return
         await super().on_event(event)
 
     def take_typeahead(self) -> list:
-        """The keys held for a prompt that just opened (the prompt types them in); stops holding."""
-        keys, self._typeahead, self._typeahead_opener = self._typeahead or [], None, None
-        return keys
-
-    def _release_typeahead(self) -> None:
-        """No prompt took the held keys (it did not open): they run as the keys they are."""
-        if self._typeahead is None:
-            return
-        if isinstance(self.screen, PromptScreen):  # still opening (a loaded machine): wait on
-            self.set_timer(TYPEAHEAD_HOLD_S, self._release_typeahead)
-            return
-        keys = self.take_typeahead()
-        for key in keys:
-            self.post_message(events.Key(key.key, key.character))
+        """The keys held for a prompt that just opened (the prompt types them in)."""
+        return self.typeahead.take()
 
     # --- keys: actions ----------------------------------------------------------------------
 
@@ -644,7 +546,7 @@ class MonitorApp(App[int]):
         self._build_and_send(lambda: self.desk.dice_shifted(-DICE_STEP))
 
     def _prompt(self, question: str, parse: Callable[[str], Command], current: float) -> None:
-        value = format_number(current) if current == current and abs(current) != float("inf") else ""
+        value = format_number(current) if math.isfinite(current) else ""
 
         def sent(command: Command | None) -> None:
             if command is not None:
@@ -710,94 +612,52 @@ class MonitorApp(App[int]):
 
         self.push_screen(ConfirmScreen("Stop the trainer? Training ends (a checkpoint is kept)."), answered)
 
-    # --- replay keys (the bar is mounted only for a replay) ----------------------------------
-
-    def _replay(self):
-        return self.source if self.source.kind == "replay" else None
+    # --- replay keys: the bar, mounted only for a replay, does them ---------------------------
 
     def action_play_pause(self) -> None:
         """Play or pause the replay."""
-        if (replay := self._replay()) is not None:
-            replay.toggle_play()
+        if self._replay_bar is not None:
+            self._replay_bar.play_pause()
 
     def action_replay_speed(self) -> None:
         """Cycle the replay speed 1/4/16/64x."""
-        if (replay := self._replay()) is not None:
-            self.notify(f"replay at {replay.cycle_speed()}x", timeout=2)
+        if self._replay_bar is not None:
+            self._replay_bar.cycle_speed()
 
     def action_seek_back(self) -> None:
         """Back 5% of the recording."""
-        if (replay := self._replay()) is not None:
-            replay.seek_by(-0.05)
+        if self._replay_bar is not None:
+            self._replay_bar.seek_by(-0.05)
 
     def action_seek_forward(self) -> None:
         """Forward 5% of the recording."""
-        if (replay := self._replay()) is not None:
-            replay.seek_by(0.05)
+        if self._replay_bar is not None:
+            self._replay_bar.seek_by(0.05)
 
     def action_seek_start(self) -> None:
         """To the start of the recording."""
-        if (replay := self._replay()) is not None:
-            replay.seek(0)
+        if self._replay_bar is not None:
+            self._replay_bar.seek_to("start")
 
     def action_seek_end(self) -> None:
         """To the end of the recording."""
-        if (replay := self._replay()) is not None:
-            replay.seek(replay.length)
+        if self._replay_bar is not None:
+            self._replay_bar.seek_to("end")
 
     def action_next_event(self) -> None:
         """Jump to the next event (a command applied, a checkpoint, a warning)."""
-        if (replay := self._replay()) is None:
-            return
-        row = replay.next_event_row()
-        if row is None:
-            self.notify("no further event in this recording", timeout=3)
-        else:
-            replay.seek(row)
+        if self._replay_bar is not None:
+            self._replay_bar.next_event()
 
     def action_next_verdict(self) -> None:
         """Jump to the first step where the verdicts change (the speed stays as it was)."""
-        replay = self._replay()
-        if replay is None or self._verdict_search or self.diagnose_factory is None:
-            return
-        full = replay.full
-        if full is None:
-            return
-        if replay.playing:
-            replay.toggle_play()
-        self._verdict_search = True
         if self._replay_bar is not None:
-            self._replay_bar.searching = True
-            self._replay_bar.refresh()
-        start, factory = replay.position, self.diagnose_factory
+            self._replay_bar.next_verdict()
 
-        def search() -> None:
-            try:
-                row = first_verdict_change(full, start, factory)
-            except Exception as err:  # noqa: BLE001 - said in the event log, the replay goes on
-                self.call_from_thread(self._verdict_found, None, one_line(err))
-                return
-            self.call_from_thread(self._verdict_found, row, "")
-
-        self.run_worker(search, thread=True, group="verdict-search")
-
-    def _verdict_found(self, row: int | None, error: str) -> None:
-        self._verdict_search = False
-        if self._replay_bar is not None:
-            self._replay_bar.searching = False
-            self._replay_bar.refresh()
-        replay = self._replay()
-        if replay is None:
-            return
-        if error:
-            self.note(f"could not look for the next verdict: {error}", "bold red")
-        elif row is None:
-            self.notify("the verdicts do not change again in this recording", timeout=3)
-        else:
-            replay.seek(row)
-            step = int(replay.full.steps.step[row - 1]) if row else 0
-            self.note(f"verdicts change at step {step:,}", "magenta")
-        self._redraw()
+    @property
+    def _verdict_search(self) -> bool:
+        """Whether ``v`` is still looking for the next change."""
+        return self._replay_bar is not None and self._replay_bar.searching
 
 
 def _one_line(err: BaseException) -> str:

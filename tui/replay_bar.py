@@ -102,10 +102,74 @@ class ReplayBar(Widget):
     ReplayBar { height: 1; width: 1fr; background: $panel; }
     """
 
-    def __init__(self, source: Any, *, id: str | None = None) -> None:
+    def __init__(self, source: Any, diagnose_factory: Callable[[bool], Diagnose] | None = None, *,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.source = source
+        self.diagnose_factory = diagnose_factory
         self.searching = False
+
+    # -- the replay's keys (the app binds them and calls these) ------------------------------
+    def play_pause(self) -> None:
+        """Play or pause."""
+        self.source.toggle_play()
+        self.refresh()
+
+    def cycle_speed(self) -> None:
+        """Next speed of 1/4/16/64x."""
+        self.app.notify(f"replay at {self.source.cycle_speed()}x", timeout=2)
+        self.refresh()
+
+    def seek_by(self, fraction: float) -> None:
+        """Move by a fraction of the recording."""
+        self.source.seek_by(fraction)
+
+    def seek_to(self, where: str) -> None:
+        """To the ``"start"`` or the ``"end"`` of the recording."""
+        self.source.seek(0 if where == "start" else self.source.length)
+
+    def next_event(self) -> None:
+        """To just past the next event (a command applied, a checkpoint, a warning)."""
+        row = self.source.next_event_row()
+        if row is None:
+            self.app.notify("no further event in this recording", timeout=3)
+        else:
+            self.source.seek(row)
+
+    def next_verdict(self) -> None:
+        """To the first step where the verdicts change (looked for on a worker thread; the
+        speed stays as it was, playback pauses there)."""
+        replay, factory = self.source, self.diagnose_factory
+        if self.searching or factory is None or replay.full is None:
+            return
+        if replay.playing:
+            replay.toggle_play()
+        self.searching = True
+        self.refresh()
+        full, start = replay.full, replay.position
+
+        def search() -> None:
+            try:
+                row = first_verdict_change(full, start, factory)
+            except Exception as err:  # noqa: BLE001 - said in the event log, the replay goes on
+                self.app.call_from_thread(self._found, None, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                return
+            self.app.call_from_thread(self._found, row, "")
+
+        self.run_worker(search, thread=True, group="verdict-search")
+
+    def _found(self, row: int | None, error: str) -> None:
+        self.searching = False
+        self.refresh()
+        app, replay = self.app, self.source
+        if error:
+            app.note(f"could not look for the next verdict: {error}", "bold red")
+        elif row is None:
+            app.notify("the verdicts do not change again in this recording", timeout=3)
+        else:
+            replay.seek(row)
+            step = int(replay.full.steps.step[row - 1]) if row else 0
+            app.note(f"verdicts change at step {step:,}", "magenta")
 
     def render(self) -> Text:
         replay = self.source

@@ -71,7 +71,7 @@ class VerdictList(OptionList, inherit_bindings=False):
         super().__init__(id=id)
         self.border_title = "Verdicts"
         self.verdicts: list = []
-        self._shown: tuple = ()
+        self._shown: tuple | None = None  # nothing shown yet: the first list, even empty, is drawn
 
     def show_verdicts(self, verdicts: Sequence) -> None:
         """Replace the list, keeping the highlight on the same verdict code when it is still there."""

@@ -348,3 +348,12 @@ async def test_the_key_bar_shows_the_keys_that_matter_now_at_80_columns():
         await wait_for(pilot, lambda: app.commands.entries and app.commands.entries[-1].status == "applied")
         await pilot.pause(0.3)
         assert "u Undo" in screen_text(app).splitlines()[-1]
+
+
+@run_async
+async def test_a_run_with_no_verdict_says_nothing_looks_wrong():
+    app = app_with(Trainer(), diagnose_factory=lambda live: (lambda history: ([], None)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.diagnosis is not None)
+        await pilot.pause(0.3)
+        assert "nothing looks wrong" in screen_text(app)

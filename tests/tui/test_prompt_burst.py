@@ -49,7 +49,7 @@ def _typed(keys: list[str], burst: bool) -> tuple[str, list, dict]:
                 for key in _keys("r", *keys):
                     app.post_message(key)
                 # the prompt takes the held keys once its field has the focus
-                await _wait(pilot, lambda: isinstance(app.screen, PromptScreen) and app._typeahead is None or sent)
+                await _wait(pilot, lambda: isinstance(app.screen, PromptScreen) and app.typeahead.held is None or sent)
             else:
                 await pilot.press("r")
                 await _wait(pilot, lambda: isinstance(app.screen, PromptScreen))
