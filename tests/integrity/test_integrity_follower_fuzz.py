@@ -99,15 +99,15 @@ class FrameFeed:
         pass
 
 
-def bad_frame(draw, next_good: int):
-    """One bad frame of some kind."""
+def bad_frame(draw, next_good: int, held: int):
+    """One bad frame of some kind (``held``: steps the follower holds before this batch)."""
     kind = draw(st.sampled_from(["jump", "back", "width", "run", "major", "garbage", "heartbeat", "time"]))
     if kind == "jump":
         seq = draw(st.integers(next_good + 1, 2**63 - 1))
         return encode_step(bytes.fromhex(RUN), seq, 0, 0, 1.0, np.zeros(WIDTH, np.float32))
-    if kind == "back" and next_good > 0:  # (a forged step with the very seq expected next looks like the
-        # real one: only keys, not the follower, can tell them apart)
-        return encode_step(bytes.fromhex(RUN), draw(st.integers(0, max(0, next_good - 1))), 0, 0, 1.0,
+    if kind == "back" and held > 0:  # a step the follower holds already, again with other values (a forged
+        # step with a seq the follower still needs looks exactly like the real one: only keys tell them apart)
+        return encode_step(bytes.fromhex(RUN), draw(st.integers(0, held - 1)), 0, 0, 1.0,
                            np.full(WIDTH, -1.0, np.float32))
     if kind == "width":  # (a wrong width is refused whatever its seq)
         width = draw(st.integers(0, 40).filter(lambda w: w != WIDTH))
@@ -139,6 +139,7 @@ def test_any_stream_of_good_and_bad_frames_keeps_the_good_steps_once_in_order(da
     f._sub, f._client, f._next_ping = feed, trainer, float("inf")
     seq = 0
     for _ in range(data.draw(st.integers(1, 6))):
+        held = len(f.history.steps)
         batch = []
         for _ in range(data.draw(st.integers(0, 30))):
             if data.draw(st.booleans()):
@@ -148,7 +149,7 @@ def test_any_stream_of_good_and_bad_frames_keeps_the_good_steps_once_in_order(da
                 seq += 1
                 trainer.published = seq
             else:
-                batch.append(bad_frame(data.draw, seq))
+                batch.append(bad_frame(data.draw, seq, held))
         feed.batches.append(batch)
         f._last_verify = -1e9  # each poll may check with the trainer (the rate limit is tested elsewhere)
         f.poll(0)  # never raises
