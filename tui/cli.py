@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("host", metavar="[user@]host", help="where the trainer runs (as for ssh)")
     attach.add_argument("--port", type=int, default=None, help="ssh port (default: ssh's)")
     attach.add_argument("--identity", metavar="FILE", default=None, help="ssh private key (ssh -i)")
+    attach.add_argument("-J", "--jump", metavar="[user@]host[:port]", default=None,
+                        help="reach the host through a jump host, as ssh -J (ProxyJump) does: a login node; "
+                             "several separated by commas")
+    attach.add_argument("-F", "--ssh-config", metavar="FILE", default=None,
+                        help="an ssh config file (ssh -F); it applies to the jump hosts too")
     attach.add_argument("-o", dest="ssh_option", metavar="OPTION", action="append", default=[],
                         help="an ssh -o option, e.g. -o StrictHostKeyChecking=accept-new (repeatable)")
     attach.add_argument("--remote-octa-tui", metavar="CMD", default="octa-tui",
@@ -364,7 +369,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     try:
         target = SshTarget(parse_destination(args.host), args.port, args.identity, tuple(args.ssh_option),
-                           quote_remote(args.remote_octa_tui))
+                           quote_remote(args.remote_octa_tui), jump=args.jump, config=args.ssh_config)
         info = choose_trainer(remote_trainers(target), where=args.host)
         with tempfile.TemporaryDirectory(prefix="octa-attach-") as local_dir:  # 0700: local sockets stay ours
             forwards = [plan_forward(info.telemetry, local_dir, "telemetry"),

@@ -155,3 +155,21 @@ def test_connect_says_which_mistake_a_target_is(tmp_path, target, says):
     result = octa_tui("connect", target, env_dir=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert says in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_attach_passes_the_jump_host_and_ssh_config_to_ssh(monkeypatch, capsys):
+    from octa_tui.tui import attach, cli
+
+    seen = []
+
+    def remote_trainers(target):
+        seen.append(target.command())
+        raise attach.AttachError("stop here")
+
+    monkeypatch.setattr(attach, "remote_trainers", remote_trainers)
+    assert cli.main(["attach", "-J", "me@login:2200", "-F", "/tmp/cfg", "--port", "2222", "me@gpu7"]) == 1
+    [command] = seen
+    assert command[:3] == ["ssh", "-F", "/tmp/cfg"]
+    assert command[command.index("-J") + 1] == "me@login:2200" and command[command.index("-p") + 1] == "2222"
+    assert cli.main(["attach", "--jump=-oProxyCommand=x", "gpu7"]) == 1  # never an ssh option
+    assert "give the jump host as [user@]host[:port]" in capsys.readouterr().err
