@@ -64,6 +64,8 @@ SERVICE_SHARE = 0.03
 SERVICE_BURST_S = 0.02
 # Refused peers told to the monitors as warning events (all are logged once and counted).
 MAX_REFUSAL_EVENTS = 8
+# How often tick() reads the sockets' failed handshakes (reading costs ~25 us).
+REFUSAL_CHECK_S = 0.25
 # A monitor counts as attached while it was heard from within this many heartbeat intervals.
 MONITOR_TIMEOUT_INTERVALS = 3.0
 # A ping is answered with a heartbeat on the stream too, but not more often than this.
@@ -80,11 +82,12 @@ class ServiceBudget:
     ``burst_s``); work is allowed while the credit lasts (:meth:`left`), and :meth:`end`
     charges what the work took, so one expensive unit is paid back by skipping later
     boundaries. Over any long stretch the service takes at most ``share`` of the thread's
-    time (plus one unit), whatever the monitors send.
+    time (plus one unit), whatever the monitors send. The clock is the training thread's
+    CPU time: time the machine gives other processes is charged to no one.
     """
 
     def __init__(self, share: float = SERVICE_SHARE, burst_s: float = SERVICE_BURST_S,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.thread_time) -> None:
         if not 0 < share <= 1 or not burst_s > 0:
             raise ValueError(f"share must be in (0, 1] and burst_s > 0, got {share!r}, {burst_s!r}")
         self.share = share
@@ -265,6 +268,7 @@ class TrainerLink:
         self._streams: dict[bytes, _HistoryStream] = {}
         self._chunk_rows = max(16, min(HISTORY_CHUNK_ROWS, HISTORY_CHUNK_BYTES // (4 * max(1, self._width) + 24)))
         self._refusal_events = 0
+        self._next_refusal_check = float("-inf")
         self._recording = recording
         self._recording_warned = False
         self._seq = 0
@@ -555,7 +559,8 @@ class TrainerLink:
         """Send a heartbeat when one is due and forget monitors not heard from lately."""
         self._state = state
         now = self._clock()
-        if self._watches:
+        if self._watches and now >= self._next_refusal_check:
+            self._next_refusal_check = now + REFUSAL_CHECK_S
             self._check_refusals()
         if self._recording is not None and not self._recording_warned:
             error = getattr(self._recording, "error", None)
