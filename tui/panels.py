@@ -412,23 +412,27 @@ def render_optimizer(history: RunHistory, summary: view.HistorySummary, rows: in
 MARKER_STEP_STYLE = "yellow"
 
 
-def render_verdict(verdict, selected: bool = False) -> Text:
+def render_verdict(verdict, selected: bool = False) -> Table:
     """One verdict: severity, title and confidence; the evidence; the fix (key ``f``) or
-    the instruction when the fix needs a restart."""
-    out = Text(no_wrap=False)
-    out.append(f"{severity_label(verdict.severity):4} ", style=severity_style(verdict.severity))
-    out.append(verdict.title, style="bold")
+    the instruction when the fix needs a restart. The text wraps at words under the title,
+    clear of the severity label (a hanging indent at any width)."""
+    body = Text(no_wrap=False)
+    body.append(verdict.title, style="bold")
     if verdict.confidence != "measured":
-        out.append(f" ({verdict.confidence})", style="italic bright_black")
-    out.append(f"\n     {verdict.evidence}", style="")
+        body.append(f" ({verdict.confidence})", style="italic bright_black")
+    body.append(f"\n{verdict.evidence}", style="")
     if verdict.fixes:
         fixes = "; ".join(format_command(c.op, dict(c.args)) for c in verdict.fixes)
-        out.append(f"\n     fix: {fixes}", style="green")
+        body.append(f"\nfix: {fixes}", style="green")
         if selected:
-            out.append("  [f applies]", style="bold green")
+            body.append("  [f applies]", style="bold green")
     elif verdict.instruction:
-        out.append(f"\n     restart: {verdict.instruction}", style="cyan")
-    return out
+        body.append(f"\nrestart: {verdict.instruction}", style="cyan")
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(width=4, no_wrap=True)
+    table.add_column(ratio=1, overflow="fold")
+    table.add_row(Text(f"{severity_label(verdict.severity):4}", style=severity_style(verdict.severity)), body)
+    return table
 
 
 def render_dataset(report: DatasetReport | None) -> Table | Text:
