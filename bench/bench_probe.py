@@ -25,7 +25,8 @@ Then the publish path alone in a tight loop: laying out the step vector and publ
 ``octa_tui.watch(model, optimizer)`` (per-optimizer step hooks, loss observed at the
 ``torch.nn.functional`` losses) or the way ``octa-tui run`` attaches (global step hooks,
 model found from the optimizer): plain blocks run with the Watch suspended (no hooks, no
-loss observation), watched blocks with it on; overhead as above (with-minus-without).
+loss observation), watched blocks with it on; overhead as above (with-minus-without), and
+inside: the time spent in the Watch's step hooks and loss observers per step.
 
 Usage: python bench/bench_probe.py [--device cpu|cuda] [--blocks 20] [--steps 8] [--threads 1,0]
                                    [--pass-activated] [--attach probe|watch|run]
@@ -193,6 +194,20 @@ def attach_overhead(device: torch.device, folder: str, how: str, threads: int, b
     else:
         watch = Watch(None, None, task="segmentation", record=str(Path(folder) / f"{how}.octa"), announce=False)
 
+    spent = [0.0]  # seconds inside the Watch's hooks and loss observers
+
+    def timed(fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+
+    for name in ("_pre_step", "_post_step", "loss_called", "backward_called", "clip_called"):
+        setattr(watch, name, timed(getattr(watch, name)))  # used from the first resume() on
+
     def step(images: torch.Tensor, masks: torch.Tensor) -> None:
         loss = criterion(model(images), masks)
         optimizer.zero_grad(set_to_none=True)
@@ -213,12 +228,14 @@ def attach_overhead(device: torch.device, folder: str, how: str, threads: int, b
     block(WARMUP_STEPS)  # watched warm-up: the run starts at its first step
     watch.suspend()
     block(WARMUP_STEPS)
-    plain_med, watched_med = [], []
+    plain_med, watched_med, inside = [], [], []
     for b in range(blocks):
         for watched in ((False, True) if b % 2 == 0 else (True, False)):
             if watched:
                 watch.resume()
+                spent[0] = 0.0
                 watched_med.append(statistics.median(block(steps)))
+                inside.append(spent[0] / steps)
                 watch.suspend()
             else:
                 plain_med.append(statistics.median(block(steps)))
@@ -230,6 +247,7 @@ def attach_overhead(device: torch.device, folder: str, how: str, threads: int, b
         "plain_ms": base * 1e3,
         "watched_ms": statistics.median(watched_med) * 1e3,
         "overhead_pct": statistics.median(p - q for p, q in zip(watched_med, plain_med)) / base * 100,
+        "inside_ms": statistics.median(inside) * 1e3,
         "published": published,
     }
 
@@ -283,12 +301,13 @@ def main() -> None:
               f"batch {DEMO['batch_size']}, device {device}; instrumented by "
               f"{'octa_tui.watch(model, optimizer)' if args.attach == 'watch' else 'octa-tui run (global hooks)'}")
         print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order; plain blocks with the Watch suspended")
-        header = f"{'threads':>7} | {'plain ms':>8} | {'watched ms':>10} | {'overhead':>8} | {'steps published':>15}"
+        header = (f"{'threads':>7} | {'plain ms':>8} | {'watched ms':>10} | {'overhead':>8} | {'inside ms':>9} | "
+                  f"{'inside':>7} | {'steps published':>15}")
         print(header)
         print("-" * len(header))
         for r in rows:
             print(f"{r['threads']:>7} | {r['plain_ms']:8.2f} | {r['watched_ms']:10.2f} | {r['overhead_pct']:+7.2f}% | "
-                  f"{r['published']:>15}")
+                  f"{r['inside_ms']:9.3f} | {r['inside_ms'] / r['plain_ms'] * 100:6.2f}% | {r['published']:>15}")
         return
     with tempfile.TemporaryDirectory() as folder:
         demo = Demo(device, folder, pass_activated=args.pass_activated)

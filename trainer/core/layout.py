@@ -86,5 +86,5 @@ class VectorLayout:
             squares = np.bincount(self.layer_of_param, weights=wide * wide, minlength=self.layer_count)
             vector[self.grad_pos] = np.sqrt(squares)
         vector[self.over_pos] = np.count_nonzero(norms > bound)
-        vector[self.max_pos] = norms.max() if count else 0.0
+        vector[self.max_pos] = np.maximum.reduce(norms) if count else 0.0  # NaN propagates
         return vector
