@@ -258,3 +258,62 @@ def test_fp16_mixed_precision_skipped_steps_are_marked_never_non_finite(tmp_path
     assert np.all(np.isfinite(_column(history, "gradstat/total_norm")[~skipped]))
     assert any(e.kind == "amp_step_skipped" for e in history.events)
     assert [e.epoch for e in history.epochs] == [0, 1, 2]
+
+
+class HeatmapModule(L.LightningModule):
+    """A CRAFT-like LightningModule with seed 002's fault: raw outputs into MSE against heatmaps in [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        import logits_mse
+
+        self.net = logits_mse.CraftLike()
+
+    def training_step(self, batch, batch_idx):
+        images, heatmaps = batch
+        return torch.nn.functional.mse_loss(self.net(images), heatmaps)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def _verdict_codes(history) -> dict[str, int]:
+    from .monitor import verdicts_as_the_run_grows
+
+    found: dict[str, int] = {}
+    for step, verdicts in verdicts_as_the_run_grows(history):
+        for verdict in verdicts:
+            found.setdefault(verdict.code, step)
+    return found
+
+
+@pytest.mark.slow
+def test_a_lightning_module_without_its_sigmoid_is_diagnosed_missing_sigmoid(tmp_path):
+    import logits_mse
+    from torch.utils.data import DataLoader, TensorDataset
+
+    L.seed_everything(0, verbose=False)
+    images, heatmaps = logits_mse.gaussian_heatmaps(64)
+    record = tmp_path / "heatmap.octa"
+    trainer = L.Trainer(max_steps=80, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[OctaCallback(task="heatmap", record=str(record))])
+    trainer.fit(HeatmapModule(), DataLoader(TensorDataset(images, heatmaps), batch_size=8, shuffle=True))
+    history = read_recording(record).history
+    assert history.schema.loss == ("total", "mse") and history.schema.loss_expects_probabilities
+    assert "missing_sigmoid" in _verdict_codes(history)
+
+
+@pytest.mark.slow
+def test_a_healthy_lightning_fit_raises_no_warning(tmp_path):
+    from octa_tui.diagnosis import Severity
+
+    from .monitor import verdicts_as_the_run_grows
+
+    record = tmp_path / "healthy.octa"
+    _fit(tmp_path, epochs=12, callbacks=[OctaCallback(task="segmentation", record=str(record))])
+    history = read_recording(record).history
+    assert len(history.steps) == 96 and len(history.epochs) == 12
+    loud = [(step, v.code, v.evidence) for step, verdicts in verdicts_as_the_run_grows(history)
+            for v in verdicts if v.severity >= Severity.WARN]
+    assert loud == []

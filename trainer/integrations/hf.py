@@ -85,6 +85,7 @@ class OctaTrainerCallback(TrainerCallback):
             config["amp"] = "fp16"
         elif getattr(args, "bf16", False):
             config["amp"] = "bf16"
+        options.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         options.setdefault("checkpoint_dir", Path(args.output_dir) / "octa-tui-checkpoints")
         self._expect_val = _evaluates_every_epoch(args)
         try:

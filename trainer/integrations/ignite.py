@@ -99,6 +99,7 @@ class OctaHandler:
         kwargs = dict(self.watch_kwargs)
         config = dict(kwargs.pop("config", None) or {})
         config["framework"] = "monai" if type(engine).__module__.startswith("monai") else "ignite"
+        kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         accumulation = getattr(engine, "accumulation_steps", 1)
         if isinstance(accumulation, int) and accumulation > 1:
             config["accumulation_steps"] = accumulation

@@ -86,6 +86,7 @@ class OctaCallback(pl.Callback):
             config["framework_clip"] = float(clip)  # applied after the norms are measured
         if trainer.world_size > 1:
             config["ranks_watched"] = "rank 0 of " + str(trainer.world_size)
+        kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         kwargs.setdefault("checkpoint_dir", Path(trainer.default_root_dir) / "octa-tui-checkpoints")
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         try:
