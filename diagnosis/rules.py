@@ -786,12 +786,13 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
             return None
         threshold *= p * ctx.pos_weight + (1.0 - p)
         note = ctx.say("bce_not_settled", "threshold_weighted", pos_weight=ctx.pos_weight)
-    # The segmentation itself is good: the seed's rule of thumb has nothing to add.
+    # The segmentation itself is good (in training: the Dice term; or at validation): the seed's
+    # rule of thumb has nothing to add. (Training is what BCE measures; a broken validation is
+    # the validation-collapse rule's.)
     dice_term = ctx.level(ch.LOSS_DICE).mean if view.has(ch.LOSS_DICE) else math.nan
-    if math.isfinite(view.val_dice):
-        if view.val_dice >= t.val_dice_good:
-            return None
-    elif math.isfinite(dice_term) and dice_term <= 1.0 - t.val_dice_good:
+    if math.isfinite(dice_term) and dice_term <= 1.0 - t.val_dice_good:
+        return None
+    if math.isfinite(view.val_dice) and view.val_dice >= t.val_dice_good:
         return None
     bce = ctx.level(ch.LOSS_BCE)
     # The recent level, and even the low edge of its noise band, must be above the bound.
