@@ -185,9 +185,11 @@ class MonitorApp(App[int]):
         self._loud_history = 0  # id() of the history they were for
         self._bound_schema: Any = None  # the run schema the shown keys were chosen for
         self._widgets: dict[str, Any] = {}
-        self._ingest = IngestLoop(source, self.post_message, self._stop, derive=self._derive)
+        self._first_frame = threading.Event()  # set once the first frame is on screen
+        self._ingest = IngestLoop(source, self.post_message, self._stop, derive=self._derive,
+                                  derive_after=self._first_frame)
         self._diagnosis_loop = (DiagnosisLoop(source, self.post_message, self._stop, diagnose_factory,
-                                              verdict_interval_s, wait_for=self._ingest.opened)
+                                              verdict_interval_s, wait_for=self._first_frame)
                                 if diagnose_factory is not None else None)
         self._replay_bar: ReplayBar | None = None
         self.typeahead = TypeAhead(self, PromptScreen)  # keys held while a prompt opens
@@ -219,6 +221,7 @@ class MonitorApp(App[int]):
         # redraw is most of the monitor's cost, at a calmer rate that still reads as live.
         self.set_interval(1.0 / max(self.refresh_hz, 0.5), partial(self._redraw, charts=False))
         self.set_interval(1.0 / max(min(self.chart_hz, self.refresh_hz), 0.5), self._redraw)
+        self.call_after_refresh(self._first_frame.set)
         self.run_worker(self._ingest.run, thread=True, name="ingest", group="ingest")
         if self._diagnosis_loop is not None:
             self.run_worker(self._diagnosis_loop.run, thread=True, name="diagnosis", group="diagnosis")

@@ -54,11 +54,14 @@ class IngestLoop:
     """
 
     def __init__(self, source: Source, post: Post, stop: threading.Event,
-                 derive: Callable[[Any], None] | None = None) -> None:
+                 derive: Callable[[Any], None] | None = None, derive_after: threading.Event | None = None) -> None:
         self.source = source
         self.post = post
         self.stop = stop
         self.derive = derive
+        # Set once the first frame is on screen: the derived stores of a long history are
+        # built after it, so they do not compete with it for the CPU and memory.
+        self.derive_after = derive_after
         self.opened = threading.Event()
         self.done = threading.Event()
 
@@ -98,6 +101,9 @@ class IngestLoop:
         history = self.source.history
         if self.derive is None or history is None:
             return
+        while self.derive_after is not None and not self.derive_after.wait(0.05):
+            if self.stop.is_set():
+                return
         try:
             self.derive(history)
         except Exception as err:  # noqa: BLE001 - the panels redo it themselves and show what fails
