@@ -317,3 +317,57 @@ def test_a_healthy_lightning_fit_raises_no_warning(tmp_path):
     loud = [(step, v.code, v.evidence) for step, verdicts in verdicts_as_the_run_grows(history)
             for v in verdicts if v.severity >= Severity.WARN]
     assert loud == []
+
+
+class ScenarioModule(L.LightningModule):
+    """One of the fault scenarios' configurations, written as a LightningModule."""
+
+    def __init__(self, net, loss, optimizer):
+        super().__init__()
+        self.net, self.loss, self.make_optimizer = net, loss, optimizer
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        return self.loss(self.net(images), targets)
+
+    def configure_optimizers(self):
+        return self.make_optimizer(self.parameters())
+
+
+def _vanishing():
+    from octa_tui.trainer.models import PlainSigmoidCNN
+
+    images, masks = foreign.discs(64, size=32)
+    return (ScenarioModule(PlainSigmoidCNN(depth=12, width=16, in_channels=1),
+                           torch.nn.functional.binary_cross_entropy_with_logits,
+                           lambda p: torch.optim.Adam(p, lr=1e-3)), images, masks)
+
+
+def _nan():
+    # seed 002's conditions: no normalisation, 0-255 inputs, MSE on raw outputs; SGD at lr 0.02 diverges
+    from octa_tui.trainer.models import CraftLike
+    from octa_tui.trainer.synthetic import synthetic_heatmaps
+
+    images, region, affinity = synthetic_heatmaps(64, size=32, seed=0)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    y = torch.from_numpy(np.stack([region, affinity], axis=1))
+    return (ScenarioModule(CraftLike(base_width=16, output_activation="none", batch_norm=False),
+                           torch.nn.functional.mse_loss,
+                           lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9)), x, y)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "verdict"), [(_vanishing, "vanishing_gradients"), (_nan, "nonfinite")],
+                         ids=["vanishing", "nan"])
+def test_a_scenario_fault_in_a_lightning_module_gets_the_scenarios_verdict(tmp_path, scenario, verdict):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    L.seed_everything(0, verbose=False)
+    module, x, y = scenario()
+    record = tmp_path / "fault.octa"
+    trainer = L.Trainer(max_steps=60, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[OctaCallback(record=str(record))])
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True))
+    found = _verdict_codes(read_recording(record).history)
+    assert verdict in found, sorted(found)
