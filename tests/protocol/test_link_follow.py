@@ -29,6 +29,7 @@ from octa_tui.protocol import (
     new_run_id,
 )
 from octa_tui.protocol.follow import LIVE, LOST, STALLED, RunFollower
+from octa_tui.protocol.keys import client_keys_for, secure_client_socket
 from octa_tui.protocol.link import PendingCommand, TrainerLink
 from octa_tui.protocol.transport import ControlClient, ControlTimeout
 
@@ -416,6 +417,9 @@ def test_malformed_control_frames_get_an_error_reply_and_the_link_keeps_working(
     t = trainer()
     raw = zmq.Context.instance().socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
+    curve = client_keys_for(t.control)  # a default trainer takes only its user's key
+    if curve is not None:
+        secure_client_socket(raw, curve)
     raw.connect(t.control)
     try:
         raw.send_multipart([b"OC\x01\x00\x09\x00\x00\x00", b"\xc1\xc1"])
