@@ -794,6 +794,9 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
         return None
     if math.isfinite(view.val_dice) and view.val_dice >= t.val_dice_good:
         return None
+    _, train_dice = view.latest_epoch_metric("train", DICE_KEYS)
+    if math.isfinite(train_dice) and train_dice >= t.val_dice_good:
+        return None
     bce = ctx.level(ch.LOSS_BCE)
     # The recent level, and even the low edge of its noise band, must be above the bound.
     if not (math.isfinite(bce.mean) and ctx.above(bce.low(t.level_sigmas), threshold)):

@@ -282,11 +282,14 @@ def val_loss_rising() -> RunHistory:
     return b.history
 
 
-def bce_stuck_at(value: float, epochs: int = 9, val_dice: float = float("nan")) -> RunHistory:
+def bce_stuck_at(
+    value: float, epochs: int = 9, val_dice: float = float("nan"), train_dice: float = float("nan")
+) -> RunHistory:
     b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
     b.steps(100, loss__bce=lambda r: 0.7 - 0.004 * r)  # the early descent, 0.7 -> 0.3
     b.steps(epochs * 100 - 100, loss__bce=value)
-    return (b.epoch(epochs, {"loss": 0.3}, {"dice": val_dice}) if val_dice == val_dice else b).history
+    train = {"loss": 0.3} if train_dice != train_dice else {"loss": 0.3, "dice": train_dice}
+    return b.epoch(epochs, train, {} if val_dice != val_dice else {"dice": val_dice}).history
 
 
 def flat_well_below_constant() -> RunHistory:
@@ -464,6 +467,8 @@ CASES = [
     Case("BCE 0.34 late", "bce_not_settled", lambda: bce_stuck_at(0.34), True, Severity.WARN),
     Case("BCE 0.34 late but val Dice 0.89 (BatchNorm nets, soft logits)", "bce_not_settled",
          lambda: bce_stuck_at(0.34, val_dice=0.89), False),
+    Case("BCE 0.34 late, training Dice 0.95 (validation broken)", "bce_not_settled",
+         lambda: bce_stuck_at(0.34, val_dice=0.55, train_dice=0.95), False),
     Case("heatmap MSE 0.022, 60% below the constant, still creeping down", "plateau", low_level_creeping, False),
     Case("flat at 40% of the constant baseline: it learned, nothing to fix", "plateau", flat_well_below_constant,
          False),
