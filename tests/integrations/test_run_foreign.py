@@ -232,3 +232,35 @@ def test_raw_logits_into_mse_is_diagnosed_missing_sigmoid(tmp_path: Path):
         for verdict in verdicts:
             found.setdefault(verdict.code, step)
     assert "missing_sigmoid" in found, sorted(found)
+
+
+CALLBACK_SCRIPT = '''
+import sys
+sys.path.insert(0, {foreign!r})
+import lightning as L
+import lightning_module as lm
+from octa_tui.trainer.integrations.lightning import OctaCallback
+
+L.seed_everything(0, verbose=False)
+args = lm.parse_args(["--max-epochs", "2"])
+trainer = lm.build_trainer(args, callbacks=[OctaCallback(record={record!r})])
+trainer.fit(lm.SegModel(), datamodule=lm.DiscDataModule())
+print("fit done", trainer.global_step)
+'''
+
+
+@pytest.mark.slow
+def test_a_script_with_a_callback_under_run_streams_one_run(tmp_path: Path):
+    # GIVEN a Lightning script that already has the callback, started under octa-tui run
+    script = tmp_path / "with_callback.py"
+    script.write_text(CALLBACK_SCRIPT.format(foreign=str(FOREIGN), record=str(tmp_path / "callback.octa")))
+    record = tmp_path / "run.octa"
+    result = subprocess.run([sys.executable, "-m", "octa_tui.run", "--record", str(record), "--", str(script)],
+                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "fit done 16" in result.stdout
+    # THEN the callback streams the run, and octa-tui run's own watch stepped aside: one run, not two
+    assert "watched by its callback" in result.stderr
+    assert not record.exists() or len(read_recording(record).history.steps) == 0
+    history = read_recording(tmp_path / "callback.octa").history
+    assert len(history.steps) == 16 and history.schema.config["framework"] == "lightning"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import watch as watch_module
 from ..watch import Watch
 from .metrics import mean
 
@@ -103,3 +104,21 @@ class FrameworkWatch(Watch):
             self._guard(self._probe.flush)
         losses, self._epoch_losses = self._epoch_losses, []
         return mean(losses) if losses else math.nan
+
+
+def take_over_from_run(optimizer: Any) -> bool:
+    """Close a Watch of ``octa-tui run`` that has not started a run yet and would watch ``optimizer``.
+
+    A script with a framework callback, started under ``octa-tui run``, would otherwise stream
+    two runs of the same training. The callback knows more (its framework's step boundary,
+    validation metrics, stop), so it takes over; a run Watch that already publishes is left
+    alone. Returns whether one was closed.
+    """
+    closed = False
+    for other in list(getattr(watch_module, "_open_watches", ())):
+        if isinstance(other, FrameworkWatch) or other.probe is not None:
+            continue
+        if other.optimizer is None or other.optimizer is optimizer:
+            other.close()
+            closed = True
+    return closed

@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .boundary import FrameworkWatch
+from .boundary import FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -88,6 +88,8 @@ class OctaTrainerCallback(TrainerCallback):
         options.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         options.setdefault("checkpoint_dir", Path(args.output_dir) / "octa-tui-checkpoints")
         self._expect_val = _evaluates_every_epoch(args)
+        if take_over_from_run(_torch_optimizer(optimizer)):
+            print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(model, _torch_optimizer(optimizer), task=self.task,
                                         scaler=getattr(optimizer, "scaler", None), config=config,

@@ -35,7 +35,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from .boundary import FrameworkWatch
+from .boundary import FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -103,6 +103,8 @@ class OctaHandler:
         accumulation = getattr(engine, "accumulation_steps", 1)
         if isinstance(accumulation, int) and accumulation > 1:
             config["accumulation_steps"] = accumulation
+        if take_over_from_run(optimizer):
+            print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(model, optimizer, task=self.task, scaler=scaler, config=config,
                                         infer_epochs=False, on_stop="flag", **kwargs)

@@ -33,7 +33,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from .boundary import FrameworkWatch
+from .boundary import FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -89,6 +89,8 @@ class OctaCallback(pl.Callback):
         kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         kwargs.setdefault("checkpoint_dir", Path(trainer.default_root_dir) / "octa-tui-checkpoints")
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if take_over_from_run(optimizer):
+            print("octa-tui: this fit is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(pl_module, optimizer, task=self.task, scaler=scaler, config=config,
                                         external_boundary=True, infer_epochs=False, on_stop="flag", **kwargs)
