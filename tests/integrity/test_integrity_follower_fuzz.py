@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from octa_tui.protocol import ModelSummary, Schema
 from octa_tui.protocol.codec import HEAD, decode_step_frames, encode, encode_step
-from octa_tui.protocol.follow import RunFollower
+from octa_tui.protocol.follow import VERIFY_INTERVAL_S, RunFollower
 from octa_tui.protocol.messages import Heartbeat, Reply, StepChunk
 from octa_tui.protocol.run import RunHistory
 
@@ -133,6 +133,17 @@ def bad_frame(draw, next_good: int, held: int):
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_any_stream_of_good_and_bad_frames_keeps_the_good_steps_once_in_order(data):
+    follow_a_stream(data, checks_every_poll=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_the_same_with_checks_at_their_real_rate(data):
+    # (checks with the trainer at most every VERIFY_INTERVAL_S: jumps wait for the next one)
+    follow_a_stream(data, checks_every_poll=False)
+
+
+def follow_a_stream(data, checks_every_poll: bool) -> None:
     trainer, feed = ModelTrainer(), FrameFeed()
     f = RunFollower("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
     f.history = RunHistory(SCHEMA)
@@ -151,10 +162,14 @@ def test_any_stream_of_good_and_bad_frames_keeps_the_good_steps_once_in_order(da
             else:
                 batch.append(bad_frame(data.draw, seq, held))
         feed.batches.append(batch)
-        f._last_verify = -1e9  # each poll may check with the trainer (the rate limit is tested elsewhere)
+        if checks_every_poll:
+            f._last_verify = -1e9  # each poll may check with the trainer
         f.poll(0)  # never raises
     for _ in range(3):
-        f._last_verify = -1e9
+        if checks_every_poll:
+            f._last_verify = -1e9
+        else:
+            time.sleep(VERIFY_INTERVAL_S * 1.1)
         f.poll(0)
     held = f.history.steps.seq.astype(np.int64)
     assert np.all(np.diff(held) > 0), "a step held twice or out of order"
