@@ -78,3 +78,4 @@ def test_validation_after_the_epoch_end_completes_the_held_epoch():  # the HF Tr
     gate.flush()  # the run ended before the second evaluation
     gate.flush()
     assert watch.epochs == [({"loss": 1.0}, {"loss": 0.8}), ({"loss": 0.9}, {})]
+

@@ -31,12 +31,16 @@ class FrameworkWatch(Watch):
     """A :class:`~octa_tui.trainer.watch.Watch` driven by a framework's callback.
 
     ``external_boundary``: the callback calls :meth:`boundary` once per optimizer step when
-    the step's gradients are complete, and the optimizer's pre-hook only scales the lr. Other
-    keywords are the Watch's.
+    the step's gradients are complete, and the optimizer's pre-hook only scales the lr.
+    ``commands_refused``: a reason to answer every command with an error instead of applying
+    it (a multi-process run served from rank 0 only: a change on one rank would split the
+    run, a pause would hang the others in their next collective). Other keywords are the Watch's.
     """
 
-    def __init__(self, *args: Any, external_boundary: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, external_boundary: bool = False, commands_refused: str | None = None,
+                 **kwargs: Any) -> None:
         self.external_boundary = bool(external_boundary)
+        self.commands_refused = commands_refused
         self._at_boundary = False  # boundary() ran for the step in progress
         self._in_step = False  # the optimizer's pre-hook ran, its post-hook not yet
         self._epoch_losses: list[float] = []
@@ -94,6 +98,13 @@ class FrameworkWatch(Watch):
         if created and self._probe is not None:
             self._loss_index = self._probe.schema.index("loss/total")
             self._probe.on_values.append(self._tally)
+            if self.commands_refused and self.controller is not None:
+                self.controller.apply = self._refuse  # type: ignore[method-assign]
+
+    def _refuse(self, pending: Any) -> bool:
+        step = self._probe.step if self._probe is not None else 0
+        pending.error(f"{pending.command.op}: {self.commands_refused}; nothing was changed", step)
+        return False
 
     def _tally(self, step: int, epoch: int, vector: Any) -> None:
         self._epoch_losses.append(float(vector[self._loss_index]))

@@ -22,7 +22,8 @@ Commands: ``set_lr`` (a scale on whatever lr the Trainer's scheduler sets, every
 clipping (applied after the Trainer's own), pause (the step waits while the link is served),
 checkpoint (the model's and optimizer's state) and stop (``control.should_training_stop``:
 the Trainer ends after the current step, with its usual end-of-training work). Only the main
-process (``state.is_world_process_zero``) streams.
+process (``state.is_world_process_zero``) streams; in a multi-process run commands are refused
+with that reason (applied in one process alone they would split the run).
 """
 
 from __future__ import annotations
@@ -88,12 +89,19 @@ class OctaTrainerCallback(TrainerCallback):
         options.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         options.setdefault("checkpoint_dir", Path(args.output_dir) / "octa-tui-checkpoints")
         self._expect_val = _evaluates_every_epoch(args)
+        world = int(getattr(args, "world_size", 1) or 1)
+        refused = None
+        if world > 1:
+            config["ranks_watched"] = f"the main process of {world}"
+            refused = (f"this run has {world} processes and is watched from the main one only; a change applied "
+                       "there alone would split the run (use the commands on single-process runs)")
         if take_over_from_run(_torch_optimizer(optimizer)):
             print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(model, _torch_optimizer(optimizer), task=self.task,
                                         scaler=getattr(optimizer, "scaler", None), config=config,
-                                        infer_epochs=False, on_stop="flag", **options)
+                                        infer_epochs=False, on_stop="flag", commands_refused=refused,
+                                        **options)
         except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops training
             print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
             return

@@ -25,7 +25,8 @@ metrics and the evaluator's (``val_mean_dice`` shows as the validation Dice).
 
 Commands: ``set_lr`` (a scale on whatever lr the engine's scheduler sets, every group),
 clipping, pause (the step waits while the link is served), checkpoint and stop
-(``engine.terminate()`` after the current iteration).
+(``engine.terminate()`` after the current iteration). In a multi-process run only rank 0
+streams and commands are refused with that reason (applied on one rank they would split it).
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ def find_evaluator(engine: Engine) -> Engine | None:
                 if isinstance(validator, Engine):
                     return validator
     return None
+
+
+def _world_size() -> int:
+    try:
+        from ignite.distributed import get_world_size
+
+        return int(get_world_size())
+    except Exception:  # noqa: BLE001 - no distributed configuration: one process
+        return 1
+
+
+def _rank() -> int:
+    try:
+        from ignite.distributed import get_rank
+
+        return int(get_rank())
+    except Exception:  # noqa: BLE001
+        return 0
 
 
 def _val_names(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +110,7 @@ class OctaHandler:
     # --- the run --------------------------------------------------------------------------------
 
     def _started(self, engine: Engine) -> None:
-        if self.watch is not None:
+        if self.watch is not None or _rank() != 0:
             return
         model = self.model if self.model is not None else getattr(engine, "network", None)
         optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
@@ -100,6 +119,12 @@ class OctaHandler:
         config = dict(kwargs.pop("config", None) or {})
         config["framework"] = "monai" if type(engine).__module__.startswith("monai") else "ignite"
         kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
+        refused = None
+        world = _world_size()
+        if world > 1:
+            config["ranks_watched"] = f"rank 0 of {world}"
+            refused = (f"this run has {world} processes and is watched from rank 0 only; a change applied there "
+                       "alone would split the run (use the commands on single-process runs)")
         accumulation = getattr(engine, "accumulation_steps", 1)
         if isinstance(accumulation, int) and accumulation > 1:
             config["accumulation_steps"] = accumulation
@@ -107,7 +132,7 @@ class OctaHandler:
             print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(model, optimizer, task=self.task, scaler=scaler, config=config,
-                                        infer_epochs=False, on_stop="flag", **kwargs)
+                                        infer_epochs=False, on_stop="flag", commands_refused=refused, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops the run
             print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
             return

@@ -22,7 +22,8 @@ current batch, as Lightning's own early stopping does).
 Automatic and manual optimization both work: the boundary is Lightning's
 ``on_before_optimizer_step``, which both call once the gradients are complete. With several
 optimizers the first one is watched. Under a multi-process strategy only global rank 0
-streams, and commands reach rank 0 only: use them on single-process runs.
+streams, and commands are refused with that reason (applied on rank 0 alone they would split
+the run): use them on single-process runs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from .boundary import FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
+MULTI_PROCESS = ("this run has {n} processes and is watched from rank 0 only; a change applied on one rank "
+                 "would split the run (use the commands on single-process runs)")
 PRECISION_AMP = {"16-mixed": "fp16", "16": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
 
 
@@ -84,8 +87,10 @@ class OctaCallback(pl.Callback):
         clip = getattr(trainer, "gradient_clip_val", None)
         if clip:
             config["framework_clip"] = float(clip)  # applied after the norms are measured
+        refused = None
         if trainer.world_size > 1:
             config["ranks_watched"] = "rank 0 of " + str(trainer.world_size)
+            refused = MULTI_PROCESS.format(n=trainer.world_size)
         kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
         kwargs.setdefault("checkpoint_dir", Path(trainer.default_root_dir) / "octa-tui-checkpoints")
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
@@ -93,7 +98,8 @@ class OctaCallback(pl.Callback):
             print("octa-tui: this fit is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
         try:
             self.watch = FrameworkWatch(pl_module, optimizer, task=self.task, scaler=scaler, config=config,
-                                        external_boundary=True, infer_epochs=False, on_stop="flag", **kwargs)
+                                        external_boundary=True, infer_epochs=False, on_stop="flag",
+                                        commands_refused=refused, **kwargs)
             self._epochs = EpochGate(self.watch)
         except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops the fit
             print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
