@@ -177,8 +177,10 @@ class ReplayBar(Widget):
         n = replay.length
         where = f"{replay.position / n:.1%}" if n else "-"
         parts = [Part(f" {mark} {replay.speed}x", "bold cyan", keep=9, gap=""), Part(f"at {where}", keep=8)]
+        if n and replay.position >= n:
+            parts.append(Part("(end)", keep=8, gap=" "))
         if self.searching:
             parts.append(Part("looking for the next verdict change...", "yellow", keep=7))
-        parts += [Part("p play/pause", keep=6), Part("s speed", keep=5), Part("v next verdict", keep=5),
-                  Part("n next event", keep=4), Part("←/→ 5%", keep=3), Part("home/end", keep=2)]
+        # The keys below are the seek keys; play, speed and the jumps are on the key bar.
+        parts += [Part("←/→ back/forward 5%", "bright_black", keep=3), Part("home/end start/end", "bright_black", keep=2)]
         return fit_parts(parts, self.content_size.width or 80)

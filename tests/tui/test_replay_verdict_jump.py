@@ -87,7 +87,8 @@ def test_v_lands_on_the_first_step_of_each_verdict_change_and_keeps_the_speed(re
                 text = screen_text(app)
                 assert f"step {row - 1:,}" in text
                 assert f"verdicts change at step {row - 1:,}" in text
-            assert "v next verdict" in text  # the replay bar
+            assert "⏸ paused 4x" in text and "←/→ back/forward 5%" in text  # the replay bar
+            assert "v Next verdict" in text  # on the key bar
 
     asyncio.run(scenario())
 
