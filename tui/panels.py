@@ -262,7 +262,8 @@ def render_loss(history: RunHistory, summary: view.HistorySummary, rows: int, st
             elif span is not None and baseline < span[0]:
                 where = " (below)"
         name = "" if baseline_channel == ch.LOSS_TOTAL else f" {baseline_channel.split('/', 1)[-1]}"
-        parts.append(Part(f"┄ constant{name} {format_number(baseline)}{where}", "bright_black", keep=len(series)))
+        word = "constant" if width >= 40 else "const"  # abbreviated where a legend has little room
+        parts.append(Part(f"┄ {word}{name} {format_number(baseline)}{where}", "bright_black", keep=len(series)))
     legend = fit_parts(parts, width)
     chart_height = max(height - 2, 1)
     local_markers = [m - start for m in markers if start <= m < rows]

@@ -40,6 +40,6 @@ def utc(monkeypatch):
     time.tzset()
 
 
-@pytest.mark.parametrize("size", [(200, 50), (80, 24)])
+@pytest.mark.parametrize("size", [(200, 50), (80, 24), (100, 30)])
 def test_main_screen(snap_compare, size):
     assert snap_compare(_app(), terminal_size=size, run_before=_settled)
