@@ -76,23 +76,26 @@ log = logging.getLogger("octa_tui.link")
 
 
 class ServiceBudget:
-    """How much work serving monitors may do now: a share of the time spent outside it.
+    """How much work serving monitors may do now: a share of the time that passed.
 
-    Each :meth:`begin` credits ``share`` of the time since the last :meth:`end` (capped at
-    ``burst_s``); work is allowed while the credit lasts (:meth:`left`), and :meth:`end`
-    charges what the work took, so one expensive unit is paid back by skipping later
-    boundaries. Over any long stretch the service takes at most ``share`` of the thread's
-    time (plus one unit), whatever the monitors send. The clock is the training thread's
-    CPU time: time the machine gives other processes is charged to no one.
+    Each :meth:`begin` credits ``share`` of the wall time since the last :meth:`end`
+    (capped at ``burst_s``); work is allowed while the credit lasts (:meth:`left`), and
+    :meth:`end` charges the CPU time the work took on this thread, so one expensive unit
+    is paid back by skipping later boundaries. Over any long stretch the service takes at
+    most ``share`` of the training thread's time (plus one unit), whatever the monitors
+    send; a paused or idle loop still earns credit, and time the machine gives other
+    processes is charged to no one.
     """
 
     def __init__(self, share: float = SERVICE_SHARE, burst_s: float = SERVICE_BURST_S,
-                 clock: Callable[[], float] = time.thread_time) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 cost_clock: Callable[[], float] = time.thread_time) -> None:
         if not 0 < share <= 1 or not burst_s > 0:
             raise ValueError(f"share must be in (0, 1] and burst_s > 0, got {share!r}, {burst_s!r}")
         self.share = share
         self.burst_s = burst_s
         self._clock = clock
+        self._cost_clock = cost_clock
         self.balance = burst_s
         self._last_end: float | None = None
         self._start = 0.0
@@ -103,20 +106,19 @@ class ServiceBudget:
         now = self._clock()
         if self._last_end is not None:
             self.balance = min(self.burst_s, self.balance + self.share * (now - self._last_end))
-        self._start = now
+        self._start = self._cost_clock()
         return self.balance > 0
 
     def left(self) -> bool:
         """Whether more work fits in this boundary's credit."""
-        return self.balance - (self._clock() - self._start) > 0
+        return self.balance - (self._cost_clock() - self._start) > 0
 
     def end(self) -> None:
         """Charge the boundary's work."""
-        now = self._clock()
-        used = now - self._start
+        used = self._cost_clock() - self._start
         self.balance -= used
         self.spent_s += used
-        self._last_end = now
+        self._last_end = self._clock()
 
 
 @dataclass
@@ -135,6 +137,8 @@ class _HistoryStream:
     chunks: int = 0
     pending: list[bytes] | None = None
     done: bool = False
+    # Replies to this monitor's other requests while its answer is under way (sent first).
+    replies: list[list[bytes]] = field(default_factory=list)
     reply: Reply | None = field(default=None, repr=False)
 
 
@@ -459,7 +463,12 @@ class TrainerLink:
             refuse = (f"{len(self._streams)} monitors are receiving the history now (at most {MAX_HISTORY_STREAMS} "
                       "at once); ask again in a few seconds")
         if refuse is not None:
-            self._server.reply(identity, Reply(command.request_id, "error", reason=refuse, step=self._last_step))
+            reply = Reply(command.request_id, "error", reason=refuse, step=self._last_step)
+            if identity in self._streams and len(self._streams[identity].replies) < 4:
+                # its queue may be full of the answer under way: the refusal goes out in turn
+                self._streams[identity].replies.append(encode(reply))
+            else:
+                self._server.reply(identity, reply)
             return
         history = self.history
         records: list[Message] = [history.schema]
@@ -478,6 +487,8 @@ class TrainerLink:
 
     def _next_frames(self, stream: _HistoryStream) -> list[bytes] | None:
         """The stream's next message, encoded (None once its Reply went out)."""
+        if stream.replies:
+            return stream.replies.pop(0)
         if stream.next_record < len(stream.records):
             stream.next_record += 1
             return encode(stream.records[stream.next_record - 1])

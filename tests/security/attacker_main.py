@@ -52,7 +52,14 @@ def main(telemetry: str, control: str, run_file: str, seconds: float) -> None:
         out["monitor"] = "connected"
     except ControlTimeout as exc:
         out["monitor"] = str(exc)
-    # 4. the run file, which holds the keys
+    # 4. what `octa-tui connect` prints (one line, before any screen)
+    import subprocess
+
+    cli = subprocess.run([sys.executable, "-m", "octa_tui.tui.cli", "connect", telemetry, "--control", control,
+                          "--timeout", str(seconds)], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    out["cli"] = [cli.returncode, cli.stderr.strip()[-600:]]
+    # 5. the run file, which holds the keys
     try:
         with open(run_file) as handle:
             out["run_file"] = "read " + str(len(handle.read()))

@@ -94,6 +94,8 @@ def test_another_user_gets_nothing_from_a_default_trainer_and_is_told_refused(ki
         assert report["control_replies"] == 0, report
         assert report["monitor"].startswith("refused: "), report
         assert "is it running" not in report["monitor"]
+        code, said = report["cli"]
+        assert code != 0 and "refused: " in said and "is it running" not in said, report["cli"]
         # AND it cannot read the run file that holds the keys (0600 in a 0700 folder)
         assert report["run_file"] == "PermissionError", report
         assert (run_file.stat().st_mode & 0o777, run_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
