@@ -67,6 +67,14 @@ class Watcher:
         # The history's unfinished window (or its last full one), so the first summary comes at once.
         self._mark = (len(steps) - 1) // self.every * self.every if len(steps) else 0
         self._summaries(final=True)
+        self._diagnose()  # what the history joined already shows (a measured fault appears at once)
+
+    def _diagnose(self) -> None:
+        """Evaluate the engine (it only counts an evaluation when the history changed) and write
+        what changed."""
+        history = self.follower.history
+        for rec in self._changes.update(self.engine.evaluate(history), self._last_step(), history.run_id):
+            self.write(rec)
 
     def _last_step(self) -> int:
         steps = self.follower.history.steps
@@ -142,9 +150,7 @@ class Watcher:
                 elif isinstance(msg, EpochSummary):
                     self.write(epoch_record(msg))
             if update.steps or update.records:
-                history = self.follower.history
-                for rec in self._changes.update(self.engine.evaluate(history), self._last_step(), history.run_id):
-                    self.write(rec)
+                self._diagnose()
             state, by = self._run_state()
             self._summaries(final=state in END_STATES or state == LOST)
             if state != self._state:
