@@ -64,6 +64,7 @@ _listeners: list[LossListener] = []
 _originals: dict[str, Callable[..., Any]] = {}
 _original_backward: Callable[..., Any] | None = None
 _original_clip: Callable[..., Any] | None = None
+_original_clip_with_norm: Callable[..., Any] | None = None
 _busy = threading.local()  # a loss that calls another loss reports only the outer one
 _lock = threading.Lock()
 
@@ -93,7 +94,7 @@ def installed() -> bool:
 
 
 def _install() -> None:
-    global _original_backward, _original_clip
+    global _original_backward, _original_clip, _original_clip_with_norm
     for name in LOSS_FUNCTIONS:
         original = getattr(F, name, None)
         if original is None or name in _originals:
@@ -106,10 +107,13 @@ def _install() -> None:
     if _original_clip is None:
         _original_clip = torch.nn.utils.clip_grad_norm_
         torch.nn.utils.clip_grad_norm_ = _clip_grad_norm_
+    if _original_clip_with_norm is None and hasattr(torch.nn.utils, "clip_grads_with_norm_"):
+        _original_clip_with_norm = torch.nn.utils.clip_grads_with_norm_
+        torch.nn.utils.clip_grads_with_norm_ = _clip_grads_with_norm_
 
 
 def _uninstall() -> None:
-    global _original_backward, _original_clip
+    global _original_backward, _original_clip, _original_clip_with_norm
     for name, original in _originals.items():
         setattr(F, name, original)
     _originals.clear()
@@ -119,6 +123,9 @@ def _uninstall() -> None:
     if _original_clip is not None:
         torch.nn.utils.clip_grad_norm_ = _original_clip
         _original_clip = None
+    if _original_clip_with_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_ = _original_clip_with_norm
+        _original_clip_with_norm = None
 
 
 def _drop(listener: LossListener, exc: BaseException) -> None:
@@ -165,12 +172,24 @@ def _clip_grad_norm_(parameters: Any, max_norm: float, *args: Any, **kwargs: Any
     """``torch.nn.utils.clip_grad_norm_``, reported: the gradients are clipped before the step."""
     assert _original_clip is not None
     total = _original_clip(parameters, max_norm, *args, **kwargs)
+    _report_clip(max_norm, total)
+    return total
+
+
+def _clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any, *args: Any, **kwargs: Any) -> Any:
+    """``torch.nn.utils.clip_grads_with_norm_`` (what Accelerate clips with), reported like clip_grad_norm_."""
+    assert _original_clip_with_norm is not None
+    result = _original_clip_with_norm(parameters, max_norm, total_norm, *args, **kwargs)
+    _report_clip(max_norm, total_norm)
+    return result
+
+
+def _report_clip(max_norm: float, total_norm: Any) -> None:
     for listener in list(_listeners):
         try:
-            listener.clip_called(float(max_norm), total)
+            listener.clip_called(float(max_norm), total_norm)
         except Exception as exc:  # noqa: BLE001
             _drop(listener, exc)
-    return total
 
 
 def expects_probabilities(function: str, target: Any) -> bool | None:

@@ -251,3 +251,18 @@ def test_stop_from_the_monitor_ends_a_lightning_fit_under_run(tmp_path: Path):
             proc.wait()
     events = read_recording(record).history.events
     assert events[-1].kind == "run_finished" and events[-1].data["state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_run_under_the_hugging_face_trainer_sees_its_clipping_warmup_and_evaluations(tmp_path: Path):
+    # GIVEN the HF Trainer with its defaults (AdamW, linear warm-up from 0, clipping at 1.0, eval each epoch)
+    _, recording = _run_example(tmp_path, "hf_trainer", "--epochs", "2")
+    history = recording.history
+    schema, values = history.schema, history.steps.values
+    # THEN every optimizer step is measured, and the clipping done before it is a stated fact
+    assert schema.model.name == "Regressor" and schema.grad == ("body.0", "body.2")
+    assert len(history.steps) == 16 and schema.config["grads_clipped_before_probe"] == 1.0
+    assert np.all(values[:, schema.index("gradstat/total_norm")] <= 1.0 + 1e-5)
+    assert values[0, schema.index("opt/lr")] == 0.0 and values[4, schema.index("opt/lr")] > 0  # the warm-up
+    # AND its evaluations close the epochs
+    assert [e.epoch for e in history.epochs] == [0, 1] and all("mse" in e.val for e in history.epochs)
