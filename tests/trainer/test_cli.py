@@ -98,7 +98,7 @@ def test_octa_train_prints_endpoints_writes_its_run_file_and_leaves_a_recording(
     # AND the recording is readable and the run file is gone
     history = read_recording(tmp_path / recording.group(1)).history
     assert len(history.steps) >= 1 and history.events[-1].kind == "run_finished"
-    assert list((tmp_path / "run-files").glob("*.json")) == []
+    assert [p for p in (tmp_path / "run-files").glob("*.json") if p.stem.isdigit()] == []  # (keys.json stays)
 
 
 @pytest.mark.slow
