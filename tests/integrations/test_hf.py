@@ -133,3 +133,19 @@ def test_the_monitor_scales_the_warm_up_schedule_and_stops_the_trainer(tmp_path)
     assert len(np.unique(np.round(scheduled[reply.step:], 12))) > 5  # the schedule went on underneath
     finished = [e for e in history.events if e.kind == "run_finished"]
     assert finished and finished[-1].data["state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_a_resumed_trainer_goes_on_counting_from_its_checkpoint(tmp_path):
+    from transformers.trainer_utils import SaveStrategy
+
+    out = str(tmp_path / "out")
+    first = foreign.build(out, epochs=1)
+    first.args.save_strategy = SaveStrategy.EPOCH
+    first.train()
+    record = tmp_path / "resumed.octa"
+    second = foreign.build(out, epochs=2, callbacks=[OctaTrainerCallback(record=str(record))])
+    second.train(resume_from_checkpoint=True)
+    history = read_recording(record).history
+    assert list(history.steps.step) == list(range(8, 16))  # the Trainer's global steps 8..15
+    assert set(history.steps.epoch) == {1} and [e.epoch for e in history.epochs] == [1]

@@ -371,3 +371,24 @@ def test_a_scenario_fault_in_a_lightning_module_gets_the_scenarios_verdict(tmp_p
     trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True))
     found = _verdict_codes(read_recording(record).history)
     assert verdict in found, sorted(found)
+
+
+@pytest.mark.slow
+def test_a_resumed_fit_goes_on_counting_from_its_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(0, verbose=False)
+    data = foreign.DiscDataModule(n_train=64, n_val=16, batch_size=8)
+    common = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=str(tmp_path))
+    first = L.Trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt")], **common)
+    first.fit(foreign.SegModel(), datamodule=data)
+    [checkpoint] = (tmp_path / "ckpt").glob("*.ckpt")
+
+    record = tmp_path / "resumed.octa"
+    second = L.Trainer(max_epochs=2, enable_checkpointing=False, callbacks=[OctaCallback(record=str(record))],
+                       **common)
+    second.fit(foreign.SegModel(), datamodule=data, ckpt_path=str(checkpoint))
+    history = read_recording(record).history
+    assert list(history.steps.step) == list(range(8, 16))  # Lightning's global steps 8..15
+    assert set(history.steps.epoch) == {1} and [e.epoch for e in history.epochs] == [1]

@@ -117,6 +117,12 @@ class OctaTrainerCallback(TrainerCallback):
 
     # --- steps ------------------------------------------------------------------------------------
 
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        watch = self.watch
+        if watch is not None and watch.probe is None:  # resumed from a checkpoint: count on from it
+            watch.probe_kwargs.setdefault("start_step", int(state.global_step))
+            watch.probe_kwargs.setdefault("start_epoch", int(state.epoch or 0))
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.watch is not None and self.watch.stop_requested:
             control.should_training_stop = True

@@ -126,6 +126,9 @@ class OctaCallback(pl.Callback):
         watch = self.watch
         if watch is None or _torch_optimizer(optimizer) is not watch.optimizer:
             return
+        if watch.probe is None:  # a resumed fit (ckpt_path) goes on counting from its checkpoint
+            watch.probe_kwargs.setdefault("start_step", int(trainer.global_step))
+            watch.probe_kwargs.setdefault("start_epoch", int(trainer.current_epoch))
         watch.boundary()
         self._check_stop(trainer)
 
