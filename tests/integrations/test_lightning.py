@@ -87,12 +87,13 @@ class Witness(L.Callback):
             trainer.should_stop = True
 
 
-def _fit(tmp_path: Path, *, epochs: int, accumulate: int = 1, manual: bool = False, callbacks=(), clip=None):
+def _fit(tmp_path: Path, *, epochs: int, accumulate: int = 1, manual: bool = False, callbacks=(), clip=None,
+         precision: str = "32-true"):
     L.seed_everything(0, verbose=False)
     model = foreign.SegModel(width=8, lr=3e-3, manual=manual)
     data = foreign.DiscDataModule(n_train=64, n_val=16, batch_size=8)
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, accumulate_grad_batches=accumulate,
+        max_epochs=epochs, accelerator="cpu", devices=1, accumulate_grad_batches=accumulate, precision=precision,
         gradient_clip_val=clip, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, logger=False, default_root_dir=str(tmp_path), callbacks=list(callbacks),
     )
@@ -105,13 +106,15 @@ def _column(history, key):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("accumulate", "manual"), [(1, False), (2, False), (1, True)],
-                         ids=["automatic", "accumulate-2", "manual"])
-def test_every_optimizer_step_is_published_with_the_gradients_lightning_steps_with(tmp_path, accumulate, manual):
+@pytest.mark.parametrize(("accumulate", "manual", "precision"),
+                         [(1, False, "32-true"), (2, False, "32-true"), (1, True, "32-true"), (1, False, "bf16-mixed")],
+                         ids=["automatic", "accumulate-2", "manual", "bf16-mixed"])
+def test_every_optimizer_step_is_published_with_the_gradients_lightning_steps_with(tmp_path, accumulate, manual,
+                                                                                   precision):
     record = tmp_path / "fit.octa"
     witness = Witness()
     trainer = _fit(tmp_path, epochs=2, accumulate=accumulate, manual=manual, clip=None if manual else 0.5,
-                   callbacks=[OctaCallback(task="segmentation", record=str(record)), witness])
+                   precision=precision, callbacks=[OctaCallback(task="segmentation", record=str(record)), witness])
     history = read_recording(record).history
     schema = history.schema
 
@@ -121,6 +124,7 @@ def test_every_optimizer_step_is_published_with_the_gradients_lightning_steps_wi
     assert schema.grad == LAYERS
     assert schema.config["framework"] == "lightning"
     assert schema.config["accumulate_grad_batches"] == accumulate
+    assert schema.config.get("amp") == ("bf16" if precision == "bf16-mixed" else None)
     # measured on the step's own, complete gradients, before Lightning's gradient_clip_val
     np.testing.assert_allclose(_column(history, "gradstat/total_norm"), witness.norms, rtol=1e-4)
     if not manual:
