@@ -53,12 +53,15 @@ def main(telemetry: str, control: str, run_file: str, seconds: float) -> None:
     except ControlTimeout as exc:
         out["monitor"] = str(exc)
     # 4. what `octa-tui connect` prints (one line, before any screen)
-    import subprocess
+    import contextlib
+    import io
 
-    cli = subprocess.run([sys.executable, "-m", "octa_tui.tui.cli", "connect", telemetry, "--control", control,
-                          "--timeout", str(seconds)], capture_output=True, text=True, timeout=120,
-                         stdin=subprocess.DEVNULL)
-    out["cli"] = [cli.returncode, cli.stderr.strip()[-600:]]
+    from octa_tui.tui.cli import main as octa_tui
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+        code = octa_tui(["connect", telemetry, "--control", control, "--timeout", str(seconds)])
+    out["cli"] = [code, said.getvalue().strip()[-600:]]
     # 5. the run file, which holds the keys
     try:
         with open(run_file) as handle:

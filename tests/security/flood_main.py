@@ -68,10 +68,14 @@ def trainer(history_steps: int) -> None:
         cpu_after, thread = os.times(), time.thread_time() - thread_before
         process_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         print(json.dumps({
-            # service_share: of the training thread's CPU time, the part spent serving monitors;
+            # service_share: CPU seconds the training thread spent serving monitors, per second
+            # (what the budget holds to 3%); service_of_thread: the same over the thread's own
+            # CPU time (higher when the machine gives the thread less than a core);
             # other_cpu_share: CPU of the process's other threads (ZeroMQ's I/O), per second.
             "phase": name, "steps_per_s": count / elapsed,
-            "service_share": (link.service_seconds - served_before) / max(thread, 1e-9),
+            "service_share": (link.service_seconds - served_before) / elapsed,
+            "service_of_thread": (link.service_seconds - served_before) / max(thread, 1e-9),
+            "thread_cpu_share": thread / elapsed,
             "other_cpu_share": max(0.0, process_cpu - thread) / elapsed, "rss_mb": rss_mb(), "peak_rss_mb": peak,
             "history_streams": link.history_streams, "refused": link.refusals.count,
         }), flush=True)

@@ -18,7 +18,7 @@ def test_floods_cost_a_bounded_share_and_a_non_reader_bounded_memory():
     rows = {row["phase"]: row for row in measure(history_steps=100_000, seconds=3.0)}
     start = rows.pop("start")["rss_mb"]
     for name, row in rows.items():
-        # THEN serving monitors took at most the budget (3%) of the training thread's time, plus slack
+        # THEN serving monitors took at most the budget (3% of the time) on the training thread, plus slack
         assert row["service_share"] < 0.05, (name, row)
         # AND the process's other threads (ZeroMQ I/O, refusals) stayed small too
         assert row["other_cpu_share"] < 0.25, (name, row)
