@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octa_tui.protocol import ModelSummary, Schema
@@ -130,13 +130,13 @@ def bad_frame(draw, next_good: int, held: int):
     return draw(st.binary(min_size=0, max_size=80))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_any_stream_of_good_and_bad_frames_keeps_the_good_steps_once_in_order(data):
     follow_a_stream(data, checks_every_poll=True)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_the_same_with_checks_at_their_real_rate(data):
     # (checks with the trainer at most every VERIFY_INTERVAL_S: jumps wait for the next one)

@@ -273,7 +273,8 @@ def test_a_damaged_schema_leaves_no_run_to_replay(recording):
         read_recording(recording)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                                             HealthCheck.data_too_large])
 @given(data=st.data())
 def test_any_damage_never_raises_beyond_a_recording_error_and_never_invents_steps(tmp_path_factory, data):
     # GIVEN a small recording and any few damaged places (flips, zeroed runs, cuts, random bytes)
