@@ -59,3 +59,49 @@ def test_the_folder_is_per_user_and_can_be_redirected(tmp_path: Path, monkeypatc
     directory = run_dir()
     assert directory == tmp_path / "octa-tui"
     assert directory.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_run_file_of_an_older_version_without_keys_still_reads(tmp_path: Path):
+    import json
+
+    old = {"pid": os.getpid(), "run_id": "0123456789abcdef", "telemetry": "tcp://127.0.0.1:5601",
+           "control": "tcp://127.0.0.1:5602", "task": "segmentation", "model": "UNet", "started_at": 1.0,
+           "recording": "", "host": "h"}
+    (tmp_path / f"{os.getpid()}.json").write_text(json.dumps(old))
+    (info,) = list_run_files(tmp_path)
+    assert info.run_id == old["run_id"] and info.client_curve() is None
+
+
+def test_a_default_trainers_run_file_carries_its_keys_and_hides_them_in_public(tmp_path: Path, monkeypatch):
+    import stat
+
+    from octa_tui.protocol import ModelSummary, Schema, new_run_id
+    from octa_tui.protocol.keys import client_keys_for
+    from octa_tui.protocol.link import TrainerLink
+    from octa_tui.protocol.runfiles import USER_KEYS, keys_for_endpoint, user_keys
+
+    monkeypatch.setenv("OCTA_TUI_RUN_DIR", str(tmp_path))
+    link = TrainerLink(Schema(run_id=new_run_id(), task="segmentation", model=ModelSummary("UNet", 10),
+                              loss=("total",), grad=("a",), opt=("lr",)))
+    try:
+        # GIVEN a run file written for it, without naming keys (as Probe.start writes it)
+        write_run_file(RunFileInfo(os.getpid(), link.run_id, link.telemetry_endpoint, link.control_endpoint),
+                       tmp_path)
+        (info,) = list_run_files(tmp_path)
+        # THEN it carries the link's client keys, the user's keys file is private, and public() drops the secret
+        assert info.client_curve() == client_keys_for(link.control_endpoint)
+        assert info.client_curve().server_public == user_keys(tmp_path).server.public
+        assert stat.S_IMODE((tmp_path / USER_KEYS).stat().st_mode) == 0o600
+        assert "curve_secret" not in info.public() and info.public()["curve_server"] == info.curve_server
+        assert keys_for_endpoint(link.telemetry_endpoint, tmp_path) == (True, info.client_curve())
+    finally:
+        link.close()
+
+
+def test_malformed_keys_make_a_run_file_unreadable_not_a_crash(tmp_path: Path):
+    import json
+
+    bad = {"pid": os.getpid(), "run_id": "0123456789abcdef", "telemetry": "tcp://127.0.0.1:5601",
+           "control": "tcp://127.0.0.1:5602", "curve_server": "short", "curve_public": "x" * 40, "curve_secret": ""}
+    (tmp_path / f"{os.getpid()}.json").write_text(json.dumps(bad))
+    assert list_run_files(tmp_path) == []
