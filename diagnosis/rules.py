@@ -26,7 +26,8 @@ from functools import cached_property
 import numpy as np
 
 from octa_tui.protocol import channels as ch
-from octa_tui.protocol.commands import make_command
+from octa_tui.protocol.commands import make_command as _make_command
+from octa_tui.protocol.errors import ProtocolError
 from octa_tui.protocol.messages import Command
 from octa_tui.protocol.run import RunHistory
 
@@ -60,6 +61,20 @@ LR_MAX = 1.0  # set_lr's accepted upper bound
 LOSS_NAMES = {"mse": "MSE", "bce": "BCE", "dice_bce": "Dice+BCE"}
 LN2 = math.log(2.0)
 SIGMOID_1 = 1.0 / (1.0 + math.exp(-1.0))  # 0.731: the most a sigmoid of a probability can give
+
+
+def make_command(op: str, **args: object) -> Command | None:
+    """A fix command, or None when the trainer would refuse it (an lr below what set_lr accepts,
+    e.g. twice an lr that a schedule has decayed to 1e-19): the verdict then offers no key."""
+    try:
+        return _make_command(op, **args)
+    except (ProtocolError, ValueError, TypeError):
+        return None
+
+
+def commands(*candidates: Command | None) -> tuple[Command, ...]:
+    """The fix commands that could be built (see :func:`make_command`)."""
+    return tuple(c for c in candidates if c is not None)
 
 
 def suggested(value: float) -> float:
@@ -476,7 +491,7 @@ def rule_class_imbalance(ctx: Context) -> Verdict | None:
         evidence,
         confidence=MEASURED,
         stage=DATA,
-        fixes=(make_command("set_pos_weight", pos_weight=suggested(weight)),),
+        fixes=commands(make_command("set_pos_weight", pos_weight=suggested(weight))),
         instruction={"suggested": weight},
     )
 
@@ -640,7 +655,7 @@ def rule_loss_weights_unbalanced(ctx: Context) -> Verdict | None:
         confidence=HYPOTHESIS,
         stage=OUTPUT,
         cause={"dice_weight": dice_w},
-        fixes=(make_command("set_loss_weights", bce=target, dice=target),),
+        fixes=commands(make_command("set_loss_weights", bce=target, dice=target)),
         instruction={"bce_to": target, "dice_to": target},
     )
 
@@ -722,7 +737,7 @@ def rule_lr_too_small(ctx: Context) -> Verdict | None:
         confidence=HYPOTHESIS,
         stage=OPTIMISATION,
         title={"new": new},
-        fixes=(make_command("set_lr", lr=new),),
+        fixes=commands(make_command("set_lr", lr=new)),
         instruction={"factor": factor, "lr": lr, "new": new, "sized": sized},
     )
 
@@ -759,7 +774,7 @@ def rule_lr_too_high(ctx: Context) -> Verdict | None:
         evidence,
         confidence=HYPOTHESIS,
         stage=OPTIMISATION,
-        fixes=(make_command("set_lr", lr=new),),
+        fixes=commands(make_command("set_lr", lr=new)),
         instruction={"lr": lr, "new": new, "target": t.update_ratio_target},
     )
 
@@ -814,7 +829,7 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
             evidence,
             confidence=HYPOTHESIS,
             stage=OPTIMISATION,
-            fixes=(make_command("set_lr", lr=new),),
+            fixes=commands(make_command("set_lr", lr=new)),
             instruction={"factor": t.bce_lr_factor, "lr": lr, "new": new},
         )
     return ctx.verdict(
@@ -947,7 +962,7 @@ def rule_gradient_explosion(ctx: Context) -> Verdict | None:
     else:
         evidence = ctx.say("gradient_explosion", "evidence_nocount", **values)
     clip = ctx.facts.settings.clip
-    fixes: list[Command] = []
+    fixes: list[Command | None] = []
     clipped = math.isfinite(clip) and 0 < clip <= t.explosion_clip
     if not clipped:
         fixes.append(make_command("set_clip", clip=t.explosion_clip))
@@ -965,7 +980,7 @@ def rule_gradient_explosion(ctx: Context) -> Verdict | None:
         evidence,
         confidence=MEASURED,
         stage=CONSEQUENCE,
-        fixes=tuple(fixes),
+        fixes=commands(*fixes),
         instruction_key="instruction_clipped" if clipped else "instruction",
         instruction={"clip": clip if clipped else t.explosion_clip, "divisor": t.explosion_lr_divisor},
     )
@@ -988,7 +1003,7 @@ def rule_nonfinite(ctx: Context) -> Verdict | None:
     fp16 = ctx.facts.amp == "fp16"
     return ctx.verdict(
         "nonfinite", Severity.CRIT, evidence, confidence=MEASURED, stage=CONSEQUENCE,
-        fixes=(make_command("pause"),),
+        fixes=commands(make_command("pause")),
         cause_key="cause_fp16" if fp16 else "cause",
         instruction_key="instruction_fp16" if fp16 else "instruction",
     )
@@ -1169,7 +1184,14 @@ def evaluate_rules(
     ``unseen_steps``: how many of the newest steps no earlier evaluation read; the explosion
     and non-finite rules look at all of them (at least their usual windows)."""
     ctx = Context(history, thresholds or Thresholds(), lang, unseen_steps)
-    verdicts = [v for rule in RULES if (v := rule(ctx)) is not None]
+    verdicts = []
+    for rule in RULES:
+        try:
+            verdict = rule(ctx)
+        except (ArithmeticError, ValueError, ProtocolError):  # odd numbers from a user's run: no verdict
+            verdict = None
+        if verdict is not None:
+            verdicts.append(verdict)
     order = {v.code: i for i, v in enumerate(verdicts)}
     verdicts.sort(key=lambda v: sort_key(v, order[v.code]))
     return link_causes(verdicts, ctx.lang)

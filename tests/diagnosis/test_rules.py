@@ -745,3 +745,12 @@ def test_nan_values_in_the_window_do_not_break_levels() -> None:
     codes = {v.code for v in evaluate_rules(b.history)}
     # THEN the level is read from the finite values
     assert "no_better_than_constant" in codes
+
+
+def test_a_fix_the_trainer_would_refuse_is_not_offered() -> None:
+    # GIVEN BCE high late in a run whose schedule decayed the lr to 7e-19 (the plateau scenario)
+    b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
+    b.steps(900, loss__bce=0.45, opt__lr=6.9e-19)
+    # WHEN the rules run THEN nothing raises; lr x 2 (1.4e-18, below set_lr's floor) is not offered
+    verdict = {v.code: v for v in evaluate_rules(b.history)}["bce_not_settled"]
+    assert verdict.fixes == () and verdict.instruction
