@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -410,6 +411,9 @@ KIND_NAMES = {
 }
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def _head(kind: int) -> bytes:
     return HEAD.pack(MAGIC, PROTOCOL_MAJOR, PROTOCOL_MINOR, kind)
 
@@ -471,6 +475,29 @@ def _chunk_frames(msg: StepChunk) -> list[bytes]:
         np.ascontiguousarray(msg.time, dtype="<f8").tobytes(),
         np.ascontiguousarray(msg.values, dtype="<f4").tobytes(),
     ]
+
+
+def chunk_frames_zero_copy(msg: StepChunk) -> list[Any]:
+    """A chunk's wire frames with its arrays as buffers, not copies (for ``send(copy=False)``).
+
+    The frames are the same bytes as :func:`encode` gives on a little-endian machine, but
+    the arrays are handed to ZeroMQ as they are: a trainer answering ``history`` sends
+    megabytes of rows it never changes again, and copying them twice (a chunk, then its
+    bytes) is most of what serving a late joiner costs the training thread.
+    """
+    if not _LITTLE_ENDIAN:
+        return _chunk_frames(msg)
+    n = len(msg)
+    width = int(msg.values.shape[1]) if msg.values.ndim == 2 else 0
+    body = {"run_id": msg.run_id, "n": n, "width": width}
+    arrays = (
+        np.ascontiguousarray(msg.seq, dtype="<u8"),
+        np.ascontiguousarray(msg.step, dtype="<i8"),
+        np.ascontiguousarray(msg.epoch, dtype="<i4"),
+        np.ascontiguousarray(msg.time, dtype="<f8"),
+        np.ascontiguousarray(msg.values, dtype="<f4"),
+    )
+    return [_head(KIND_CHUNK), _pack_body(body), *(memoryview(a).cast("B") for a in arrays)]
 
 
 def _preview_frames(msg: Preview) -> list[bytes]:

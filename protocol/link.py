@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import zmq
 
-from .codec import encode, encode_step
+from .codec import chunk_frames_zero_copy, encode, encode_step
 from .commands import validate_command
 from .errors import ProtocolError
 from .keys import (
@@ -44,7 +44,18 @@ from .keys import (
     serve_keys,
     unserve_keys,
 )
-from .messages import Command, DatasetReport, EpochSummary, Event, Heartbeat, Message, Preview, Reply, Schema
+from .messages import (
+    Command,
+    DatasetReport,
+    EpochSummary,
+    Event,
+    Heartbeat,
+    Message,
+    Preview,
+    Reply,
+    Schema,
+    StepChunk,
+)
 from .run import RunHistory
 from .spill import SpillDir
 from .transport import CLOSE_LINGER_MS, ControlServer, HandshakeWatch, TelemetryPublisher, parse_endpoint
@@ -496,7 +507,12 @@ class TrainerLink:
             first = stream.row
             stream.row = min(stream.stop, first + stream.chunk_rows)
             stream.chunks += 1
-            return encode(self.history.steps.chunk(self.run_id, first, stream.row))
+            steps, last = self.history.steps, stream.row
+            # Views of rows that never change again, handed to ZeroMQ without a copy.
+            return chunk_frames_zero_copy(StepChunk(
+                self.run_id, steps.seq[first:last], steps.step[first:last], steps.epoch[first:last],
+                steps.time[first:last], steps.values[first:last],
+            ))
         if stream.done:
             return None
         stream.done = True
@@ -515,7 +531,7 @@ class TrainerLink:
                 if frames is None:
                     del self._streams[identity]
                     break
-                outcome = self._server.send_frames(identity, frames)
+                outcome = self._server.send_frames(identity, frames, copy=False)
                 if outcome == "sent":
                     stream.pending = None
                     stream.moved_at = now

@@ -30,6 +30,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
@@ -580,14 +581,15 @@ class ControlServer:
             requests.append(request)
         return requests
 
-    def send_frames(self, identity: bytes, frames: list[bytes]) -> str:
+    def send_frames(self, identity: bytes, frames: list[Any], copy: bool = True) -> str:
         """Queue one encoded message for ``identity`` without waiting.
 
         Returns ``"sent"``, ``"full"`` (its queue is at the high-water mark: try again
-        later) or ``"gone"`` (no such peer connected now).
+        later) or ``"gone"`` (no such peer connected now). ``copy=False`` hands buffers to
+        ZeroMQ as they are (they must not change until sent).
         """
         try:
-            self._socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            self._socket.send_multipart([identity, *frames], zmq.NOBLOCK, copy=copy)
         except zmq.Again:
             return "full"
         except zmq.ZMQError:
