@@ -10,6 +10,7 @@ loss, backward, measure and clip, optimizer step, publish.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -509,8 +510,12 @@ class Trainer:
         metric = val.get("dice", -val.get("loss", math.inf))
         if metric > self.best_metric:
             self.best_metric = metric
-            self.result.best_path = str(self._save(ckpt.BEST, f"best so far at epoch {summary_epoch}"))
-        self.result.last_path = str(self._save(ckpt.LAST, f"end of epoch {summary_epoch}"))
+            best = self._save(ckpt.BEST, f"best so far at epoch {summary_epoch}")
+            if best is not None:
+                self.result.best_path = str(best)
+        last = self._save(ckpt.LAST, f"end of epoch {summary_epoch}")
+        if last is not None:
+            self.result.last_path = str(last)
         if self.reporter is not None:
             self.reporter.epoch(self, train, val)
         probe.restart_timer()
@@ -575,16 +580,33 @@ class Trainer:
             "saved_at": time.time(),
         }
 
-    def _save(self, name: str, why: str) -> Path:
+    def _save(self, name: str, why: str) -> Path | None:
+        """Write one checkpoint; a write that fails (a full disk) is a warning event, never an exception.
+
+        The previous checkpoint of that name stays intact (the write goes to a temporary file
+        that is renamed only when complete). Returns the path written, or None.
+        """
         assert self.folder is not None and self.probe is not None
-        path = ckpt.save_checkpoint(self.folder / name, self.checkpoint_state())
+        outcome = ckpt.try_save_checkpoint(self.folder / name, self.checkpoint_state())
+        if not outcome.ok:
+            message = f"checkpoint {name} not written ({why}): {outcome.message}; training goes on"
+            print(f"octa-train: warning: {message}", file=sys.stderr, flush=True)
+            self.probe.event("warning", message, source="checkpoint", path=str(outcome.path), step=self.probe.step)
+            return None
+        path = outcome.path
         self.probe.event("checkpoint_saved", f"checkpoint {path.name} written ({why})", path=str(path),
                          step=self.probe.step)
         return path
 
     def save_last(self) -> str:
-        """Write ``last.pt`` now (the ``checkpoint`` command); returns its path."""
+        """Write ``last.pt`` now (the ``checkpoint`` command); returns its path.
+
+        Raises :class:`~octa_tui.trainer.checkpoint.CheckpointWriteError` when it cannot be
+        written, so the command's reply says why (the loop itself goes on).
+        """
         path = self._save(ckpt.LAST, "on request")
+        if path is None:
+            raise ckpt.CheckpointWriteError(f"{ckpt.LAST} could not be written; the previous one is intact")
         self.result.last_path = str(path)
         return str(path)
 
@@ -605,7 +627,9 @@ class Trainer:
             if (self._set_up and self.controller is not None and probe.step > 0 and state != "failed"
                     and self.is_main):
                 self.probe = probe
-                self.result.last_path = str(self._save(ckpt.LAST, f"run {state}"))
+                last = self._save(ckpt.LAST, f"run {state}")
+                if last is not None:
+                    self.result.last_path = str(last)
                 self.probe = None
             probe.event("run_finished", f"run {state} at step {probe.step}", state=state)
         finally:

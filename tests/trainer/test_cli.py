@@ -178,3 +178,35 @@ def test_epoch_line_reads_like_the_seeds_log():
                       {"loss": 0.61, "dice": 0.402}, 1e-3, 2.5)
     assert line == ("epoch 5/10 step 48 | train loss 0.6123 (bce 0.3000, dice 0.4271) | val loss 0.6100 "
                     "dice 0.402 | lr 1.00e-03 | 2.5s")
+
+
+def _small_file_limit() -> None:
+    """In the child: every file it writes stops growing at 96 KB, as on a disk that is full."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_and_training_goes_on(tmp_path: Path):
+    # GIVEN octa-train whose checkpoints (3.6 MB each at width 16) cannot fit, as on a full disk,
+    # with its recording in the same folder
+    folder = tmp_path / "ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octa_tui.trainer", "--synthetic", "16", "--epochs", "2", *SMALL,
+         "--base-width", "16", "--checkpoint-dir", str(folder)],
+        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_small_file_limit,
+    )
+    try:
+        out, err = proc.communicate(timeout=480)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # THEN training ran both epochs and ended normally (it used to die at the end of epoch 1)
+    assert proc.returncode == 0, err
+    assert re.search(r"^epoch 2/2 step \d+", out, re.M), out
+    # AND each failed write was said as a warning, and no half-written checkpoint was left
+    assert "checkpoint last.pt not written" in err, err
+    assert not [p for p in folder.glob("*.pt")], list(folder.iterdir())
+    assert not [p for p in folder.glob(".*.tmp")], list(folder.iterdir())
