@@ -200,7 +200,8 @@ class Controller:
         old = self._loss_attribute("set_pos_weight", "pos_weight")
         value = _positive_finite("set_pos_weight", "pos_weight", args["pos_weight"])
         self.criterion.pos_weight = value
-        old_text = "none" if old is None else f"{old:g}"
+        # No pos_weight set weighs positives as 1: say so, as the monitor's panel shows it.
+        old_text = "1 (none set)" if old is None else f"{old:g}"
         return old, value, f"pos_weight {old_text} -> {value:g}"
 
     def _set_clip(self, args: dict[str, Any]) -> tuple[Any, Any, str]:
