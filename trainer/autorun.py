@@ -11,7 +11,7 @@ Decisions: a ``stop`` from the monitor ends the script at the next step boundary
 :class:`~.watch.StopRun` (a ``SystemExit`` with code 0) from the optimizer step: the script's
 ``finally`` blocks and ``atexit`` handlers run, the step is not applied, and the run is closed
 as "stopped". ``checkpoint`` saves the model's and the optimizer's ``state_dict`` into the run
-folder. By default the run is recorded to ``octa-runs/<script>-<time>/run.octa`` (a private
+folder. By default the run is recorded to ``<script>-<time>/run.octa`` in the run store (a private
 folder) unless ``--record`` names a file or ``--no-record`` is given.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import runpy
+import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,13 @@ def _note_scalers(watch: Any) -> Any:
 
 
 def default_record(target: str) -> str:
-    """``octa-runs/<script>-<time>/run.octa`` in the working folder (the folder is private)."""
+    """``<script>-<time>/run.octa`` in the user's run store (private folders, kept by the
+    store's retention rule; see :mod:`octa_tui.protocol.run_store`), as ``octa-train`` and
+    the demo keep theirs."""
+    from octa_tui.protocol.run_store import new_run_folder
+
     stem = Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
-    folder = Path("octa-runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return str(folder / "run.octa")
+    return str(new_run_folder(stem or "run") / "run.octa")
 
 
 def run(target: str, args: Sequence[str], *, module: bool = False, record: str | None = "",
@@ -71,8 +73,10 @@ def run(target: str, args: Sequence[str], *, module: bool = False, record: str |
     if not module and not os.path.isfile(target):
         print(f"octa-tui run: {target}: no such script (give a .py file, or -m module)", file=sys.stderr)
         return EXIT_USAGE
+    made_folder = None
     if record == "":
         record = default_record(target)
+        made_folder = Path(record).parent
     link_options: dict[str, Any] = {"insecure": True} if insecure else {}
     watch = Watch(None, None, task=task, record=record, telemetry=telemetry, control=control,
                   name=name or (Path(target).stem if not module else target), on_stop="exit",
@@ -112,8 +116,15 @@ def run(target: str, args: Sequence[str], *, module: bool = False, record: str |
         sys.argv, sys.path[:] = saved_argv, saved_path
         restore()
         watch.close(state)
+    if made_folder is not None:
+        from octa_tui.protocol.run_store import release
+
+        release(made_folder)
     if watch.probe is None:
         print("octa-tui run: the script ended without an optimizer step; nothing was streamed", file=sys.stderr)
+    elif record and os.path.exists(record):
+        print(f"octa-tui run: the recording is {os.path.abspath(record)}\n"
+              f"  replay it:  octa-tui replay {shlex.quote(os.path.abspath(record))}", file=sys.stderr)
     return code
 
 
@@ -124,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m octa_tui.run",
         description="Run a PyTorch training script unmodified, streamed to the octa-tui monitor and steerable.")
-    parser.add_argument("--record", default="", help="recording file (default octa-runs/<script>-<time>/run.octa)")
+    parser.add_argument("--record", default="", help="recording file (default: a new folder in the run store, ~/.local/share/octa-tui/runs)")
     parser.add_argument("--no-record", action="store_true", help="do not record the run")
     parser.add_argument("--task", default="custom", help="task name shown by the monitor (default custom)")
     parser.add_argument("--telemetry", default="tcp://127.0.0.1:0", help="telemetry endpoint to bind")
