@@ -13,7 +13,8 @@ from typing import Any
 
 TASKS = ("segmentation", "heatmap")
 MODELS_BY_TASK = {
-    "segmentation": ("unet", "unet_transformer", "plain_sigmoid"),
+    "segmentation": ("unet", "unet_transformer", "plain_sigmoid", "unet_double_sigmoid", "unet_relu_head",
+                     "unet_softmax_head"),
     "heatmap": ("craft", "craft_vgg16"),
 }
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")

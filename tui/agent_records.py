@@ -110,6 +110,8 @@ def verdict_fields(verdict: Verdict) -> dict[str, Any]:
         "cause": verdict.cause,
         "instruction": verdict.instruction,
         "confidence": verdict.confidence,
+        "stage": getattr(verdict, "stage", ""),
+        "caused_by": getattr(verdict, "caused_by", ""),
         "fixes": [command_fields(c) for c in verdict.fixes],
         "step": int(verdict.step),
     }
