@@ -1,6 +1,6 @@
 """A run's data: the configured source split into train/val, batched in a resumable order.
 
-Builds the data engineer's data sets (:mod:`.data`, :mod:`.synthetic`) from a
+Builds the run's data sets (:mod:`.data`, :mod:`.synthetic`) from a
 :class:`TrainConfig` and adds what the loop needs around them: a shuffle order that is a
 function of (seed, epoch), so a resumed run skips exactly the batches it already trained
 on; ``pos_weight auto``; one fixed validation sample for previews; and the dataset report.
