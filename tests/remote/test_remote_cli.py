@@ -96,7 +96,7 @@ def test_octa_train_with_keys_admits_the_listed_monitor_only_and_logs_the_other(
         with pytest.raises(KeyRefused, match="refused this monitor's key"):
             outsider.connect()
         assert time.monotonic() - started < 5.5
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while "refused a monitor" not in trainer.output() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "refused a monitor with public key" in trainer.output()

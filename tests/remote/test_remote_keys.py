@@ -73,7 +73,7 @@ def test_listed_monitor_follows_the_encrypted_run(keys):
         with follower:
             history = follower.connect()
             before = len(history.steps)
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 120
             while len(follower.history.steps) < before + 20 and time.monotonic() < deadline:
                 follower.poll(0.1)
             # THEN history came over the encrypted control socket and live steps over encrypted PUB

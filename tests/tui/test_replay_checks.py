@@ -82,7 +82,7 @@ def _replay_event_log(path, wanted: str, quick_open_bytes: int) -> str:
         source.open()  # as the CLI does, before the screen opens
         app = make_app(source, diagnose_factory=None)
         async with app.run_test(size=(200, 50)) as pilot:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             while wanted not in event_log_text(app):
                 assert time.monotonic() < deadline, f"the event log never said {wanted!r}:\n{screen_text(app)}"
                 await pilot.pause(0.1)

@@ -12,7 +12,7 @@ from octa_tui.protocol.messages import Reply
 from octa_tui.tui.app import make_app
 from octa_tui.tui.sources import MemorySource
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)
 FIXED_TIME = 1_700_000_000.0
 
 
@@ -23,7 +23,7 @@ def _app():
 
 async def _settled(pilot) -> None:
     app = pilot.app
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not (app.opened and app.diagnosis is not None):
         assert time.monotonic() < deadline
         await pilot.pause(0.05)
