@@ -12,10 +12,10 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..diagnosis.facts import Settings, settings_in_force
 from ..protocol import channels as ch
 from ..protocol.columns import HOT_ROWS, RELEASE_EVERY
 from ..protocol.growing import Derived, GrowingArray
@@ -44,20 +44,10 @@ def latest(history: RunHistory, key: str) -> float:
     return float(history.steps.values[n - 1, history.schema.index(key)])
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The training settings in force at the newest step (NaN where the run does not say)."""
-
-    lr: float
-    bce_weight: float
-    dice_weight: float
-    pos_weight: float
-    clip: float
-
-
 def current_settings(history: RunHistory) -> Settings:
-    """The settings the trainer reported with its newest step."""
-    return Settings(*(latest(history, key) for key in SETTING_CHANNELS))
+    """The settings the trainer reported most recently: the one reading the rules use too
+    (:func:`octa_tui.diagnosis.facts.settings_in_force`)."""
+    return settings_in_force(history)
 
 
 def setting_changes(history: RunHistory, rows: int | None = None) -> list[int]:
