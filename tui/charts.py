@@ -125,6 +125,37 @@ def _styled_row(chars: Sequence[str], styles: Sequence[str]) -> Text:
     return line
 
 
+def _braille_codes(mask: np.ndarray, height: int, plot_width: int) -> np.ndarray:
+    """Braille dot codes (height, plot_width) of a (4 * height, 2 * plot_width) mask whose
+    row 0 is the lowest level."""
+    cells = mask[::-1].reshape(height, 4, plot_width, 2)
+    return (cells * BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+
+
+def _with_y_labels(rows: Sequence[Text], lo: float, hi: float, log_scale: bool) -> Text:
+    """The plot ``rows`` (top first) each behind its ``GUTTER``-wide y label: the top,
+    bottom and (from 5 rows) middle values of the transformed range ``lo``..``hi``."""
+    height = len(rows)
+
+    def label(t: float) -> str:
+        value = 10**t if log_scale else t
+        return format_number(value).rjust(GUTTER - 1)[: GUTTER - 1] + " "
+
+    labels = [" " * GUTTER] * height
+    labels[0] = label(hi)
+    if height > 1:
+        labels[-1] = label(lo)
+    if height >= 5:
+        labels[height // 2] = label(hi - (hi - lo) * (height // 2) / (height - 1))
+    out = Text(no_wrap=True, overflow="crop")
+    for r, row in enumerate(rows):
+        if r:
+            out.append("\n")
+        out.append(labels[r], style="bright_black")
+        out.append_text(row)
+    return out
+
+
 def render_chart(
     series: Sequence[Series],
     width: int,
@@ -200,9 +231,7 @@ def render_chart(
         mask = (rows >= r_lo[None, :]) & (rows <= r_hi[None, :]) & valid[None, :]
         full = np.zeros((levels, sub_columns), dtype=bool)
         full[:, :count] = mask
-        full = full[::-1]  # row 0 on top
-        cells = full.reshape(height, 4, plot_width, 2)
-        code = (cells * BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+        code = _braille_codes(full, height, plot_width)
         dots |= code
         owner = np.where(code > 0, index, owner)
         bad = np.zeros(sub_columns, dtype=bool)
@@ -222,7 +251,7 @@ def render_chart(
         mask = (rows >= r_lo[None, :]) & (rows <= r_hi[None, :]) & valid[None, :]
         full = np.zeros((levels, sub_columns), dtype=bool)
         full[:, :count] = mask
-        code = (full[::-1].reshape(height, 4, plot_width, 2) * BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+        code = _braille_codes(full, height, plot_width)
         shade |= code
         shade_owner = np.where(code > 0, index, shade_owner)
 
@@ -262,23 +291,7 @@ def render_chart(
         grid[0][c] = NONFINITE_MARK
         styles[0][c] = NONFINITE_STYLE
 
-    def label(t: float) -> str:
-        value = 10**t if log_scale else t
-        return format_number(value).rjust(GUTTER - 1)[: GUTTER - 1] + " "
-
-    labels = [" " * GUTTER] * height
-    labels[0] = label(hi)
-    if height > 1:
-        labels[-1] = label(lo)
-    if height >= 5:
-        labels[height // 2] = label(hi - (hi - lo) * (height // 2) / (height - 1))
-    out = Text(no_wrap=True, overflow="crop")
-    for r in range(height):
-        if r:
-            out.append("\n")
-        out.append(labels[r], style="bright_black")
-        out.append_text(_styled_row(grid[r], styles[r]))
-    return out
+    return _with_y_labels([_styled_row(grid[r], styles[r]) for r in range(height)], lo, hi, log_scale)
 
 
 def render_sparkline(

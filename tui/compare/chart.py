@@ -17,14 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
+from ..charts import (
+    BRAILLE_BASE,
+    GUTTER,
+    NONFINITE_MARK,
+    _axis,
+    _braille_codes,
+    _styled_row,
+    _transform,
+    _with_y_labels,
+    value_range,
+)
+from ..charts import _rows_of as _levels
 from ..format import format_number
-
-BRAILLE_BASE = 0x2800
-BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int64)
-GUTTER = 9
-LOG_FLOOR = 1e-30
-NONFINITE_MARK = "✕"
-NONFINITE_STYLE = "bold red"
+from ..theme import NONFINITE_STYLE
 
 # Stable run colours (a run keeps its colour whatever is shown) and the dark shade of each
 # that a group's band is filled with.
@@ -86,43 +92,10 @@ class Marker:
     color: str
 
 
-def _transform(values: np.ndarray, log_scale: bool) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    if not log_scale:
-        return values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(np.where(values > 0, values, LOG_FLOOR))
-
-
 def y_limits(lines: Sequence[Line], bands: Sequence[Band], log_scale: bool) -> tuple[float, float]:
     """The transformed (low, high) covering every finite value drawn; padded when flat."""
     parts = [a for line in lines for a in (line.lo, line.hi)] + [a for band in bands for a in (band.lo, band.hi)]
-    lows, highs = [], []
-    for array in parts:
-        array = np.asarray(array, dtype=np.float64)
-        finite = array[np.isfinite(array)]
-        if log_scale:
-            finite = finite[finite > 0]
-        if finite.size:
-            lows.append(float(finite.min()))
-            highs.append(float(finite.max()))
-    if not lows:
-        low, high = 0.0, 1.0
-    else:
-        low, high = min(lows), max(highs)
-    if log_scale:
-        low, high = math.log10(max(low, LOG_FLOOR)), math.log10(max(high, LOG_FLOOR))
-    if high - low <= 1e-12 * max(1.0, abs(high)):
-        pad = 0.5 if log_scale else max(abs(high) * 0.05, 1e-6)
-        low, high = low - pad, high + pad
-    return low, high
-
-
-def _levels(t: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
-    scaled = (t - lo) / (hi - lo) * (levels - 1)
-    return np.clip(np.rint(np.nan_to_num(scaled, nan=0.0, posinf=levels - 1, neginf=0.0)), 0, levels - 1).astype(
-        np.int64
-    )
+    return _axis(*(value_range(parts, log_scale=log_scale) or (0.0, 1.0)), log_scale)
 
 
 def _line_cells(line: Line, lo: float, hi: float, height: int, plot_width: int, log_scale: bool) -> np.ndarray:
@@ -159,8 +132,7 @@ def _line_cells(line: Line, lo: float, hi: float, height: int, plot_width: int, 
                     mask[min(max(level, 0), levels - 1), c] = True
     full = np.zeros((levels, 2 * plot_width), dtype=bool)
     full[:, :count] = mask
-    cells = full[::-1].reshape(height, 4, plot_width, 2)
-    return (cells * BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+    return _braille_codes(full, height, plot_width)
 
 
 def render_overlay(
@@ -226,38 +198,16 @@ def render_overlay(
     for c in np.flatnonzero(nonfinite):
         grid[0][c] = NONFINITE_MARK
         styles[0][c] = NONFINITE_STYLE
-
-    def label(t: float) -> str:
-        value = 10**t if log_scale else t
-        return format_number(value).rjust(GUTTER - 1)[: GUTTER - 1] + " "
-
-    labels = [" " * GUTTER] * plot_height
-    labels[0] = label(hi)
-    if plot_height > 1:
-        labels[-1] = label(lo)
-    if plot_height >= 5:
-        labels[plot_height // 2] = label(hi - (hi - lo) * (plot_height // 2) / (plot_height - 1))
-    out = Text(no_wrap=True, overflow="crop")
-    for r in range(plot_height):
-        if r:
-            out.append("\n")
-        out.append(labels[r], style="bright_black")
-        out.append_text(_row(grid[r], styles[r], background[r]))
+    rows = [_row(grid[r], styles[r], background[r]) for r in range(plot_height)]
+    out = _with_y_labels(rows, lo, hi, log_scale)
     out.append("\n")
     out.append(x_axis(x_range, x_label, plot_width), style="bright_black")
     return out
 
 
 def _row(chars: list[str], styles: list[str], background: list[str]) -> Text:
-    line = Text("".join(chars), no_wrap=True, overflow="crop")
-    combined = [(f"{s} on {b}" if s else f"on {b}") if b else s for s, b in zip(styles, background)]
-    start = 0
-    for i in range(1, len(combined) + 1):
-        if i == len(combined) or combined[i] != combined[start]:
-            if combined[start]:
-                line.stylize(combined[start], start, i)
-            start = i
-    return line
+    """One plot row, each cell's style over its band's background."""
+    return _styled_row(chars, [(f"{s} on {b}" if s else f"on {b}") if b else s for s, b in zip(styles, background)])
 
 
 def x_axis(x_range: tuple[float, float], x_label: str, plot_width: int) -> str:
