@@ -23,7 +23,6 @@ thread).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -83,9 +82,6 @@ MONITOR_TIMEOUT_INTERVALS = 3.0
 PING_HEARTBEAT_S = 0.02
 
 
-log = logging.getLogger("octa_tui.link")
-
-
 class ServiceBudget:
     """How much work serving monitors may do now: a share of the time that passed.
 
@@ -136,7 +132,6 @@ class ServiceBudget:
 class _HistoryStream:
     """One history answer being sent: records first, then step chunks, then the Reply."""
 
-    identity: bytes
     request_id: str
     records: list[Message]
     row: int
@@ -150,7 +145,6 @@ class _HistoryStream:
     done: bool = False
     # Replies to this monitor's other requests while its answer is under way (sent first).
     replies: list[list[bytes]] = field(default_factory=list)
-    reply: Reply | None = field(default=None, repr=False)
 
 
 class StepRecorder(Protocol):
@@ -492,7 +486,7 @@ class TrainerLink:
         steps = history.steps
         start, stop = steps.index_of_seq(int(command.args.get("from_seq", 0))), len(steps)
         self._streams[identity] = _HistoryStream(
-            identity, command.request_id, records, start, stop, steps.last_seq(), self._chunk_rows,
+            command.request_id, records, start, stop, steps.last_seq(), self._chunk_rows,
             moved_at=time.monotonic(),
         )
 
