@@ -598,12 +598,10 @@ class ControlServer:
 
     def send(self, identity: bytes, msg: Message) -> bool:
         """Send any message to one monitor; False if it is gone or not reading."""
-        try:
-            self._socket.send_multipart([identity, *encode(msg)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            self.failed_sends += 1
-            return False
-        return True
+        if self.send_frames(identity, encode(msg)) == "sent":
+            return True
+        self.failed_sends += 1
+        return False
 
     def reply(self, identity: bytes, reply: Reply) -> bool:
         """Answer one request; False if the monitor is gone."""
