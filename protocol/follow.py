@@ -167,11 +167,7 @@ def _rows(chunk: StepChunk, a: int, b: int) -> StepChunk:
 
 def _frames_in(msg: object) -> int:
     """How many wire frames a decoded message stands for (a block is one per step)."""
-    if isinstance(msg, StepBlock):
-        return len(msg)
-    if isinstance(msg, StepChunk):
-        return len(msg)
-    return 1
+    return len(msg) if isinstance(msg, (StepBlock, StepChunk)) else 1
 
 
 class _CountingSubscriber(TelemetrySubscriber):
