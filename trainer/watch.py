@@ -160,8 +160,10 @@ class Watch:
         self._auto_epochs = infer_epochs
         self._in_validation = False
         self._steps_in_epoch = 0
-        self._epoch_loss: list[torch.Tensor] = []
-        self._epoch_terms: list[torch.Tensor] = []  # per step: the sum of the observed loss terms
+        # the epoch's running [sum of the step losses, sum of their observed terms] (a device
+        # tensor: no growth with the epoch's length) and the number of steps summed
+        self._epoch_sums: torch.Tensor | None = None
+        self._epoch_count = 0
         self._train_wrapped: nn.Module | None = None
         # this step's observations
         self._totals: list[torch.Tensor] = []
@@ -248,8 +250,7 @@ class Watch:
             return
         self._guard(lambda: self._probe.end_epoch(train, val))
         self._steps_in_epoch = 0
-        self._epoch_loss = []
-        self._epoch_terms = []
+        self._epoch_sums, self._epoch_count = None, 0
 
     def serve(self) -> None:
         """Heartbeat and take commands between steps (a long validation); applied at the next step."""
@@ -431,12 +432,16 @@ class Watch:
         if self._auto_epochs:
             self._steps_in_epoch += 1
             if isinstance(loss, torch.Tensor):
-                self._epoch_loss.append(loss.detach().reshape(()).float())
+                total = loss.detach().reshape(()).float()
                 terms = [v for v in components.values() if isinstance(v, torch.Tensor)]
                 if terms and len(terms) == len(components):
-                    self._epoch_terms.append(torch.stack([t.reshape(()).to(loss.device) for t in terms]).sum())
+                    observed = torch.stack([t.reshape(()).to(total.device, torch.float32) for t in terms]).sum()
                 else:
-                    self._epoch_terms.append(loss.new_full((), math.nan))
+                    observed = total.new_full((), math.nan)
+                pair = torch.stack((total, observed))
+                sums = self._epoch_sums
+                self._epoch_sums = pair if sums is None else sums + pair.to(sums.device)
+                self._epoch_count += 1
         self._reset_step()
 
     # --- observations ------------------------------------------------------------------------
@@ -556,12 +561,10 @@ class Watch:
         assert probe is not None
         train: dict[str, float] = {}
         whole = False  # the observed terms make up the whole loss (no hand-written term beside them)
-        if self._epoch_loss:
-            device = self._epoch_loss[0].device
-            train["loss"] = float(torch.stack([t.to(device) for t in self._epoch_loss]).mean())
-            if len(self._epoch_terms) == len(self._epoch_loss):
-                terms = float(torch.stack([t.to(device) for t in self._epoch_terms]).mean())
-                whole = math.isclose(terms, train["loss"], rel_tol=1e-4, abs_tol=1e-7)
+        if self._epoch_sums is not None and self._epoch_count:
+            loss_mean, terms_mean = (self._epoch_sums / self._epoch_count).tolist()
+            train["loss"] = loss_mean
+            whole = math.isclose(terms_mean, loss_mean, rel_tol=1e-4, abs_tol=1e-7)
         with self._lock:
             val = {name: float(torch.stack(values).mean()) for name, values in self._val.items() if values}
             self._val = {}
@@ -570,8 +573,7 @@ class Watch:
         probe.end_epoch(train, val)
         self._in_validation = False
         self._steps_in_epoch = 0
-        self._epoch_loss = []
-        self._epoch_terms = []
+        self._epoch_sums, self._epoch_count = None, 0
 
     # --- set-up at the first step -------------------------------------------------------------
 
