@@ -49,7 +49,6 @@ class StepColumns:
         }
         self._arrays["_values"] = GrowingArray(np.float32, (width,), capacity, spill=spill if width else None,
                                                spill_step=SPILL_GROW_ROWS)
-        self._spilled = {name: a for name, a in self._arrays.items() if a._spilled is not None}
         self._bind()
 
     def _bind(self) -> None:
@@ -87,7 +86,7 @@ class StepColumns:
         self._time[i] = time
         self._values[i] = values
         self._n = i + 1
-        if self._spilled and self._n - self._released >= RELEASE_EVERY:
+        if self.spill is not None and self._n - self._released >= RELEASE_EVERY:
             self._release()
 
     def append_step(self, step: Step) -> None:
@@ -112,7 +111,7 @@ class StepColumns:
         self._time[a:b] = chunk.time
         self._values[a:b] = chunk.values
         self._n = b
-        if self._spilled and self._n - self._released >= RELEASE_EVERY:
+        if self.spill is not None and self._n - self._released >= RELEASE_EVERY:
             self._release()
 
     def _release(self) -> None:
