@@ -455,7 +455,7 @@ class Watch:
             training = False
         short = observe.LOSS_FUNCTIONS.get(function, (function, ""))[0]
         if not training:
-            if self._probe is not None:
+            if self._probe is not None and self._auto_epochs:  # read only by an inferred epoch's end
                 with self._lock:
                     self._val.setdefault(short, []).append(value.detach().float().mean())
                 if self._steps_in_epoch:
