@@ -132,6 +132,16 @@ def _resolve(args: argparse.Namespace):
         return None, EXIT_USAGE if usage else EXIT_UNREACHABLE
 
 
+def _unreachable(out: Output, target: Any, args: argparse.Namespace, err: Exception, op: str = "") -> int:
+    """Print that no trainer answered at ``target``'s control address; the exit status."""
+    from .agent_records import error_record
+
+    reason = f"no answer from the trainer at {target.control} within {args.timeout:g} s ({err})"
+    out(error_record(target.label, "unreachable", reason, op))
+    _say(f"error: {reason}")
+    return EXIT_UNREACHABLE
+
+
 def _curve(args: argparse.Namespace):
     from ..protocol.keys import ClientCurve
 
@@ -164,10 +174,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         reply = client.request(command)
     except ControlTimeout as err:
-        reason = f"no answer from the trainer at {target.control} within {args.timeout:g} s ({err})"
-        out(error_record(target.label, "unreachable", reason, command.op))
-        _say(f"error: {reason}")
-        return EXIT_UNREACHABLE
+        return _unreachable(out, target, args, err, command.op)
     finally:
         client.close()
     out(reply_record(target.label, command, reply))
@@ -241,10 +248,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         try:
             follower.connect()
         except ControlTimeout as err:
-            reason = f"no answer from the trainer at {target.control} within {args.timeout:g} s ({err})"
-            out(error_record(target.label, "unreachable", reason))
-            _say(f"error: {reason}")
-            return EXIT_UNREACHABLE
+            return _unreachable(out, target, args, err)
         watcher = Watcher(follower, Engine(lang=_lang(args)), out, every=args.every,
                           channels=tuple(args.channels) or DEFAULT_CHANNELS, label=target.label)
         end = watcher.run(max_steps=args.steps, max_seconds=args.seconds, commands=commands)
