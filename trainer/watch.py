@@ -215,7 +215,7 @@ class Watch:
 
     def set_scaler(self, scaler: Any) -> None:
         """Use this GradScaler's scale and skipped steps (call before the first step)."""
-        from .core.amp import ScalerWatch
+        from .core.amp import ScalerWatch, scaler_enabled
 
         if scaler is None or scaler is self.scaler:
             return
@@ -223,11 +223,7 @@ class Watch:
             print("octa-tui: set_scaler() after the first step: the run's channels are fixed, the scaler is "
                   "not reported (pass scaler= to watch())", file=sys.stderr)
             return
-        try:
-            enabled = bool(scaler.is_enabled())
-        except Exception:  # noqa: BLE001
-            enabled = False
-        if not enabled:
+        if not scaler_enabled(scaler):
             return
         if self.scaler_watch is not None:
             self.scaler_watch.close()
