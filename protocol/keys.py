@@ -287,11 +287,7 @@ class RunKeys:
 
     def run_file_fields(self) -> dict[str, str]:
         """What the run file carries (Z85 text): ``curve_server``, ``curve_public``, ``curve_secret``."""
-        return {
-            "curve_server": self.server.public.decode("ascii"),
-            "curve_public": self.client.public.decode("ascii"),
-            "curve_secret": self.client.secret.decode("ascii"),
-        }
+        return curve_fields(self.client_curve())
 
 
 def new_run_keys() -> RunKeys:
