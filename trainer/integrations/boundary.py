@@ -26,6 +26,9 @@ from .. import watch as watch_module
 from ..watch import Watch
 from .metrics import mean
 
+MULTI_PROCESS = ("this run has {n} processes and is watched from rank 0 only; a change applied on one rank "
+                 "would split the run (use the commands on single-process runs)")
+
 
 class FrameworkWatch(Watch):
     """A :class:`~octa_tui.trainer.watch.Watch` driven by a framework's callback.

@@ -36,7 +36,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from .boundary import FrameworkWatch, take_over_from_run
+from .boundary import MULTI_PROCESS, FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -123,8 +123,7 @@ class OctaHandler:
         world = _world_size()
         if world > 1:
             config["ranks_watched"] = f"rank 0 of {world}"
-            refused = (f"this run has {world} processes and is watched from rank 0 only; a change applied there "
-                       "alone would split the run (use the commands on single-process runs)")
+            refused = MULTI_PROCESS.format(n=world)
         accumulation = getattr(engine, "accumulation_steps", 1)
         if isinstance(accumulation, int) and accumulation > 1:
             config["accumulation_steps"] = accumulation

@@ -34,12 +34,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from .boundary import FrameworkWatch, take_over_from_run
+from .boundary import MULTI_PROCESS, FrameworkWatch, take_over_from_run
 from .epochs import EpochGate
 from .metrics import split_metrics
 
-MULTI_PROCESS = ("this run has {n} processes and is watched from rank 0 only; a change applied on one rank "
-                 "would split the run (use the commands on single-process runs)")
 PRECISION_AMP = {"16-mixed": "fp16", "16": "fp16", "bf16-mixed": "bf16", "bf16": "bf16"}
 
 
