@@ -20,6 +20,8 @@ last called.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .. import watch as watch_module
@@ -136,3 +138,25 @@ def take_over_from_run(optimizer: Any) -> bool:
             other.close()
             closed = True
     return closed
+
+
+def start_watch(model: Any, optimizer: Any, options: Mapping[str, Any], config: Mapping[str, Any],
+                defaults: Mapping[str, Any] | None = None, **fixed: Any) -> FrameworkWatch | None:
+    """The :class:`FrameworkWatch` of a framework's callback, or None when it cannot start (said on stderr).
+
+    ``options`` are the callback's watch keywords; their ``config`` is extended by the
+    framework's ``config``; ``defaults`` (and ``verbose=True``) apply where ``options`` leave a
+    keyword out; ``fixed`` are the callback's own (``task``, ``scaler``, ``external_boundary``,
+    ``commands_refused``). Epochs are the framework's (``infer_epochs=False``) and a stop only
+    sets the flag the callback reads. A Watch of ``octa-tui run`` for the same optimizer gives
+    way (:func:`take_over_from_run`).
+    """
+    kwargs = {"verbose": True, **(defaults or {}), **options}  # verbose: one line, the run id and where to watch it
+    merged = {**(kwargs.pop("config", None) or {}), **config}
+    if take_over_from_run(optimizer):
+        print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
+    try:
+        return FrameworkWatch(model, optimizer, config=merged, infer_epochs=False, on_stop="flag", **fixed, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops training
+        print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None

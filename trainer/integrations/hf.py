@@ -34,7 +34,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .boundary import FrameworkWatch, take_over_from_run
+from .boundary import FrameworkWatch, start_watch
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -75,10 +75,10 @@ class OctaTrainerCallback(TrainerCallback):
             print("octa-tui: the Trainer gave no model or optimizer to its callbacks; nothing to watch",
                   file=sys.stderr)
             return
-        options = dict(self.watch_kwargs)
-        config = dict(options.pop("config", None) or {})
-        config.update(framework="transformers",
-                      gradient_accumulation_steps=int(getattr(args, "gradient_accumulation_steps", 1) or 1))
+        config: dict[str, Any] = {
+            "framework": "transformers",
+            "gradient_accumulation_steps": int(getattr(args, "gradient_accumulation_steps", 1) or 1),
+        }
         max_norm = float(getattr(args, "max_grad_norm", 0.0) or 0.0)
         if max_norm > 0:
             config["grads_clipped_before_probe"] = max_norm
@@ -86,8 +86,6 @@ class OctaTrainerCallback(TrainerCallback):
             config["amp"] = "fp16"
         elif getattr(args, "bf16", False):
             config["amp"] = "bf16"
-        options.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
-        options.setdefault("checkpoint_dir", Path(args.output_dir) / "octa-tui-checkpoints")
         self._expect_val = _evaluates_every_epoch(args)
         world = int(getattr(args, "world_size", 1) or 1)
         refused = None
@@ -95,17 +93,11 @@ class OctaTrainerCallback(TrainerCallback):
             config["ranks_watched"] = f"the main process of {world}"
             refused = (f"this run has {world} processes and is watched from the main one only; a change applied "
                        "there alone would split the run (use the commands on single-process runs)")
-        if take_over_from_run(_torch_optimizer(optimizer)):
-            print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
-        try:
-            self.watch = FrameworkWatch(model, _torch_optimizer(optimizer), task=self.task,
-                                        scaler=getattr(optimizer, "scaler", None), config=config,
-                                        infer_epochs=False, on_stop="flag", commands_refused=refused,
-                                        **options)
-        except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops training
-            print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
-            return
-        self._epochs = EpochGate(self.watch)
+        self.watch = start_watch(model, _torch_optimizer(optimizer), self.watch_kwargs, config,
+                                 {"checkpoint_dir": Path(args.output_dir) / "octa-tui-checkpoints"},
+                                 task=self.task, scaler=getattr(optimizer, "scaler", None), commands_refused=refused)
+        if self.watch is not None:
+            self._epochs = EpochGate(self.watch)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         watch, self.watch = self.watch, None

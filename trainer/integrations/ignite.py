@@ -31,12 +31,11 @@ streams and commands are refused with that reason (applied on one rank they woul
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from ignite.engine import Engine, Events
 
-from .boundary import MULTI_PROCESS, FrameworkWatch, take_over_from_run
+from .boundary import MULTI_PROCESS, FrameworkWatch, start_watch
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -115,10 +114,7 @@ class OctaHandler:
         model = self.model if self.model is not None else getattr(engine, "network", None)
         optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
         scaler = self.scaler if self.scaler is not None else getattr(engine, "scaler", None)
-        kwargs = dict(self.watch_kwargs)
-        config = dict(kwargs.pop("config", None) or {})
-        config["framework"] = "monai" if type(engine).__module__.startswith("monai") else "ignite"
-        kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
+        config: dict[str, Any] = {"framework": "monai" if type(engine).__module__.startswith("monai") else "ignite"}
         refused = None
         world = _world_size()
         if world > 1:
@@ -127,13 +123,9 @@ class OctaHandler:
         accumulation = getattr(engine, "accumulation_steps", 1)
         if isinstance(accumulation, int) and accumulation > 1:
             config["accumulation_steps"] = accumulation
-        if take_over_from_run(optimizer):
-            print("octa-tui: this run is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
-        try:
-            self.watch = FrameworkWatch(model, optimizer, task=self.task, scaler=scaler, config=config,
-                                        infer_epochs=False, on_stop="flag", commands_refused=refused, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops the run
-            print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
+        self.watch = start_watch(model, optimizer, self.watch_kwargs, config, task=self.task, scaler=scaler,
+                                 commands_refused=refused)
+        if self.watch is None:
             return
         self._epochs = EpochGate(self.watch)
         evaluator = self.evaluator or find_evaluator(engine)

@@ -34,7 +34,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from .boundary import MULTI_PROCESS, FrameworkWatch, take_over_from_run
+from .boundary import MULTI_PROCESS, FrameworkWatch, start_watch
 from .epochs import EpochGate
 from .metrics import split_metrics
 
@@ -72,12 +72,12 @@ class OctaCallback(pl.Callback):
             print("octa-tui: this Lightning run has no optimizer; nothing to watch", file=sys.stderr)
             return
         optimizer = _torch_optimizer(optimizers[0])
-        kwargs = dict(self.watch_kwargs)
-        config = dict(kwargs.pop("config", None) or {})
         precision = str(getattr(trainer, "precision", ""))
-        config.update(framework="lightning", precision=precision,
-                      accumulate_grad_batches=int(getattr(trainer, "accumulate_grad_batches", 1) or 1),
-                      automatic_optimization=bool(getattr(pl_module, "automatic_optimization", True)))
+        config: dict[str, Any] = {
+            "framework": "lightning", "precision": precision,
+            "accumulate_grad_batches": int(getattr(trainer, "accumulate_grad_batches", 1) or 1),
+            "automatic_optimization": bool(getattr(pl_module, "automatic_optimization", True)),
+        }
         if precision in PRECISION_AMP:
             config["amp"] = PRECISION_AMP[precision]
         if len(optimizers) > 1:
@@ -89,19 +89,12 @@ class OctaCallback(pl.Callback):
         if trainer.world_size > 1:
             config["ranks_watched"] = "rank 0 of " + str(trainer.world_size)
             refused = MULTI_PROCESS.format(n=trainer.world_size)
-        kwargs.setdefault("verbose", True)  # one line on stderr: the run id and where to watch it
-        kwargs.setdefault("checkpoint_dir", Path(trainer.default_root_dir) / "octa-tui-checkpoints")
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
-        if take_over_from_run(optimizer):
-            print("octa-tui: this fit is watched by its callback, not by octa-tui run's global hooks", file=sys.stderr)
-        try:
-            self.watch = FrameworkWatch(pl_module, optimizer, task=self.task, scaler=scaler, config=config,
-                                        external_boundary=True, infer_epochs=False, on_stop="flag",
-                                        commands_refused=refused, **kwargs)
+        self.watch = start_watch(pl_module, optimizer, self.watch_kwargs, config,
+                                 {"checkpoint_dir": Path(trainer.default_root_dir) / "octa-tui-checkpoints"},
+                                 task=self.task, scaler=scaler, external_boundary=True, commands_refused=refused)
+        if self.watch is not None:
             self._epochs = EpochGate(self.watch)
-        except Exception as exc:  # noqa: BLE001 - a monitor that cannot start never stops the fit
-            print(f"octa-tui: not watching this run ({type(exc).__name__}: {exc})", file=sys.stderr)
-            self.watch = None
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._close("finished")
