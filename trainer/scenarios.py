@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import MODELS_BY_TASK, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
 
 
 class ScenarioError(ConfigError):
@@ -181,17 +181,9 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def scenario_available(name: str) -> bool:
-    """Whether the trainer accepts the scenario's model (every model the scenarios need is registered)."""
-    scenario = SCENARIOS[name]
-    task = str(scenario.changes.get("task", "segmentation"))
-    model = scenario.changes.get("model")
-    return model is None or model in MODELS_BY_TASK.get(task, ())
-
-
 def scenario_names() -> tuple[str, ...]:
-    """The scenario names the trainer can build, in the order the README and the report list them."""
-    return tuple(name for name in SCENARIOS if scenario_available(name))
+    """The scenario names, in the order the README and the report list them."""
+    return tuple(SCENARIOS)
 
 
 def get_scenario(name: str) -> Scenario:
