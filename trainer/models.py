@@ -434,7 +434,7 @@ class BasicBlock(nn.Module):
 
 
 class ResUNet(nn.Module):
-    """A UNet with a ResNet-style encoder (a stem, then three stages of two basic blocks, strides 1, 2, 2,
+    """A UNet with a ResNet-style encoder (a stem, then four stages of two basic blocks, strides 1, 2, 2,
     2), the layout smp's ``Unet(encoder_name="resnet18")`` uses, written here since the pretrained
     packages cannot be installed everywhere. Decoder: upsample, concatenate the skip, two conv-BN-ReLU,
     then a 1x1 head. Input sides must be divisible by 8."""
