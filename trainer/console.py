@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .loop import Trainer, TrainResult
 
-from octa_tui.diagnosis.gradients import RATIO_NAME, format_ratio
+from octa_tui.diagnosis.gradients import RATIO_NAME, format_ratio, shallow_deep, weight_layers
 from octa_tui.diagnosis.thresholds import Thresholds
 
 VANISHING_NORM = 1e-4  # seed 000: every layer should stay above 1e-4
@@ -28,10 +28,10 @@ SHALLOW_DEEP_RATIO = Thresholds().grad_ratio_vanishing
 def gradient_picks(names: Sequence[str], kinds: Sequence[str] = ()) -> list[int]:
     """Four layers to show, as the seed's log does: first, end of encoder, start of decoder, output.
 
-    Normalisation layers (``kinds`` containing "Norm") are passed over: the seed's line is
-    about the weights that carry the signal.
+    Normalisation layers (:func:`octa_tui.diagnosis.gradients.weight_layers`: by module kind,
+    else by name) are passed over: the seed's line is about the weights that carry the signal.
     """
-    candidates = [i for i in range(len(names)) if not (kinds and "Norm" in kinds[i])] or list(range(len(names)))
+    candidates = weight_layers(names, kinds)
     n = len(candidates)
     if n <= 4:
         return candidates
@@ -52,16 +52,14 @@ def gradient_hint(names: Sequence[str], norms: Sequence[float], kinds: Sequence[
     if any(not math.isfinite(v) for v in norms):
         bad = next(name for name, v in zip(names, norms) if not math.isfinite(v))
         return f"⚠ non-finite gradient in {bad}"
-    weights = [i for i in range(len(names)) if not (kinds and "Norm" in kinds[i])] or range(len(names))
+    weights = weight_layers(names, kinds)
     low = [(norms[i], names[i]) for i in weights if norms[i] < VANISHING_NORM]
     if low:
         value, name = min(low)
         return f"⚠ vanishing: {len(low)} layer(s) < 1e-4 (smallest {name}: {value:.2e})"
-    picks = gradient_picks(names, kinds)
-    shallow, deep = norms[picks[0]], norms[picks[-1]]
-    ratio = shallow / deep if deep > 0 else math.inf
+    ratio = shallow_deep(names, norms, kinds)  # every norm here is finite and >= 1e-4
     if ratio > SHALLOW_DEEP_RATIO or ratio < 1 / SHALLOW_DEEP_RATIO:
-        return f"⚠ {RATIO_NAME} {format_ratio(ratio)} ({names[picks[0]]} vs {names[picks[-1]]}): vanishing"
+        return f"⚠ {RATIO_NAME} {format_ratio(ratio)} ({names[weights[0]]} vs {names[weights[-1]]}): vanishing"
     return "✓ all layers > 1e-4"
 
 
