@@ -32,6 +32,8 @@ Watch stops measuring; the loop goes on. The one exception is asked for: with
 from __future__ import annotations
 
 import atexit
+import copy
+import functools
 import math
 import os
 import sys
@@ -529,17 +531,7 @@ class Watch:
     # --- epochs from train()/eval() ------------------------------------------------------------
 
     def _wrap_train(self, model: nn.Module) -> None:
-        original = model.train
-        watch_ref = weakref.ref(self)
-
-        def train(mode: bool = True) -> nn.Module:
-            result = original(mode)
-            current = watch_ref()
-            if current is not None:
-                current._guard(lambda: current._mode(bool(mode)))
-            return result
-
-        model.__dict__["train"] = train
+        model.__dict__["train"] = _TrainSwitch(model, self)
         self._train_wrapped = model
 
     def _mode(self, training: bool) -> None:
@@ -689,6 +681,34 @@ class Watch:
                 if self.controller is not None:
                     self.controller.lr_scale.after_step()
             return None
+
+
+class _TrainSwitch:
+    """The watched model's ``train`` (set on the instance): its class's ``train``, then the switch told to the Watch.
+
+    A copy of the model (``copy.deepcopy``: a best-model snapshot, an EMA) gets its class's
+    plain ``train`` bound to the copy, and pickling the model (``torch.save(model)``) stores
+    that instead of the switch: a copy never switches the watched model's mode.
+    """
+
+    __slots__ = ("module", "watch")
+
+    def __init__(self, module: nn.Module, watch: Watch) -> None:
+        self.module = module
+        self.watch = weakref.ref(watch)
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        result = type(self.module).train(self.module, mode)
+        current = self.watch()
+        if current is not None:
+            current._guard(lambda: current._mode(bool(mode)))
+        return result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return functools.partial, (type(self.module).train, self.module)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return functools.partial(type(self.module).train, copy.deepcopy(self.module, memo))
 
 
 _open_watches: weakref.WeakSet[Watch] = weakref.WeakSet()
