@@ -133,7 +133,7 @@ def match_matrix(history: RunHistory, thresholds: Thresholds | None = None, lang
     thresholds = thresholds or Thresholds()
     rows = matrix_rows(lang)
     ctx = Context(history, thresholds, lang)
-    if not ctx.view.is_segmentation or ctx.view.n_steps == 0:
+    if not ctx.facts.is_segmentation or ctx.view.n_steps == 0:
         return MatrixMatch(-1, INF, rows, {}, tuple(INF for _ in rows), False)
     observed: dict = {}
     for name, key in (("loss", ch.LOSS_TOTAL), ("bce", ch.LOSS_BCE), ("dice_loss", ch.LOSS_DICE)):

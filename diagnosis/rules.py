@@ -31,7 +31,7 @@ from octa_tui.protocol.errors import ProtocolError
 from octa_tui.protocol.messages import Command
 from octa_tui.protocol.run import RunHistory
 
-from .facts import GRAD_AMP_SKIPPED, OPT_AMP_SCALE, RunFacts, run_facts
+from .facts import GRAD_AMP_SKIPPED, OPT_AMP_SCALE, RunFacts, foreground, run_facts
 from .gradients import GradientHealth, format_ratio, gradient_health
 from .signals import (
     ExplosionSummary,
@@ -237,13 +237,7 @@ class Context:
     @cached_property
     def foreground(self) -> float:
         """Mean target (foreground ratio) from the data set report, NaN when unknown."""
-        report = self.view.dataset
-        if report is None:
-            return math.nan
-        for value in (report.target_mean, report.foreground_ratio):
-            if math.isfinite(value) and 0.0 <= value <= 1.0:
-                return float(value)
-        return math.nan
+        return foreground(self.history)
 
     @cached_property
     def update_ratio(self) -> float:
@@ -400,7 +394,7 @@ class Context:
             if test.flat:
                 values = ", ".join(f"{v:.6f}" for v in losses)
                 return PlateauFinding(test, "epochs", {"n": n, "values": values})
-        per_epoch = view.steps_per_epoch
+        per_epoch = self.facts.length.steps_per_epoch
         long_epochs = not math.isfinite(per_epoch) or per_epoch >= t.plateau_block_steps
         total = view.recent(ch.LOSS_TOTAL)
         if long_epochs and total is not None:
@@ -1072,7 +1066,7 @@ def rule_val_collapse(ctx: Context) -> Verdict | None:
     dice = [(e, metric(v, DICE_KEYS)) for e, _, v in rows if math.isfinite(metric(v, DICE_KEYS))]
     # At least val_collapse_epochs epochs, and at least val_collapse_steps steps: with short epochs
     # a small validation set dips for a few epochs at a high lr and recovers.
-    per_epoch = view.steps_per_epoch
+    per_epoch = ctx.facts.length.steps_per_epoch
     k = t.val_collapse_epochs
     if math.isfinite(per_epoch) and per_epoch > 0:
         k = max(k, math.ceil(t.val_collapse_steps / per_epoch))

@@ -26,7 +26,6 @@ TRAIN_LOSS_KEYS = ("loss", "total", "loss/total")
 VAL_LOSS_KEYS = ("loss", "total", "loss/total")
 DICE_KEYS = ("dice", "val_dice", "dice_score")
 
-SEGMENTATION_LOSSES = ("dice_bce", "bce")
 
 
 def metric(metrics: Mapping[str, float], keys: Sequence[str]) -> float:
@@ -64,7 +63,6 @@ class RunView:
         self.epoch_of_step = store.epoch[start:].copy()
         self.step = int(self.steps[-1]) if self.n_steps else -1
         self.epoch = int(self.epoch_of_step[-1]) if self.n_steps else -1
-        self._epoch_column = store.epoch
 
     # --- channels -------------------------------------------------------------------------
     def has(self, key: str) -> bool:
@@ -105,23 +103,10 @@ class RunView:
         read by :func:`octa_tui.diagnosis.facts.setting`, as the panels read it."""
         return facts.setting(self.history, key)
 
-    # --- the run's facts ------------------------------------------------------------------
-    @property
-    def loss_kind(self) -> str:
-        """``dice_bce`` | ``bce`` | ``mse`` | ``""``: :func:`octa_tui.diagnosis.facts.loss_kind`."""
-        return facts.loss_kind(self.history)
-
-    @property
-    def is_segmentation(self) -> bool:
-        """Whether the targets are masks (binary by intent): BCE or Dice+BCE."""
-        return self.loss_kind in SEGMENTATION_LOSSES
-
+    # --- the run's facts (loss kind, settings, run length: :mod:`.facts`) -------------------
     def config_number(self, key: str) -> float:
         """A numeric config value, NaN when absent or not a number."""
-        value = self.config.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return math.nan
-        return float(value)
+        return facts.config_number(self.config, key)
 
     @property
     def train_images(self) -> int:
@@ -134,16 +119,6 @@ class RunView:
         if self.dataset is not None and self.dataset.pairs > 0:
             return self.dataset.pairs
         return 0
-
-    @property
-    def steps_per_epoch(self) -> float:
-        """Planned steps per epoch from the config, else measured (:func:`octa_tui.diagnosis.facts.run_length`)."""
-        return facts.run_length(self.history).steps_per_epoch
-
-    @property
-    def progress(self) -> float:
-        """Fraction of the planned steps done (NaN when the plan is unknown; ``max_steps`` counts)."""
-        return facts.run_length(self.history).progress
 
     # --- epoch summaries -----------------------------------------------------------------
     def epoch_train_losses(self, count: int) -> tuple[np.ndarray, np.ndarray]:
