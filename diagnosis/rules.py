@@ -527,9 +527,12 @@ def rule_missing_sigmoid(ctx: Context) -> Verdict | None:
     )
 
 
-def _output_ranges(ctx: Context) -> tuple[float, float, float, float] | None:
+def _logit_ranges(ctx: Context) -> tuple[float, float, float, float] | None:
     """(raw min, raw max, activated min, activated max) over the newest ``output_steps``: the
-    lowest minimum and the highest maximum seen (None before ``output_min_steps`` or without them)."""
+    lowest minimum and the highest maximum seen. None unless a segmentation loss applies the
+    sigmoid to the raw outputs, and before ``output_min_steps`` or without the output channels."""
+    if not ctx.facts.is_segmentation or not ctx.loss_takes_logits:
+        return None
     view, t = ctx.view, ctx.t
     keys = (ch.OUT_RAW_MIN, ch.OUT_RAW_MAX, ch.OUT_ACT_MIN, ch.OUT_ACT_MAX)
     if view.n_steps < t.output_min_steps or not all(view.has(k) for k in keys):
@@ -542,9 +545,7 @@ def _output_ranges(ctx: Context) -> tuple[float, float, float, float] | None:
 
 def rule_squashed_outputs(ctx: Context) -> Verdict | None:
     """The loss sees outputs squashed into [0.5, 0.73]: a sigmoid applied twice (the model's and the loss's)."""
-    if not ctx.facts.is_segmentation or not ctx.loss_takes_logits:
-        return None
-    ranges = _output_ranges(ctx)
+    ranges = _logit_ranges(ctx)
     if ranges is None:
         return None
     raw_lo, raw_hi, act_lo, act_hi = ranges
@@ -561,9 +562,7 @@ def rule_squashed_outputs(ctx: Context) -> Verdict | None:
 
 def rule_bce_at_ln2(ctx: Context) -> Verdict | None:
     """The logits never go below 0 (a final ReLU before BCEWithLogits): BCE stays near ln 2 = 0.693."""
-    if not ctx.facts.is_segmentation or not ctx.loss_takes_logits:
-        return None
-    ranges = _output_ranges(ctx)
+    ranges = _logit_ranges(ctx)
     if ranges is None:
         return None
     raw_lo, raw_hi, _, _ = ranges
