@@ -39,6 +39,8 @@ class LrScale:
     def __init__(self, optimizer: Any, scale: float = 1.0) -> None:
         self.optimizer = optimizer
         self.scale = float(scale)
+        # Group 0's effective lr of the last step, the one the stream reports (read once a
+        # step: an lr held as a device tensor costs a host read, so only one is read).
         self.used: list[float] = []
         self._saved: list[tuple[dict, Any, Any]] | None = None
         self._handles: list[Any] = []
@@ -52,18 +54,16 @@ class LrScale:
         groups = self.optimizer.param_groups
         scale = self.scale
         if scale == 1.0:
-            self.used = [_as_float(g["lr"]) for g in groups]
+            self.used = [_as_float(groups[0]["lr"])] if groups else []
             return
         saved = []
-        used = []
         for group in groups:
             lr = group["lr"]
             scaled = lr * scale
             group["lr"] = scaled
             saved.append((group, lr, scaled))
-            used.append(_as_float(scaled))
         self._saved = saved
-        self.used = used
+        self.used = [_as_float(saved[0][2])] if saved else []
 
     def after_step(self) -> None:
         """Put every group's scheduler lr back (unless something else wrote it meanwhile)."""
