@@ -30,7 +30,7 @@ def run_async(test):
     return run
 
 
-async def wait_for(pilot, condition, timeout_s: float = 10.0) -> None:
+async def wait_for(pilot, condition, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -248,7 +248,7 @@ async def test_a_warning_verdict_goes_to_the_event_log_with_its_step_when_it_app
     def feed():
         # each batch arrives once the engine has judged the one before (diagnosis has its own worker)
         for i, chunk in enumerate(chunks):
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while len(shown) <= i and time.monotonic() < deadline:
                 time.sleep(0.01)
             yield chunk

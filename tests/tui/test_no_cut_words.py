@@ -42,7 +42,7 @@ def _probability_run(steps: int = 600) -> RunHistory:
 async def _screen(history, size, keys=()) -> str:
     app = make_app(MemorySource(history))
     async with app.run_test(size=size) as pilot:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not (app.opened and app.diagnosis is not None):
             assert time.monotonic() < deadline
             await pilot.pause(0.05)

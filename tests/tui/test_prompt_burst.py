@@ -24,7 +24,7 @@ def _keys(*names: str) -> list[events.Key]:
     return [events.Key(name, name if len(name) == 1 else None) for name in names]
 
 
-async def _wait(pilot, condition, timeout_s: float = 20.0) -> None:
+async def _wait(pilot, condition, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
