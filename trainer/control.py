@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .core.loss_weights import TermWeightError, TermWeights
 from .core.lr import LrScale, LrScaleError
 from .probe import Probe
 
@@ -68,7 +69,9 @@ class Controller:
     (:attr:`lr_scale`, registered as the optimizer's step pre/post hooks), so it composes
     with any scheduler and any number of parameter groups; ``schedule`` (optional, the
     built-in trainer's) only sets the starting scale. ``criterion`` holds
-    ``bce_weight``/``dice_weight``/``pos_weight`` when the task has them;
+    ``bce_weight``/``dice_weight``/``pos_weight`` when the task has them; without such a
+    criterion, ``term_weights`` (a Watch's observed loss terms) serves ``set_loss_weights``
+    as a factor per named term (effective weight = the script's own weight x factor);
     ``save_checkpoint`` (returns the file written) serves ``checkpoint``. ``clip`` is read
     by the loop each step (0 = off). No command raises into the training loop: a failure
     is an error reply with its reason.
@@ -85,6 +88,7 @@ class Controller:
         *,
         lr_scale: LrScale | None = None,
         hook: bool = True,
+        term_weights: TermWeights | None = None,
     ) -> None:
         self.probe = probe
         self.optimizer = optimizer
@@ -94,6 +98,7 @@ class Controller:
             self.lr_scale.hook()
         probe.lr_scale = self.lr_scale
         self.criterion = criterion
+        self.term_weights = term_weights
         self.save_checkpoint = save_checkpoint
         self.clip = float(clip)
         self.paused = False
@@ -186,7 +191,15 @@ class Controller:
             raise ControlError(f"{op}: this run's loss has no {name} (it applies to the Dice+BCE segmentation loss)")
         return getattr(self.criterion, name)
 
-    def _set_loss_weights(self, args: dict[str, Any]) -> tuple[Any, Any, str]:
+    def _set_loss_weights(self, args: dict[str, Any]) -> tuple[Any, ...]:
+        has_pair = self.criterion is not None and hasattr(self.criterion, "bce_weight") \
+            and hasattr(self.criterion, "dice_weight")
+        if self.term_weights is not None and not has_pair:
+            return self._set_term_weights(args)
+        missing = [name for name in ("bce", "dice") if name not in args]
+        if has_pair and missing:
+            raise ControlError(f"set_loss_weights: this run's loss is weighted by bce and dice; {missing[0]!r} "
+                               f"is missing (got {', '.join(sorted(args)) or 'no weights'})")
         old_bce = self._loss_attribute("set_loss_weights", "bce_weight")
         old_dice = self._loss_attribute("set_loss_weights", "dice_weight")
         bce, dice = float(args["bce"]), float(args["dice"])
@@ -195,6 +208,18 @@ class Controller:
         self.criterion.bce_weight, self.criterion.dice_weight = bce, dice
         old, new = {"bce": old_bce, "dice": old_dice}, {"bce": bce, "dice": dice}
         return old, new, f"loss weights BCE {old_bce:g}/Dice {old_dice:g} -> {bce:g}/{dice:g}"
+
+    def _set_term_weights(self, args: dict[str, Any]) -> tuple[Any, Any, str, dict[str, Any]]:
+        """Factors on the observed loss terms (``octa-tui run``/``watch``): the term's loss value
+        is multiplied by its factor from the next step on; (old, new) are the named terms' factors."""
+        assert self.term_weights is not None
+        try:
+            old, new = self.term_weights.set(args)
+        except TermWeightError as exc:
+            raise ControlError(f"set_loss_weights: {exc}") from exc
+        changes = ", ".join(f"{name} x{old[name]:g} -> x{new[name]:g}" for name in new)
+        message = f"loss term weights {changes} (the script's own weight x factor)"
+        return old, new, message, {"factors": self.term_weights.all_factors()}
 
     def _set_pos_weight(self, args: dict[str, Any]) -> tuple[Any, Any, str]:
         old = self._loss_attribute("set_pos_weight", "pos_weight")

@@ -6,11 +6,14 @@ training step calls ``backward`` on its loss. While :func:`listen` has a listene
 installed, those functions are wrapped: each call is reported with the function's name, what
 the loss was given (the model's outputs, the target) and its value; each ``backward`` on a
 one-element tensor is reported with that tensor (the total loss, as scaled by a GradScaler);
-each ``torch.nn.utils.clip_grad_norm_`` with its ``max_norm`` (a framework that clips before
-the optimizer's step: the probe then measures clipped gradients, and says so).
-The wrappers return exactly what the originals return and never raise anything of their own
-(a listener that fails is dropped with one line on stderr). With no listener left, the
-originals are put back.
+each ``torch.nn.utils.clip_grad_norm_`` (and ``clip_grads_with_norm_``, ``clip_grad_value_``)
+with its bound (a loop or framework that clips before the optimizer's step: the probe then
+measures clipped gradients, and says so).
+The wrappers return what the originals return and never raise anything of their own (a
+listener that fails is dropped with one line on stderr); the one change they make is asked
+for: a listener's ``loss_called`` may return a replacement for the loss value (the value
+times a live weight set from the monitor, see :mod:`octa_tui.trainer.core.loss_weights`).
+With no listener left, the originals are put back.
 
 From these calls the attach core takes measured facts instead of declarations: the loss
 terms (one component per call, named by function), whether the loss expects probabilities
@@ -51,13 +54,18 @@ LOSS_FUNCTIONS: dict[str, tuple[str, str]] = {
 
 
 class LossListener(Protocol):
-    """What :func:`listen` calls: one loss call, one backward."""
+    """What :func:`listen` calls: one loss call, one backward, one clipping.
 
-    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> None: ...
+    ``loss_called`` returns None, or the value the loss function should return instead (a
+    weighted value). ``clip_called`` gets ``kind`` "norm" (``max_norm`` and the total norm
+    before clipping, a tensor) or "value" (``clip_value`` as the bound, no total norm).
+    """
+
+    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> Any: ...
 
     def backward_called(self, tensor: torch.Tensor) -> None: ...
 
-    def clip_called(self, max_norm: float, total_norm: Any) -> None: ...
+    def clip_called(self, max_norm: float, total_norm: Any, kind: str = "norm") -> None: ...
 
 
 _listeners: list[LossListener] = []
@@ -65,6 +73,7 @@ _originals: dict[str, Callable[..., Any]] = {}
 _original_backward: Callable[..., Any] | None = None
 _original_clip: Callable[..., Any] | None = None
 _original_clip_with_norm: Callable[..., Any] | None = None
+_original_clip_value: Callable[..., Any] | None = None
 _busy = threading.local()  # a loss that calls another loss reports only the outer one
 _lock = threading.Lock()
 
@@ -94,7 +103,7 @@ def installed() -> bool:
 
 
 def _install() -> None:
-    global _original_backward, _original_clip, _original_clip_with_norm
+    global _original_backward, _original_clip, _original_clip_with_norm, _original_clip_value
     for name in LOSS_FUNCTIONS:
         original = getattr(F, name, None)
         if original is None or name in _originals:
@@ -110,10 +119,13 @@ def _install() -> None:
     if _original_clip_with_norm is None and hasattr(torch.nn.utils, "clip_grads_with_norm_"):
         _original_clip_with_norm = torch.nn.utils.clip_grads_with_norm_
         torch.nn.utils.clip_grads_with_norm_ = _clip_grads_with_norm_
+    if _original_clip_value is None:
+        _original_clip_value = torch.nn.utils.clip_grad_value_
+        torch.nn.utils.clip_grad_value_ = _clip_grad_value_
 
 
 def _uninstall() -> None:
-    global _original_backward, _original_clip, _original_clip_with_norm
+    global _original_backward, _original_clip, _original_clip_with_norm, _original_clip_value
     for name, original in _originals.items():
         setattr(F, name, original)
     _originals.clear()
@@ -126,6 +138,9 @@ def _uninstall() -> None:
     if _original_clip_with_norm is not None:
         torch.nn.utils.clip_grads_with_norm_ = _original_clip_with_norm
         _original_clip_with_norm = None
+    if _original_clip_value is not None:
+        torch.nn.utils.clip_grad_value_ = _original_clip_value
+        _original_clip_value = None
 
 
 def _drop(listener: LossListener, exc: BaseException) -> None:
@@ -146,9 +161,12 @@ def _wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
             _busy.on = False
         for listener in list(_listeners):
             try:
-                listener.loss_called(name, input, target, value)
+                replaced = listener.loss_called(name, input, target, value)
             except Exception as exc:  # noqa: BLE001 - observing never breaks the user's loss
                 _drop(listener, exc)
+                continue
+            if replaced is not None:
+                value = replaced
         return value
 
     observed.__name__ = getattr(original, "__name__", name)
@@ -184,10 +202,18 @@ def _clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any, *a
     return result
 
 
-def _report_clip(max_norm: float, total_norm: Any) -> None:
+def _clip_grad_value_(parameters: Any, clip_value: float, *args: Any, **kwargs: Any) -> Any:
+    """``torch.nn.utils.clip_grad_value_`` (Lightning's ``gradient_clip_algorithm="value"``), reported."""
+    assert _original_clip_value is not None
+    result = _original_clip_value(parameters, clip_value, *args, **kwargs)
+    _report_clip(clip_value, None, "value")
+    return result
+
+
+def _report_clip(max_norm: float, total_norm: Any, kind: str = "norm") -> None:
     for listener in list(_listeners):
         try:
-            listener.clip_called(float(max_norm), total_norm)
+            listener.clip_called(float(max_norm), total_norm, kind)
         except Exception as exc:  # noqa: BLE001
             _drop(listener, exc)
 

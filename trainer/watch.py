@@ -48,6 +48,7 @@ from torch import nn
 
 from . import observe
 from .control import Controller
+from .core.loss_weights import TermWeights
 from .probe import Probe
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
@@ -177,6 +178,9 @@ class Watch:
         self._expects: bool | None = None
         self._autocast: str | None = None
         self._clipped_before: float | None = None  # clip_grad_norm_'s max_norm, seen before the first step
+        self._clip_kind = "norm"  # "value": clip_grad_value_ (its bound is per element, not a norm)
+        # live factors on the observed loss terms (set from the monitor; 1 = the script as written)
+        self.term_weights = TermWeights()
         self._val: dict[str, list[torch.Tensor]] = {}
         self._noted_loss: Any = None
         self._noted_components: Mapping[str, Any] | None = None
@@ -444,10 +448,14 @@ class Watch:
 
     # --- observations ------------------------------------------------------------------------
 
-    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> None:
-        """A ``torch.nn.functional`` loss ran (see :mod:`octa_tui.trainer.observe`)."""
+    def loss_called(self, function: str, input: Any, target: Any, value: Any) -> Any:
+        """A ``torch.nn.functional`` loss ran (see :mod:`octa_tui.trainer.observe`).
+
+        Returns the value weighted by the term's live factor when the monitor set one (the
+        loss function then returns that), else None.
+        """
         if self.failed or self._closed or not isinstance(value, torch.Tensor):
-            return
+            return None
         training = torch.is_grad_enabled() and value.requires_grad
         if self.model is not None and not self.model.training:
             training = False
@@ -459,10 +467,14 @@ class Watch:
                 if self._steps_in_epoch:
                     self._in_validation = True
                 self.serve()
-            return
+            return None
         count = self._occurrence.get(short, 0) + 1
         self._occurrence[short] = count
         key = short if count == 1 else f"{short}_{count}"
+        weighted = None
+        factor = self.term_weights.factors.get(key)
+        if factor is not None:  # a live weight from the monitor: the term as the script now sees it
+            weighted = value = value * factor
         self._calls.setdefault(key, []).append(value.detach().float().mean())
         if function not in self._functions:
             self._functions.append(function)
@@ -478,6 +490,7 @@ class Watch:
                 self._autocast = "fp16"
             elif input.dtype == torch.bfloat16:
                 self._autocast = "bf16"
+        return weighted
 
     def backward_called(self, tensor: torch.Tensor) -> None:
         """``backward`` ran on a one-element tensor: the step's (micro-batch's) total loss."""
@@ -490,10 +503,15 @@ class Watch:
         self._totals.append(value)
         self._occurrence = {}
 
-    def clip_called(self, max_norm: float, total_norm: Any) -> None:
-        """``torch.nn.utils.clip_grad_norm_`` ran (a framework clipping before the optimizer's step)."""
+    def clip_called(self, max_norm: float, total_norm: Any, kind: str = "norm") -> None:
+        """``torch.nn.utils.clip_grad_norm_`` (or ``clip_grad_value_``) ran before the optimizer's step.
+
+        The gradients the probe measures are then the clipped ones: the schema says so
+        (``grads_clipped_before_probe`` = the bound, ``grads_clip_kind`` = "norm"/"value").
+        """
         if self._probe is None and not self._closed and self._clipped_before is None:
             self._clipped_before = float(max_norm)
+            self._clip_kind = kind
 
     def _step_numbers(self) -> tuple[Any, dict[str, Any], Any, str | None]:
         """This step's loss, components (means over micro-batches), outputs and activation."""
@@ -583,6 +601,7 @@ class Watch:
             config["name"] = self.name
         if self._clipped_before is not None:  # the gradients this probe measures were clipped already
             config.setdefault("grads_clipped_before_probe", self._clipped_before)
+            config.setdefault("grads_clip_kind", self._clip_kind)
         components = tuple(kwargs.pop("loss_components", ()) or self._order)
         if "loss_expects_probabilities" not in kwargs:
             kwargs["loss_expects_probabilities"] = True if self._expects is None else self._expects
@@ -599,7 +618,9 @@ class Watch:
             probe = Probe.start(self.model, telemetry=self.telemetry, control=self.control, record=self.record,
                                 announce=self.announce, link_options=self.link_options, **common)
         self._probe = probe
-        self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False)
+        self.term_weights.terms = tuple(self._order)  # the observed terms are the ones a command may weight
+        self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False,
+                                     term_weights=self.term_weights)
         if self._auto_epochs:
             self._wrap_train(self.model)
         losses = ", ".join(self._functions) or "not observed"
@@ -630,7 +651,7 @@ class Watch:
             "run_id": probe.run_id,
             "config": dict(probe.schema.config),
             "settings": {"lr_scale": self.controller.lr_scale.scale if self.controller else 1.0,
-                         "clip": self.clip},
+                         "clip": self.clip, "loss_term_factors": self.term_weights.all_factors()},
         })
         os.chmod(path, 0o600)
         self.checkpoints.append(str(path))
