@@ -47,6 +47,9 @@ class TrainConfig:
     skip_bad: bool = False
     image_size: int = 64
     normalize: bool = True
+    # False: the validation images skip the /255 scaling that training applies (they reach the model
+    # as raw 0-255 values): the val-collapse scenario's preprocessing bug
+    val_normalize: bool = True
     val_fraction: float = 0.2
     # model and loss
     task: str = "segmentation"
@@ -129,6 +132,9 @@ class TrainConfig:
         _in_range("--contrast", self.contrast, 0.0, 2.0, open_low=True)
         if self.contrast != 1.0 and (self.data_dir is not None or self.task == "heatmap"):
             raise ConfigError("--contrast applies to synthetic vessels only (--synthetic N, --task segmentation)")
+        if not self.val_normalize and not self.normalize:
+            raise ConfigError("val_normalize=False leaves validation images unscaled while training scales them; "
+                              "with --no-normalize neither is scaled, so there is no difference to reproduce")
         if self.binarize_masks and self.task == "heatmap":
             raise ConfigError("--binarize-masks applies to segmentation masks; heatmap targets are continuous")
         if self.bce_weight + self.dice_weight <= 0:

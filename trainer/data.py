@@ -8,6 +8,7 @@ unnormalised inputs of the exploding-gradient scenario - and ``target`` (c, h, w
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = [
     "split_train_val",
     "target_stats",
     "training_targets",
+    "unnormalized",
 ]
 
 
@@ -110,6 +112,17 @@ class FolderDataset(ArrayDataset):
         self.problems = loaded.problems
         self.raw_masks = loaded.masks  # before binarisation: what the dataset report should check
         super().__init__(images, loaded.masks, normalize=normalize, binarize=binarize)
+
+
+def unnormalized(dataset: ArrayDataset) -> ArrayDataset:
+    """The same images and targets (shared, not copied) handed out as raw 0-255 pixel values.
+
+    A validation pipeline that forgets the scaling training applies is a bug users hit; the
+    val-collapse scenario reproduces it with this view of the validation images.
+    """
+    view = copy.copy(dataset)
+    view.normalize = False
+    return view
 
 
 def split_train_val(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[Subset, Subset]:

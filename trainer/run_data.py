@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from octa_tui.protocol.messages import DatasetReport
 
 from .config import TrainConfig
-from .data import ArrayDataset, DataError, FolderDataset, split_train_val, training_targets
+from .data import ArrayDataset, DataError, FolderDataset, split_train_val, training_targets, unnormalized
 from .synthetic import synthetic_heatmaps, synthetic_vessels
 from .targets import compute_pos_weight
 
@@ -123,6 +123,9 @@ def load_data(config: TrainConfig, pin_memory: bool = False) -> RunData:
             f" (contrast {config.contrast:g})" if config.contrast != 1.0 else "") + (
             " (binarized)" if config.binarize_masks else "")
     train, val = split_train_val(dataset, config.val_fraction, config.seed)
+    if not config.val_normalize:  # the val-collapse fault: a scaling applied in the training pipeline only
+        val = Subset(unnormalized(dataset), val.indices)
+        source += " (validation not normalised)"
     data = RunData(source=source, train=train, val=val, pin_memory=pin_memory)
     data.report = _report_builder(dataset, data, binarized=config.binarize_masks)
     return data

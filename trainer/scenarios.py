@@ -177,6 +177,15 @@ SCENARIOS: dict[str, Scenario] = {
             changes={"model": "unet_softmax_head"}, restart_fix={"model": "unet"},
             check=SMALL, steps=120, budget=120,
         ),
+        Scenario(
+            "val-collapse", "the training pipeline scales images to [0, 1]; the validation pipeline forgets it "
+            "and feeds raw 0-255 values (a normalisation applied in training only)", "val_collapse",
+            "'validation collapse': the training loss keeps falling while the validation loss climbs far "
+            "above its best (or val Dice falls), epoch after epoch",
+            "restart with the same preprocessing for validation as for training (octa-train without the scenario)",
+            changes={"val_normalize": False}, restart_fix={"val_normalize": True},
+            check=SMALL, steps=180, budget=180,
+        ),
     )
 }
 

@@ -72,3 +72,29 @@ def test_the_twin_comparison_counts_a_diverged_run_as_the_worse_one(with_fix, wi
 
     _, outcome = loss_twin_outcome(with_fix, without, noise=0.0, t=TrialThresholds())
     assert outcome == expected
+
+
+def test_val_collapse_scales_training_images_but_not_validation_images() -> None:
+    # GIVEN the val-collapse scenario's data WHEN a training and a validation image are read
+    from octa_tui.trainer.run_data import load_data
+
+    data = load_data(scenario_config("val-collapse", small=True))
+    train_image, _ = data.train[0]
+    val_image, val_target = data.val[0]
+    # THEN training sees [0, 1], validation the raw 0-255 values of the same stored images; targets are unchanged
+    assert 0.0 <= float(train_image.min()) and float(train_image.max()) <= 1.0
+    assert float(val_image.max()) > 1.0
+    stored = data.val.dataset.images[data.val.indices[0]]
+    assert float(val_image.max()) == float(stored.max())
+    assert 0.0 <= float(val_target.min()) and float(val_target.max()) <= 1.0
+    assert "validation not normalised" in data.source
+    # AND the restart fix gives validation the training preprocessing back
+    fixed = load_data(scenario_config("val-collapse", small=True, **SCENARIOS["val-collapse"].restart_fix))
+    assert float(fixed.val[0][0].max()) <= 1.0
+
+
+def test_an_unscaled_validation_needs_a_scaled_training() -> None:
+    from octa_tui.trainer.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="no difference to reproduce"):
+        TrainConfig.demo(normalize=False, val_normalize=False).check()
