@@ -236,7 +236,7 @@ def test_how_a_run_ended_is_told_and_a_stop_by_the_monitor_is_named(trainer, fol
         t.call(lambda link: link.publish(Event(t.schema.run_id, 10, time.time(), "command_applied", "stop",
                                                {"op": "stop"})))
         t.call(lambda link: link.close("stopped"))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while source.end_state is None:
             assert time.monotonic() < deadline
             source.poll(0.02)
@@ -256,7 +256,7 @@ def test_a_finished_run_is_finished_not_lost(trainer):
     source.open()
     try:
         t.call(lambda link: link.close("finished"))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while source.end_state is None:
             assert time.monotonic() < deadline
             source.poll(0.02)
@@ -309,7 +309,7 @@ def test_unreadable_frames_are_counted_on_the_live_source_and_following_goes_on(
         head, body = encode(Event(t.schema.run_id, 1, 1.0, "warning", "x"))
         t.inject(b"", b"hello", step[:30], step[:-2], [head, body[:-3]], [b"\x00" * 8, b"\x01"])
         t.publish(20, 30)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while len(source.history.steps) < 50 or source.rejected_frames < 6:
             assert time.monotonic() < deadline, (len(source.history.steps), source.rejected_detail)
             source.poll(0.02)

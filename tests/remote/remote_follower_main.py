@@ -15,7 +15,7 @@ from octa_tui.protocol.follow import RunFollower
 
 
 def main(telemetry: str, control: str) -> None:
-    with RunFollower(telemetry, control, timeout_s=5.0) as follower:
+    with RunFollower(telemetry, control, timeout_s=60.0) as follower:
         follower.connect()
         while True:
             update = follower.poll(timeout_s=0.1)

@@ -108,7 +108,7 @@ class Sshd:
         self.log = open(folder / "sshd.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while True:
             assert self.proc.poll() is None, (folder / "sshd.log").read_text()
             try:
@@ -243,10 +243,10 @@ def test_ipc_trainer_is_followed_through_unix_socket_forwards(sshd, tmp_path):
         local = tmp_path / "local"
         local.mkdir(mode=0o700)
         forwards = [plan_forward(info.telemetry, str(local), "telemetry"), plan_forward(info.control, str(local), "control")]
-        with Tunnel(target, forwards), RunFollower(forwards[0].local, forwards[1].local, timeout_s=5) as follower:
+        with Tunnel(target, forwards), RunFollower(forwards[0].local, forwards[1].local, timeout_s=60) as follower:
             history = follower.connect()
             rows = len(history.steps)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while len(follower.history.steps) < rows + 20 and time.monotonic() < deadline:
                 follower.poll(0.1)
             # THEN the run streams through the tunnel

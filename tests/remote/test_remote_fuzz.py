@@ -72,7 +72,7 @@ random_frames = st.lists(st.binary(max_size=64), min_size=1, max_size=3)
 
 
 def latest_settings(info) -> dict[str, float]:
-    with RunFollower(info["telemetry"], info["control"], timeout_s=5) as follower:
+    with RunFollower(info["telemetry"], info["control"], timeout_s=60) as follower:
         history = follower.connect()
         schema, steps = history.schema, history.steps
         return {key: float(steps.values[-1, schema.index(key)]) for key in SETTINGS if schema.has(key)}, len(steps), \
