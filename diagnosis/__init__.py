@@ -11,12 +11,15 @@ without a final sigmoid); their thresholds live in :class:`Thresholds`. Typical 
     match = match_matrix(history)                  # seed 000's matrix, nearest row
     facts = run_facts(history)                     # baseline, settings, length, loss kind (panels too)
     format_ratio(13.0)                             # "13x": the shallow/deep gradient ratio, one format
+    for step, shown in diagnose_growing(recorded, every=5):  # a recording shown as it grew
+        ...
 """
 
 from .baseline import Baseline, bce_baseline, dice_bce_baseline, dice_loss_baseline, mse_baseline
 from .engine import Engine, Hysteresis
 from .facts import ConstantBaseline, RunFacts, constant_baseline, run_facts
 from .gradients import RATIO_NAME, format_ratio
+from .growing import diagnose_growing, grow
 from .matrix import MatrixMatch, MatrixRow, match_matrix, matrix_rows
 from .rules import RULE_CODES, evaluate_rules
 from .texts import get_language, set_language
@@ -30,7 +33,9 @@ __all__ = [
     "ConstantBaseline",
     "RunFacts",
     "constant_baseline",
+    "diagnose_growing",
     "format_ratio",
+    "grow",
     "get_language",
     "root_cause",
     "run_facts",

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from octa_tui.diagnosis import Engine, Severity, Verdict, severity_name
+from octa_tui.diagnosis.growing import diagnose_growing
 from octa_tui.diagnosis.trial import (
     HELPED,
     HURT,
@@ -81,22 +82,8 @@ class Sighting:
 
 def diagnose_as_it_grows(full: RunHistory, every: int = EVERY, engine: Engine | None = None) -> Sighting:
     """Feed ``full`` to an engine ``every`` steps, with the epochs and events of those steps."""
-    engine = engine or Engine()
-    growing = RunHistory(full.schema)
-    growing.dataset = full.dataset
     sighting = Sighting()
-    n = len(full.steps)
-    stops = list(range(every, n + 1, every))
-    if not stops or stops[-1] != n:
-        stops.append(n)
-    start = 0
-    for stop in stops:
-        growing.add(full.steps.chunk(full.run_id, start, stop))
-        start = stop
-        last = int(full.steps.step[stop - 1])
-        growing.epochs = [e for e in full.epochs if e.step <= last]
-        growing.events = [e for e in full.events if e.step <= last]
-        shown = engine.evaluate(growing)
+    for last, shown in diagnose_growing(full, every, engine):
         if shown:
             sighting.ranked_first.setdefault(last, shown[0].code)
         for v in shown:
