@@ -17,12 +17,16 @@ thread's time over any stretch (a deficit budget, :class:`ServiceBudget`), a his
 answer is streamed a few chunks at a time into a bounded queue per monitor, one at a time
 per monitor and ``MAX_HISTORY_STREAMS`` at once.
 
-Not thread-safe: call it from the training thread only (ZeroMQ sockets belong to one
-thread).
+Two threads may use it: the probe's publisher thread publishes steps and records, the
+training thread serves commands and heartbeats. One lock serialises every use of the
+telemetry socket and the history (a ZeroMQ socket is used by one thread at a time, a
+history answer is a consistent snapshot, a heartbeat's ``last_seq`` is a step already
+sent); the control socket belongs to the training thread.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -287,6 +291,7 @@ class TrainerLink:
         self._monitors: dict[bytes, float] = {}
         self._state = "running"
         self._closed = False
+        self._lock = threading.RLock()
         self._publisher.send(schema)
 
     # --- properties -----------------------------------------------------------------------
@@ -340,6 +345,10 @@ class TrainerLink:
 
     def publish_step(self, step: int, epoch: int, values: np.ndarray) -> None:
         """Stamp, keep, send and record one step's vector (float32, schema order)."""
+        with self._lock:
+            self._publish_step(step, epoch, values)
+
+    def _publish_step(self, step: int, epoch: int, values: np.ndarray) -> None:
         seq = self._seq
         now = self._clock()
         # Appending first checks the width, so a wrong vector never reaches the wire.
@@ -353,6 +362,45 @@ class TrainerLink:
             except Exception as exc:  # a failing disk must not stop training
                 self._recording_failed(f"{type(exc).__name__}: {exc}")
 
+    def publish_steps(self, steps: list[int], epochs: list[int], times: list[float] | None,
+                      values: np.ndarray) -> None:
+        """Many steps at once, as :meth:`publish_step` would each: kept and recorded in one
+        copy, sent one frame per step (a monitor sees every step, in order).
+
+        ``values`` is (len(steps) x width) float32 in schema order; ``times`` the wall time
+        each step ended (None: now, by the link's clock).
+        """
+        rows = len(steps)
+        if rows == 0:
+            return
+        if times is None:
+            times = [self._clock()] * rows
+        with self._lock:
+            seq0 = self._seq
+            seqs = np.arange(seq0, seq0 + rows, dtype=np.uint64)
+            step_a = np.array(steps, dtype=np.int64)
+            epoch_a = np.array(epochs, dtype=np.int32)
+            time_a = np.array(times, dtype=np.float64)
+            # Extending first checks the width, so a wrong vector never reaches the wire.
+            self.history.steps.extend(StepChunk(self.run_id, seqs, step_a, epoch_a, time_a, values))
+            send, token = self._publisher.send_frame, self._token
+            for i, (step, epoch, now) in enumerate(zip(steps, epochs, times)):
+                send(encode_step(token, seq0 + i, step, epoch, now, values[i]))
+            self._seq = seq0 + rows
+            self._last_step = steps[-1]
+            recording = self._recording
+            if recording is None:
+                return
+            try:
+                write_steps = getattr(recording, "write_steps", None)
+                if write_steps is not None:
+                    write_steps(seqs, step_a, epoch_a, time_a, values)
+                else:
+                    for i in range(rows):
+                        recording.write_step(seq0 + i, steps[i], epochs[i], times[i], values[i])
+            except Exception as exc:  # a failing disk must not stop training
+                self._recording_failed(f"{type(exc).__name__}: {exc}")
+
     def publish(self, msg: EpochSummary | Event | DatasetReport | Preview) -> None:
         """Keep, send and record one structured record of this run."""
         if not isinstance(msg, (EpochSummary, Event, DatasetReport, Preview)):
@@ -360,6 +408,10 @@ class TrainerLink:
                 f"publish takes an epoch summary, event, dataset report or preview, not a {type(msg).__name__}; "
                 "steps go through publish_step"
             )
+        with self._lock:
+            self._publish(msg)
+
+    def _publish(self, msg: EpochSummary | Event | DatasetReport | Preview) -> None:
         self.history.add(msg)
         self._publisher.send(msg)
         if self._recording is not None:
@@ -397,6 +449,10 @@ class TrainerLink:
         is bounded by the service budget: requests beyond it wait in ZeroMQ's bounded
         queues for a later boundary.
         """
+        with self._lock:
+            return self._poll_commands()
+
+    def _poll_commands(self) -> list[PendingCommand]:
         pending: list[PendingCommand] = []
         budget = self._budget
         if not budget.begin():
@@ -578,6 +634,10 @@ class TrainerLink:
 
     def tick(self, state: str = "running") -> None:
         """Send a heartbeat when one is due and forget monitors not heard from lately."""
+        with self._lock:
+            self._tick(state)
+
+    def _tick(self, state: str) -> None:
         self._state = state
         now = self._clock()
         if self._watches and now >= self._next_refusal_check:
@@ -620,6 +680,10 @@ class TrainerLink:
 
     def close(self, state: str = "finished") -> None:
         """Say goodbye (a last heartbeat with ``state``), close the recording and the sockets."""
+        with self._lock:
+            self._close(state)
+
+    def _close(self, state: str) -> None:
         if self._closed:
             return
         self._closed = True

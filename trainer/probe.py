@@ -76,9 +76,10 @@ from .core.measure import (
     preview_array,
     process_memory_mb,
     range_stats,
-    sigmoid,
+    sigmoid_array,
 )
 from .core.pipeline import PENDING_VECTORS, DeviceCopies
+from .core.publisher import StepPublisher
 from .core.service import SERVICE_INTERVAL_S, LinkService, open_link
 
 __all__ = [
@@ -120,16 +121,23 @@ class OutputsPart:
 
 class HostPart:
     """A step's host-side numbers: values in host-key order, losses given as plain numbers
-    (key, value), the outputs' part, and the parameters that had no gradient."""
+    (key, value), the outputs' part, the parameters that had no gradient, and the wall time
+    the step ended (its time stamp; None: when it is published)."""
 
-    __slots__ = ("values", "overrides", "outputs", "missing")
+    __slots__ = ("values", "overrides", "outputs", "missing", "ended")
 
     def __init__(self, values: list[float], overrides: list[tuple[str, float]], outputs: OutputsPart | None,
-                 missing: frozenset[int]) -> None:
+                 missing: frozenset[int], ended: float | None = None) -> None:
         self.values = values
         self.overrides = overrides
         self.outputs = outputs
         self.missing = missing
+        self.ended = ended
+
+
+# What the training thread hands the publisher per step: (step, epoch, wall time it ended,
+# parameter norms (tensor) or the host vector, device scalars or None, host part).
+StepItem = tuple[int, int, "float | None", Any, "list[Any] | None", HostPart]
 
 
 class Probe:
@@ -184,6 +192,7 @@ class Probe:
         link: Any = None,
         scaler: Any = None,
         scaler_watch: Any = None,
+        background: bool = True,
     ) -> None:
         names = [str(n) for n in loss_components]
         if "total" in names or len(set(names)) != len(names):
@@ -197,8 +206,8 @@ class Probe:
         self.step = int(start_step)  # the next step to run
         self.epoch = int(start_epoch)
         self.clip = 0.0
-        self.last_values: np.ndarray | None = None
-        self.published = 0
+        self._last_values: np.ndarray | None = None
+        self._published = 0
         self.on_values: list[Callable[[int, int, np.ndarray], None]] = []
         self.command_handler: Any = None  # a Controller takes commands over; see control.py
         self.lr_scale: Any = None  # a Controller's LrScale: opt/lr is the lr the step really used
@@ -206,6 +215,7 @@ class Probe:
         self._params, self._layers = find_layers(model, group_depth)
         self.device = self._params[0].device
         self._components = tuple(names)
+        self._no_components = (math.nan,) * len(names)
         self._component_set = frozenset(names)
         self._weights = tuple(a for a in LOSS_WEIGHT_ATTRIBUTES if criterion is not None and hasattr(criterion, a))
         self.scaler = scaler if scaler_enabled(scaler) else None
@@ -249,7 +259,12 @@ class Probe:
         # On the CPU every number is in host memory already: end_step reads them directly
         # instead of stacking them into one vector for a device copy.
         self._on_host = self.device.type == "cpu"
-        self._copies = DeviceCopies(self._assemble)
+        self._copies = DeviceCopies(self._deliver_copy)
+        # Reading, laying out and publishing each step happen on a publisher thread: the
+        # training thread hands it the step's tensors (CPU) or host copy (CUDA) and goes on.
+        self._publisher = StepPublisher(self._publish_items, on_error=self._publisher_failed,
+                                        on_dropped=self._publisher_dropped, background=background)
+        self._publisher_warned = False
         self._norms: torch.Tensor | None = None  # this step's per-parameter norms, stacked
         self._plain_grads: bool | None = None  # all norms float32 on self.device: no conversion
         self._grads: list[torch.Tensor] = []
@@ -469,14 +484,12 @@ class Probe:
             outside = count_outside(act) / float(act_count)
         return [*raw_stats, *act_stats, outside], OutputsPart(raw_count, act_count, check, derived)
 
-    def _loss_scalars(self, loss: Any, components: Mapping[str, Any] | None
-                      ) -> tuple[list[torch.Tensor], list[tuple[str, float]]]:
-        """The loss total and components as tensors, and (key, value) for plain numbers.
-
-        A plain number needs no device tensor: its slot holds NaN and the host writes the value.
-        Tensors are taken as they are (device and shape are settled by :meth:`_stack`).
-        """
+    def _loss_values(self, loss: Any, components: Mapping[str, Any] | None) -> list[Any]:
+        """The loss total and components in schema order, as given (tensors or numbers; NaN
+        for a declared component not given)."""
         if components:
+            if components.keys() == self._component_set:  # the usual case: every declared component
+                return [loss, *map(components.__getitem__, self._components)]
             unknown = components.keys() - self._component_set
             if unknown:
                 raise ProbeError(
@@ -484,9 +497,15 @@ class Probe:
                     "(pass loss_components=... when creating the probe)"
                 )
             get = components.get
-            values = [loss, *[get(name, math.nan) for name in self._components]]
-        else:
-            values = [loss, *[math.nan] * len(self._components)]
+            return [loss, *[get(name, math.nan) for name in self._components]]
+        return [loss, *self._no_components]
+
+    def _loss_scalars(self, values: list[Any]) -> tuple[list[torch.Tensor], list[tuple[str, float]]]:
+        """For the device vector (CUDA): the losses as tensors, and (key, value) for plain numbers.
+
+        A plain number needs no device tensor: its slot holds NaN and the host writes the value.
+        Tensors are taken as they are (device and shape are settled by :meth:`_stack`).
+        """
         scalars = [v if isinstance(v, torch.Tensor) else self._nan for v in values]
         overrides = [(f"loss/{name}", float(v)) for name, v in zip(self.schema.loss, values)
                      if not isinstance(v, torch.Tensor)]
@@ -545,16 +564,22 @@ class Probe:
         if self._snapshot_taken:
             self._update_ratio = self._update_meter.ratio()
             self._snapshot_taken = False
-        losses, overrides = self._loss_scalars(loss, components)
+        losses = self._loss_values(loss, components)
         if outputs is not None:
             out, outputs_part = self._output_stats(outputs, activated, activation)
         elif activation is not None or activated is not None:
             raise ProbeError("activated= or activation= was given without outputs=; pass the model's raw outputs too")
         else:
             out, outputs_part = self._no_outputs, None
+        if self._on_host:  # the publisher thread reads tensors and plain numbers alike
+            overrides: list[tuple[str, float]] = []
+        else:
+            losses, overrides = self._loss_scalars(losses)
         scalars = [self._total, *losses, *out, self._update_ratio]
         if self._amp is not None:
-            scalars += self._amp.scalars(self.optimizer)
+            amp = self._amp.scalars(self.optimizer)
+            # The scaler's scale is updated in place: on the CPU, read it now, not on the publisher thread.
+            scalars += [float(a) for a in amp] if self._on_host else amp
 
         now = time.perf_counter()
         step_s = now - self._timer
@@ -569,15 +594,11 @@ class Probe:
                 lr = float(self.optimizer.param_groups[0]["lr"])
             else:
                 lr = math.nan
-        host = [0.0, float(lr), *(self._setting(w) for w in self._weights), self._clip_used]
-        host += [step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
-        part = HostPart(host, overrides, outputs_part, self._missing)
-        if self._on_host:  # every number is in host memory: read them as they are, publish now
-            measured = np.empty(self.layout.device_count, dtype=np.float32)
-            count = self.layout.param_count
-            measured[:count] = self._norms.numpy()
-            measured[count:] = [p.item() for p in scalars]
-            self._assemble(self.step, self.epoch, measured, part)
+        host = [0.0, float(lr), *[self._setting(w) for w in self._weights], self._clip_used,
+                step_s, batch_size / step_s if step_s > 0 and batch_size else math.nan, self._memory_mb(now)]
+        part = HostPart(host, overrides, outputs_part, self._missing, time.time())
+        if self._on_host:  # every number is in host memory: the publisher thread reads them
+            self._publisher.submit((self.step, self.epoch, part.ended, self._norms, scalars, part))
         else:
             self._copies.submit(self.step, self.epoch, torch.cat((self._norms, self._stack(scalars))), part)
         self._norms = self._total = None
@@ -607,39 +628,123 @@ class Probe:
             self._memory_read_at = now
         return self._memory
 
+    def _deliver_copy(self, step: int, epoch: int, measured: np.ndarray, part: HostPart) -> None:
+        """A CUDA step's host copy is ready: hand a copy of it (the pinned buffer is reused) on."""
+        self._publisher.submit((step, epoch, part.ended, measured.copy(), None, part))
+
+    def _publish_items(self, items: list[StepItem]) -> None:
+        """The publisher thread's work for the steps pending: read, lay out, publish.
+
+        An item is (step, epoch, wall time it ended, norms, scalars, host part). ``scalars``
+        None: ``norms`` is the step's host vector already (CUDA); else ``norms`` is the
+        stacked parameter norms and ``scalars`` the device scalars (0-d CPU tensors or
+        numbers), read here. A step whose numbers cannot be read is reported and skipped.
+        """
+        count = self.layout.param_count
+        measured = np.empty((len(items), self.layout.device_count), dtype=np.float32)
+        good: list[StepItem] = []
+        for item in items:
+            row = measured[len(good)]
+            norms, scalars = item[3], item[4]
+            try:
+                if scalars is None:
+                    row[:] = norms
+                else:
+                    row[:count] = norms.numpy()
+                    row[count:] = [p.item() if isinstance(p, torch.Tensor) else p for p in scalars]
+            except Exception as exc:
+                self._publisher.report_failure(f"step {item[0]}: {type(exc).__name__}: {exc}")
+                continue
+            good.append(item)
+        if good:
+            self._assemble_rows(measured[: len(good)], good)
+
     def _assemble(self, step: int, epoch: int, measured: np.ndarray, part: HostPart) -> None:
-        """Lay one step out in schema order (by named slot) and publish it."""
+        """Lay one step out in schema order and publish it (what the publisher does for each step)."""
+        self._assemble_rows(measured[None, :], [(step, epoch, part.ended, None, None, part)])
+
+    def _publisher_failed(self, reason: str) -> None:
+        """A step could not be published (the publisher thread caught it): said once, counted."""
+        if self._publisher_warned:
+            return
+        self._publisher_warned = True
+        text = (f"publishing a step failed ({reason}); training goes on, steps that fail are skipped and "
+                "counted")
+        print(f"octa-tui: {text}", file=sys.stderr)
+        self._publish_now(Event(run_id=self.run_id, step=self.step, time=time.time(), kind="warning",
+                                message=text, data={"source": "publisher"}))
+
+    def _publisher_dropped(self, count: int) -> None:
+        """The publisher's queue was full: steps were dropped rather than slow the loop."""
+        text = (f"{count} step(s) were not published: the publisher fell {self._publisher.max_pending} steps behind "
+                "the training loop (training was never slowed for it)")
+        print(f"octa-tui: {text}", file=sys.stderr)
+        self._publish_now(Event(run_id=self.run_id, step=self.step, time=time.time(), kind="warning",
+                                message=text, data={"source": "publisher", "dropped": count}))
+
+    def _assemble_rows(self, measured: np.ndarray, items: list[StepItem]) -> None:
+        """Lay steps out in schema order (by named slot), with array operations over all of
+        them, and publish them in order: the link, :attr:`last_values`, ``on_values``."""
         layout = self.layout
         slot = layout.slot
-        vector = layout.assemble(measured, part.values, self.explosion_bound)
-        total = vector[slot["gradstat/total_norm"]]
-        vector[slot["gradstat/nonfinite"]] = 0.0 if math.isfinite(total) else 1.0
-        for key, value in part.overrides:
-            vector[slot[key]] = value
-        outputs = part.outputs
-        if outputs is not None:
-            vector[slot["out/raw_mean"]] /= outputs.raw_count
-            vector[slot["out/act_mean"]] /= outputs.act_count
-            if outputs.derived:
-                vector[slot["out/act_min"]] = sigmoid(float(vector[slot["out/raw_min"]]))
-                vector[slot["out/act_max"]] = sigmoid(float(vector[slot["out/raw_max"]]))
-            if outputs.outside_check is not None:
-                inside = vector[slot["out/act_min"]] >= 0.0 and vector[slot["out/act_max"]] <= 1.0
-                vector[slot["out/frac_outside_01"]] = 0.0 if inside else fraction_outside(outputs.outside_check)
-        if part.missing:  # a layer none of whose parameters had a gradient: NaN ("unused"), not 0
-            missing = part.missing
-            for row, layer in enumerate(self._layers):
-                if all(i in missing for i in layer.params):
-                    vector[layout.grad_pos[row]] = math.nan
-        if self._amp is not None and vector[slot[f"gradstat/{AMP_GRADSTAT}"]] > 0.5:
-            self._skipped_step(step, vector)
-        self.last_values = vector
-        self.published += 1
+        parts = [item[5] for item in items]
+        host = np.array([part.values for part in parts], dtype=np.float64)
+        vectors = layout.assemble_rows(measured, host, self.explosion_bound)
+        vectors[:, slot["gradstat/nonfinite"]] = ~np.isfinite(vectors[:, slot["gradstat/total_norm"]])
+        outs = [part.outputs for part in parts]
+        if any(o is not None for o in outs):
+            self._finish_outputs(vectors, outs)
+        for r, part in enumerate(parts):
+            for key, value in part.overrides:
+                vectors[r, slot[key]] = value
+            if part.missing:  # a layer none of whose parameters had a gradient: NaN ("unused"), not 0
+                missing = part.missing
+                for row, layer in enumerate(self._layers):
+                    if all(i in missing for i in layer.params):
+                        vectors[r, layout.grad_pos[row]] = math.nan
+        steps = [item[0] for item in items]
+        if self._amp is not None:
+            for r in np.flatnonzero(vectors[:, slot[f"gradstat/{AMP_GRADSTAT}"]] > 0.5):
+                self._skipped_step(steps[r], vectors[r])
+        self._last_values = vectors[-1]
+        self._published += len(items)
+        epochs = [item[1] for item in items]
         link = self._service.link
         if link is not None:
-            link.publish_step(step, epoch, vector)
+            publish_steps = getattr(link, "publish_steps", None)
+            if publish_steps is not None:
+                publish_steps(steps, epochs, [item[2] for item in items], vectors)
+            else:  # a link with publish_step only
+                for r in range(len(items)):
+                    link.publish_step(steps[r], epochs[r], vectors[r])
         for callback in self.on_values:
-            callback(step, epoch, vector)
+            for r in range(len(items)):
+                try:
+                    callback(steps[r], epochs[r], vectors[r])
+                except Exception as exc:
+                    self._publisher.report_failure(f"on_values callback {getattr(callback, '__name__', callback)!r} "
+                                                   f"at step {steps[r]}: {type(exc).__name__}: {exc}")
+                    break
+
+    def _finish_outputs(self, vectors: np.ndarray, outs: list[OutputsPart | None]) -> None:
+        """Output statistics the host finishes: means from sums, a derived sigmoid range, the
+        fraction outside [0, 1] where the activated range leaves it (CPU)."""
+        slot = self.layout.slot
+        raw_min, raw_max = slot["out/raw_min"], slot["out/raw_max"]
+        act_min, act_max = slot["out/act_min"], slot["out/act_max"]
+        vectors[:, slot["out/raw_mean"]] /= [o.raw_count if o is not None else 1 for o in outs]
+        vectors[:, slot["out/act_mean"]] /= [o.act_count if o is not None else 1 for o in outs]
+        derived = [r for r, o in enumerate(outs) if o is not None and o.derived]
+        if derived:
+            vectors[derived, act_min] = sigmoid_array(vectors[derived, raw_min])
+            vectors[derived, act_max] = sigmoid_array(vectors[derived, raw_max])
+        checked = [r for r, o in enumerate(outs) if o is not None and o.outside_check is not None]
+        if checked:
+            inside = (vectors[checked, act_min] >= 0.0) & (vectors[checked, act_max] <= 1.0)
+            frac = slot["out/frac_outside_01"]
+            for r, ok in zip(checked, inside.tolist()):
+                check = outs[r].outside_check  # type: ignore[union-attr]
+                vectors[r, frac] = 0.0 if ok else fraction_outside(check)
 
     def _skipped_step(self, step: int, vector: np.ndarray) -> None:
         """A step the GradScaler skipped: its gradients were discarded, not applied.
@@ -659,14 +764,39 @@ class Probe:
             self._amp_event_at = now
             old = float(vector[slot[f"opt/{AMP_OPT}"]])
             new = old * self._amp.backoff
-            self.publish(Event(run_id=self.run_id, step=step, time=time.time(), kind="amp_step_skipped",
+            self._publish_now(Event(run_id=self.run_id, step=step, time=time.time(), kind="amp_step_skipped",
                                message=f"the GradScaler skipped step {step} (inf/NaN in the fp16 gradients): "
                                f"scale {old:g} -> {new:g}; a normal part of fp16 training, not a fault",
                                data={"scale": old, "new_scale": new}))
 
     def flush(self) -> None:
-        """Publish every measured step now (waits for the GPU; at epoch ends and before pausing)."""
+        """Publish every measured step now (waits for the GPU; at epoch ends and before pausing).
+
+        After it, :attr:`last_values`, the ``on_values`` callbacks and the link have seen every
+        step ended so far.
+        """
         self._copies.flush()
+        self._publisher.drain()
+
+    @property
+    def last_values(self) -> np.ndarray | None:
+        """The newest published step vector (schema order); reading it publishes what is pending."""
+        if self._publisher.pending:
+            self._publisher.drain()
+        return self._last_values
+
+    @property
+    def published(self) -> int:
+        """How many steps were published so far (reading it publishes what is pending)."""
+        if self._publisher.pending:
+            self._publisher.drain()
+        return self._published
+
+    @property
+    def publisher(self) -> StepPublisher:
+        """The thread that publishes steps: its ``cpu_s``/``handled`` say what it cost, ``dropped`` and
+        ``failures`` what it could not publish."""
+        return self._publisher
 
     def restart_timer(self) -> None:
         """Start the next step's clock now, so validation or a pause is not counted as a step."""
@@ -727,7 +857,15 @@ class Probe:
         return msg
 
     def publish(self, msg: Any) -> None:
-        """Send a record (EpochSummary, Event, DatasetReport, Preview) to the link, if any."""
+        """Send a record (EpochSummary, Event, DatasetReport, Preview) to the link, if any.
+
+        The steps ended before it are published first, so every reader sees the record
+        after them.
+        """
+        self._publisher.drain()
+        self._publish_now(msg)
+
+    def _publish_now(self, msg: Any) -> None:
         link = self._service.link
         if link is not None:
             link.publish(msg)
@@ -738,7 +876,10 @@ class Probe:
             return
         self._closed = True
         try:
-            self.flush()
+            try:
+                self._copies.flush()
+            finally:
+                self._publisher.close()
         finally:
             if self._amp is not None:
                 self._amp.close()

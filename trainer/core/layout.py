@@ -88,3 +88,26 @@ class VectorLayout:
         vector[self.over_pos] = np.count_nonzero(norms > bound)
         vector[self.max_pos] = np.maximum.reduce(norms) if count else 0.0  # NaN propagates
         return vector
+
+    def assemble_rows(self, measured: np.ndarray, host: np.ndarray, bound: float) -> np.ndarray:
+        """Many steps at once: :meth:`assemble` of each row of ``measured`` (steps x
+        :attr:`device_count`) with the row of ``host`` (steps x host values), as one
+        (steps x width) float32 array, with the same handful of array operations for any
+        number of steps.
+        """
+        count = self.param_count
+        rows = measured.shape[0]
+        norms = measured[:, :count]
+        vectors = np.empty((rows, self.width), dtype=np.float32)
+        vectors[:, self.device_pos] = measured[:, count:]
+        vectors[:, self.host_pos] = host
+        if self.one_per_layer:
+            vectors[:, self.grad_pos] = norms
+        else:
+            wide = norms.astype(np.float64)
+            squares = np.zeros((rows, self.layer_count), dtype=np.float64)
+            np.add.at(squares, (slice(None), self.layer_of_param), wide * wide)
+            vectors[:, self.grad_pos] = np.sqrt(squares)
+        vectors[:, self.over_pos] = np.count_nonzero(norms > bound, axis=1)
+        vectors[:, self.max_pos] = np.maximum.reduce(norms, axis=1) if count else 0.0
+        return vectors

@@ -175,6 +175,15 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
+def sigmoid_array(x: np.ndarray) -> np.ndarray:
+    """The logistic function of each number (float64 inside: no overflow; NaN stays NaN);
+    the same values as :func:`sigmoid` of each."""
+    wide = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(wide))
+    return np.where(wide >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def range_stats(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
     """min, max and sum over all elements of the tensors (on their device), and the element count."""
     if len(tensors) == 1:
