@@ -674,10 +674,59 @@ def rule_amp_overflow(ctx: Context) -> Verdict | None:
     return ctx.verdict("amp_overflow", Severity.WARN, evidence, confidence=MEASURED, stage=OPTIMISATION)
 
 
-def rule_lr_too_small(ctx: Context) -> Verdict | None:
-    """Seed 000 §2: the loss fell a little, then crawls at a high level, with tiny updates."""
+def lr_evidence_steps(ratio: float, t: Thresholds) -> int:
+    """How many steps of a loss that does not move the lr-too-small rule needs: strong evidence
+    decides early, weak evidence late.
+
+    Updates at or below ``lr_update_ratio_tiny`` (|dw|/|w| 300x below the healthy size: at
+    that pace the weights need thousands of steps to change by 1%) are strong evidence and
+    decide after ``lr_early_steps``; updates just below ``lr_update_ratio_small`` are weak and
+    wait ``lr_min_steps``, as does a run whose update size is not measured. In between the
+    steps fall log-linearly with the ratio.
+    """
+    if not (math.isfinite(ratio) and ratio > 0) or ratio >= t.lr_update_ratio_small:
+        return t.lr_min_steps
+    if ratio <= t.lr_update_ratio_tiny or t.lr_update_ratio_tiny >= t.lr_update_ratio_small:
+        return min(t.lr_early_steps, t.lr_min_steps)
+    span = math.log(t.lr_update_ratio_small / t.lr_update_ratio_tiny)
+    strength = math.log(t.lr_update_ratio_small / ratio) / span  # 0 (weak) .. 1 (strong)
+    steps = t.lr_min_steps - strength * (t.lr_min_steps - t.lr_early_steps)
+    return max(min(t.lr_early_steps, t.lr_min_steps), math.ceil(steps))
+
+
+def lr_schedule_moving(ctx: Context) -> bool:
+    """Whether a schedule is changing the lr in a way that forbids calling it too small now.
+
+    Rising over the newest ``lr_rising_steps``: a warm-up (linear, OneCycleLR's lr/25 start)
+    at work, judged once it ends. Before ``lr_min_steps``, the early decision also needs the lr
+    held since the run's start: an lr that a schedule moves in the first steps is the schedule's.
+    """
     view, t = ctx.view, ctx.t
-    if view.n_steps < t.lr_min_steps or ctx.exploding or ctx.nonfinite_rows[0]:
+    lrs = view.recent(ch.OPT_LR)
+    if lrs is None:
+        return False
+    lrs = lrs[np.isfinite(lrs) & (lrs > 0)]
+    if lrs.size < 2:
+        return False
+    now, before = float(lrs[-1]), float(lrs[-min(lrs.size, t.lr_rising_steps)])
+    if now > before * (1.0 + t.lr_steady_rtol):
+        return True
+    if view.n_steps < t.lr_min_steps:
+        low, high = float(lrs.min()), float(lrs.max())
+        return high > low * (1.0 + t.lr_steady_rtol)
+    return False
+
+
+def rule_lr_too_small(ctx: Context) -> Verdict | None:
+    """Seed 000 §2: the loss fell a little, then crawls at a high level, with tiny updates.
+
+    Sooner when the evidence is strong (:func:`lr_evidence_steps`); never while a schedule
+    raises the lr, nor early while one moves it (:func:`lr_schedule_moving`)."""
+    view, t = ctx.view, ctx.t
+    if view.n_steps < min(t.lr_early_steps, t.lr_min_steps) or ctx.exploding or ctx.nonfinite_rows[0]:
+        return None
+    ratio = ctx.update_ratio
+    if view.n_steps < lr_evidence_steps(ratio, t) or lr_schedule_moving(ctx):
         return None
     start = view.first(ch.LOSS_TOTAL, t.lr_initial_steps)
     total = view.recent(ch.LOSS_TOTAL)
@@ -695,7 +744,6 @@ def rule_lr_too_small(ctx: Context) -> Verdict | None:
     decline = (float(blocks[0]) - now) / float(blocks[0])
     if fraction < t.lr_high_loss_fraction or abs(decline) >= t.lr_flat_decline:
         return None
-    ratio = ctx.update_ratio
     if math.isfinite(ratio):
         if ratio >= t.lr_update_ratio_small or ratio == 0:
             return None  # normal steps, or none at all (no gradient reaches the weights: not the lr)

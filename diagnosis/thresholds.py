@@ -45,7 +45,12 @@ class Thresholds:
     val_dice_poor: float = 0.5  # seed 000's stuck run: val Dice 0.40; a healthy one: 0.80
 
     # --- learning rate too small (seed 000 §2: 0.8 -> 0.65 in 3 epochs, then flat)
-    lr_min_steps: int = 200  # judge the curve only after this many steps
+    lr_min_steps: int = 200  # judge the curve only after this many steps (weak evidence: updates near 1e-4)
+    lr_early_steps: int = 40  # ... or after this many when the updates are tiny (strong evidence, see below)
+    lr_update_ratio_tiny: float = 1e-5  # |dw|/|w| 300x below the healthy 3e-3: decided at lr_early_steps
+    lr_steady_rtol: float = 1e-4  # the lr is held (no warm-up, no decay) when it changed less than this
+    # (float32 noise is 1e-7; a cosine warm-up moves it 4e-3 over its first 50 steps)
+    lr_rising_steps: int = 50  # the lr rose over these newest steps: a warm-up at work, judged once it ends
     lr_initial_steps: int = 20  # the starting loss: mean over the first steps
     lr_high_loss_fraction: float = 0.7  # still above 70% of the starting loss ...
     lr_flat_decline: float = 0.05  # ... and declining less than 5% over the step window ...
@@ -121,7 +126,7 @@ class Thresholds:
             if value < 0:
                 raise ValueError(f"threshold {f.name} must be >= 0, got {value!r}")
         for name in ("window_steps", "recent_steps", "nonfinite_steps", "grad_steps", "plateau_block_steps",
-                     "level_steps", "output_steps"):
+                     "level_steps", "output_steps", "lr_early_steps", "lr_rising_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"threshold {name} must be at least 1 step, got {getattr(self, name)!r}")
         if self.plateau_epochs < 3:
