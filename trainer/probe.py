@@ -781,15 +781,13 @@ class Probe:
     @property
     def last_values(self) -> np.ndarray | None:
         """The newest published step vector (schema order); reading it publishes what is pending."""
-        if self._publisher.pending:
-            self._publisher.drain()
+        self._publisher.drain()
         return self._last_values
 
     @property
     def published(self) -> int:
         """How many steps were published so far (reading it publishes what is pending)."""
-        if self._publisher.pending:
-            self._publisher.drain()
+        self._publisher.drain()
         return self._published
 
     @property

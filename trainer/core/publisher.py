@@ -69,6 +69,7 @@ class StepPublisher:
         self.failures = 0
         self.failed_items = 0
         self.handled = 0
+        self.submitted = 0
         self.cpu_s = 0.0
         self._dropped_told = 0
         self._pending: deque[Any] = deque()
@@ -91,6 +92,7 @@ class StepPublisher:
                 self.dropped += 1
                 return False
             pending.append(item)
+            self.submitted += 1
             self.drain()
             return True
         if len(pending) >= self.max_pending:
@@ -98,6 +100,7 @@ class StepPublisher:
             self._wake.set()
             return False
         pending.append(item)
+        self.submitted += 1
         if self._thread is None:
             self._start()
         elif len(pending) >= WAKE_AT:
@@ -112,8 +115,8 @@ class StepPublisher:
 
     @property
     def pending(self) -> int:
-        """Items submitted and not yet handled."""
-        return len(self._pending)
+        """Items submitted and not yet handled (queued, or being handled now)."""
+        return self.submitted - self.handled
 
     def drain(self) -> None:
         """Handle everything pending now, on the calling thread (in order, after what the
@@ -196,5 +199,6 @@ class StepPublisher:
         self._wake = threading.Event()
         self._local = threading.local()
         self._pending = deque()
+        self.submitted = self.handled  # what the parent had queued is the parent's
         self._thread = None
         self.background = False
