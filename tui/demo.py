@@ -35,6 +35,10 @@ ENDPOINT_LINE = re.compile(r"^\s*(telemetry|control)\s+(\S+)\s*$")
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 SMALL_MACHINE_CORES = 4  # up to this many cores, the demo trainer uses one thread
+# The demo's trainer answers the monitor's requests (history, commands) at its step boundaries; a
+# scenario's step can take seconds on a busy machine (oversized-model: a 14M-parameter net), so the
+# monitor waits this long for a reply instead of a live source's 5 s.
+REPLY_TIMEOUT_S = 60.0
 
 
 def demo_threads(cores: int | None = None) -> int:
@@ -173,9 +177,11 @@ class DemoSource(LiveSource):
     """The demo's live source: it starts its trainer in :meth:`open`, which the monitor calls on
     its worker thread, so the screen is up at once and says the trainer is starting (loading
     torch and drawing the data take seconds, many more on a busy machine). A trainer that fails
-    to start is one line on the screen, and on stderr when the monitor exits."""
+    to start is one line on the screen, and on stderr when the monitor exits. Replies may take up
+    to :data:`REPLY_TIMEOUT_S` (the trainer answers between steps)."""
 
     def __init__(self, trainer: DemoTrainer, **options) -> None:
+        options.setdefault("timeout_s", REPLY_TIMEOUT_S)
         super().__init__("", "", **options)
         self.trainer = trainer
         self.failure = ""
