@@ -14,12 +14,16 @@ thread count asked for, the table gives:
   the probe: by default ``end_step(..., activation="sigmoid")`` applies it inside the probe;
   with ``--pass-activated`` the loop computes ``sigmoid(logits)`` and passes it as
   ``activated=`` (timed as the probe's too, and shown in its own column);
-- publish: ``TrainerLink.publish_step`` (send, keep for late joiners, record) per step inside
-  the loop, median;
+- publisher: CPU time per step of the probe's publisher thread, which reads, lays out and
+  publishes each step off the training thread (``TrainerLink.publish_steps``: send, keep
+  for late joiners, record), mean over the probed blocks; this work is not in "inside" (it
+  runs beside the loop, and competes with it for the interpreter and the cores);
 - Adam: ``optimizer.step`` in plain and in probed steps, median (the probe's pass over the
   gradients leaves them in cache for the optimizer, so part of its cost is not extra).
 
-Then the publish path alone in a tight loop: laying out the step vector and publish_step.
+Then the publish path alone in a tight loop: laying out the step vector and publishing it, one
+step at a time and in batches of 64 (what the publisher thread does per step when it finds
+one step, or many, pending).
 
 ``--attach watch`` and ``--attach run`` measure the same demo steps instead with
 ``octa_tui.watch(model, optimizer)`` (per-optimizer step hooks, loss observed at the
@@ -68,13 +72,12 @@ def sync(device: torch.device) -> None:
 
 
 class Timings:
-    """Per-step seconds of one block: the step, time inside the probe, the probe-only activation, publish."""
+    """Per-step seconds of one block: the step, time inside the probe, the probe-only activation, the optimizer."""
 
     def __init__(self) -> None:
         self.step: list[float] = []
         self.inside: list[float] = []
         self.activation: list[float] = []
-        self.publish: list[float] = []
         self.optimizer: list[float] = []
 
 
@@ -93,15 +96,6 @@ class Demo:
                                  optimizer=self.optimizer, criterion=self.criterion,
                                  record=str(Path(folder) / "bench.octa"), announce=False)
         self.timings = Timings()
-        link = self.probe.link
-        publish_step = link.publish_step
-
-        def timed_publish_step(step: int, epoch: int, values: np.ndarray) -> None:
-            start = time.perf_counter()
-            publish_step(step, epoch, values)
-            self.timings.publish.append(time.perf_counter() - start)
-
-        link.publish_step = timed_publish_step
 
     def plain_step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
         logits = self.model(images)
@@ -153,6 +147,9 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
         demo.block(step_fn, WARMUP_STEPS)
     plain: list[Timings] = []
     probed: list[Timings] = []
+    publisher = demo.probe.publisher
+    publisher.drain()
+    cpu0, handled0 = publisher.cpu_s, publisher.handled
     for b in range(blocks):
         order = (False, True) if b % 2 == 0 else (True, False)
         for with_probe in order:
@@ -161,6 +158,7 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
             else:
                 plain.append(demo.block(demo.plain_step, steps))
     demo.probe.flush()
+    publisher_us = (publisher.cpu_s - cpu0) / max(1, publisher.handled - handled0) * 1e6
     plain_med = [statistics.median(t.step) for t in plain]
     probed_med = [statistics.median(t.step) for t in probed]
     base = statistics.median(plain_med)
@@ -171,7 +169,7 @@ def run_config(demo: Demo, threads: int, blocks: int, steps: int) -> dict[str, f
         "overhead_pct": statistics.median(p - q for p, q in zip(probed_med, plain_med)) / base * 100,
         "inside_ms": statistics.median(statistics.fmean(t.inside) for t in probed) * 1e3,
         "activation_ms": statistics.median(statistics.fmean(t.activation) for t in probed) * 1e3,
-        "publish_us": statistics.median(x for t in probed for x in t.publish) * 1e6,
+        "publish_us": publisher_us,
         "adam_plain_ms": statistics.median(x for t in plain for x in t.optimizer) * 1e3,
         "adam_probed_ms": statistics.median(x for t in probed for x in t.optimizer) * 1e3,
     }
@@ -252,26 +250,35 @@ def attach_overhead(device: torch.device, folder: str, how: str, threads: int, b
     }
 
 
-def publish_path(probe: Probe, rounds: int = 20000) -> tuple[float, float]:
-    """Microseconds per step for the vector layout + publish_step, and publish_step alone."""
+def publish_path(probe: Probe, rounds: int = 20000, batch: int = 64) -> tuple[float, float, float]:
+    """Microseconds per step for the vector layout + publishing, one step at a time and in
+    batches of ``batch``, and TrainerLink.publish_steps alone (batches)."""
     from octa_tui.trainer.probe import HostPart, OutputsPart
 
     rng = np.random.default_rng(0)
     layout = probe.layout
-    measured = rng.random(layout.device_count).astype(np.float32)
+    measured = rng.random((batch, layout.device_count)).astype(np.float32)
     count = DEMO["batch_size"] * DEMO["image_size"] ** 2
     part = HostPart(rng.random(len(layout.host_keys)).tolist(), [], OutputsPart(count, count, None, True),
-                    frozenset())
+                    frozenset(), time.time())
     start = time.perf_counter()
     for i in range(rounds):
-        probe._assemble(i, 0, measured, part)
-    total_us = (time.perf_counter() - start) / rounds * 1e6
-    vector = probe.last_values.copy()
+        probe._assemble(i, 0, measured[0], part)
+    single_us = (time.perf_counter() - start) / rounds * 1e6
+    batches = max(1, rounds // batch)
     start = time.perf_counter()
-    for i in range(rounds):
-        probe.link.publish_step(rounds + i, 0, vector)
-    link_us = (time.perf_counter() - start) / rounds * 1e6
-    return total_us, link_us
+    for b in range(batches):
+        first = rounds + b * batch
+        probe._assemble_rows(measured, [(first + i, 0, part.ended, None, None, part) for i in range(batch)])
+    batch_us = (time.perf_counter() - start) / (batches * batch) * 1e6
+    vectors = np.repeat(probe.last_values[None, :], batch, axis=0)
+    times = [time.time()] * batch
+    start = time.perf_counter()
+    for b in range(batches):
+        first = rounds * 2 + b * batch
+        probe.link.publish_steps(list(range(first, first + batch)), [0] * batch, times, vectors)
+    link_us = (time.perf_counter() - start) / (batches * batch) * 1e6
+    return single_us, batch_us, link_us
 
 
 def main() -> None:
@@ -313,8 +320,8 @@ def main() -> None:
         demo = Demo(device, folder, pass_activated=args.pass_activated)
         rows = [run_config(demo, threads, args.blocks, args.steps) for threads in thread_counts]
         torch.set_num_threads(default_threads)
-        demo.probe.link.publish_step = type(demo.probe.link).publish_step.__get__(demo.probe.link)
-        total_us, link_us = publish_path(demo.probe)
+        demo.probe.flush()
+        single_us, batch_us, link_us = publish_path(demo.probe)
         probe = demo.probe
         probe.close()
 
@@ -325,17 +332,17 @@ def main() -> None:
     how = "activated=sigmoid(logits) from the loop" if args.pass_activated else 'activation="sigmoid" in the probe'
     print(f"{args.blocks} blocks of each kind x {args.steps} steps, ABBA order; outputs: {how}")
     header = (f"{'threads':>7} | {'plain ms':>8} | {'probed ms':>9} | {'overhead':>8} | "
-              f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publish us':>10} | "
+              f"{'inside ms':>9} | {'inside':>7} | {'of it sigmoid':>13} | {'publisher us':>12} | "
               f"{'Adam ms plain / probed':>22}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['threads']:>7} | {r['plain_ms']:8.2f} | {r['probed_ms']:9.2f} | {r['overhead_pct']:+7.2f}% | "
               f"{r['inside_ms']:9.3f} | {r['inside_ms'] / r['plain_ms'] * 100:6.2f}% | "
-              f"{r['activation_ms'] / r['plain_ms'] * 100:12.2f}% | {r['publish_us']:10.1f} | "
+              f"{r['activation_ms'] / r['plain_ms'] * 100:12.2f}% | {r['publish_us']:12.1f} | "
               f"{r['adam_plain_ms']:6.2f} / {r['adam_probed_ms']:6.2f}")
-    print(f"publish path alone (tight loop, recording on): {total_us:.2f} us/step, "
-          f"of which TrainerLink.publish_step {link_us:.2f} us")
+    print(f"publish path alone (tight loop, recording on): {single_us:.2f} us/step one step at a time, "
+          f"{batch_us:.2f} us/step in batches of 64, of which TrainerLink.publish_steps {link_us:.2f} us")
 
 
 if __name__ == "__main__":

@@ -346,11 +346,10 @@ class TrainerLink:
     def publish_step(self, step: int, epoch: int, values: np.ndarray) -> None:
         """Stamp, keep, send and record one step's vector (float32, schema order)."""
         with self._lock:
-            self._publish_step(step, epoch, values)
+            self._publish_step(step, epoch, values, self._clock())
 
-    def _publish_step(self, step: int, epoch: int, values: np.ndarray) -> None:
+    def _publish_step(self, step: int, epoch: int, values: np.ndarray, now: float) -> None:
         seq = self._seq
-        now = self._clock()
         # Appending first checks the width, so a wrong vector never reaches the wire.
         self.history.steps.append(seq, step, epoch, now, values)
         self._publisher.send_frame(encode_step(self._token, seq, step, epoch, now, values))
@@ -376,6 +375,9 @@ class TrainerLink:
         if times is None:
             times = [self._clock()] * rows
         with self._lock:
+            if rows == 1:  # one step: no arrays to build
+                self._publish_step(steps[0], epochs[0], values[0], times[0])
+                return
             seq0 = self._seq
             seqs = np.arange(seq0, seq0 + rows, dtype=np.uint64)
             step_a = np.array(steps, dtype=np.int64)

@@ -76,6 +76,7 @@ from .core.measure import (
     preview_array,
     process_memory_mb,
     range_stats,
+    sigmoid,
     sigmoid_array,
 )
 from .core.pipeline import PENDING_VECTORS, DeviceCopies
@@ -732,6 +733,18 @@ class Probe:
         slot = self.layout.slot
         raw_min, raw_max = slot["out/raw_min"], slot["out/raw_max"]
         act_min, act_max = slot["out/act_min"], slot["out/act_max"]
+        if len(outs) == 1:  # one step (the usual case when steps are slower than the publisher)
+            outputs, vector = outs[0], vectors[0]
+            assert outputs is not None
+            vector[slot["out/raw_mean"]] /= outputs.raw_count
+            vector[slot["out/act_mean"]] /= outputs.act_count
+            if outputs.derived:
+                vector[act_min] = sigmoid(float(vector[raw_min]))
+                vector[act_max] = sigmoid(float(vector[raw_max]))
+            if outputs.outside_check is not None:
+                inside = vector[act_min] >= 0.0 and vector[act_max] <= 1.0
+                vector[slot["out/frac_outside_01"]] = 0.0 if inside else fraction_outside(outputs.outside_check)
+            return
         vectors[:, slot["out/raw_mean"]] /= [o.raw_count if o is not None else 1 for o in outs]
         vectors[:, slot["out/act_mean"]] /= [o.act_count if o is not None else 1 for o in outs]
         derived = [r for r, o in enumerate(outs) if o is not None and o.derived]
