@@ -19,7 +19,7 @@ MODELS_BY_TASK = {
 }
 OUTPUT_ACTIVATIONS = ("sigmoid", "none")
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
 LOSSES_BY_TASK = {"segmentation": ("dice_bce",), "heatmap": ("mse", "mse_ohem")}  # the first is the default
 
 
@@ -62,7 +62,8 @@ class TrainConfig:
     dice_weight: float = 0.7
     pos_weight: float | str | None = None
     # optimisation
-    optimizer: str = "adam"  # adam, or sgd (momentum 0.9)
+    optimizer: str = "adam"  # adam, sgd (momentum 0.9), or adamw (decoupled weight decay)
+    weight_decay: float = 0.0  # the optimizer's weight decay (adamw: decoupled, scaled by the lr)
     batch_size: int = 8
     epochs: int = 10
     max_steps: int = 0
@@ -125,6 +126,7 @@ class TrainConfig:
             raise ConfigError("--model unet_transformer needs --base-width divisible by 4 (attention heads)")
         _in_range("--lr", self.lr, 0.0, 1.0, open_low=True)
         _in_range("--gamma", self.gamma, 0.0, 1.0, open_low=True)
+        _in_range("--weight-decay", self.weight_decay, 0.0, 1.0)
         _in_range("--clip", self.clip, 0.0, 1e6)
         _in_range("--bce-weight", self.bce_weight, 0.0, 1.0)
         _in_range("--dice-weight", self.dice_weight, 0.0, 1.0)

@@ -155,10 +155,14 @@ def build_model(config: TrainConfig) -> nn.Module:
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam (the seeds' optimizer), or SGD with momentum 0.9 for ``--optimizer sgd``."""
+    """Adam (the seeds' optimizer), SGD with momentum 0.9 for ``--optimizer sgd``, or AdamW
+    (decoupled weight decay) for ``--optimizer adamw``; each with ``config.weight_decay``."""
+    decay = config.weight_decay
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=decay)
 
 
 def run_folder(config: TrainConfig, run_id: str) -> Path:
@@ -337,6 +341,8 @@ class Trainer:
             "seed": config.seed,
             "model": config.model,
             "lr": config.lr,
+            "optimizer": config.optimizer,
+            "weight_decay": config.weight_decay,
             "data": data.source,
         }
 

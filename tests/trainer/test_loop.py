@@ -134,3 +134,18 @@ def test_a_checkpoint_is_written_atomically_and_a_foreign_file_is_refused(tmp_pa
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
         ckpt.load_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
+                                            ("adamw", torch.optim.AdamW)])
+def test_the_optimizer_and_its_weight_decay_come_from_the_config(name, kind):
+    from octa_tui.trainer.loop import make_optimizer
+
+    model = torch.nn.Linear(3, 1)
+    optimizer = make_optimizer(TrainConfig.demo(optimizer=name, weight_decay=0.05).check(), model)
+    assert type(optimizer) is kind
+    assert optimizer.param_groups[0]["weight_decay"] == 0.05
+    plain = make_optimizer(TrainConfig.demo(optimizer=name).check(), model)
+    assert plain.param_groups[0]["weight_decay"] == 0.0  # no decay unless asked for
+    with pytest.raises(ConfigError, match="--weight-decay"):
+        TrainConfig.demo(weight_decay=-1.0).check()
