@@ -42,6 +42,7 @@ with a few array operations (layer norms, the count over the bound, the largest 
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +98,9 @@ OUT_CHANNELS = ("raw_min", "raw_max", "raw_mean", "act_min", "act_max", "act_mea
 ACTIVATIONS = ("sigmoid",)  # what end_step(activation=...) can apply to the outputs itself
 TIME_CHANNELS = ("step_s", "samples_per_s", "memory_mb")
 LOSS_WEIGHT_ATTRIBUTES = ("bce_weight", "dice_weight", "pos_weight")
+
+_GRAD = operator.attrgetter("grad")
+_NONE_MISSING: frozenset[int] = frozenset()
 
 EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
 MEMORY_INTERVAL_S = 1.0  # peak resident memory is a system call: read once a second
@@ -360,14 +364,19 @@ class Probe:
 
     def _measure(self, before_step: bool) -> torch.Tensor:
         """after_backward's work, for callers already under ``torch.no_grad``."""
-        grads = [p.grad for p in self._params]
-        missing = [i for i, g in enumerate(grads) if g is None]
-        if missing:
+        grads = list(map(_GRAD, self._params))
+        missing: list[int] = []
+        try:
+            norms = torch._foreach_norm(grads)  # refuses a None: no per-parameter check when all have one
+        except TypeError:
+            missing = [i for i, g in enumerate(grads) if g is None]
+            if not missing:
+                raise
             if len(missing) == len(grads):
                 raise ProbeError("no parameter has a gradient: call after_backward() after loss.backward() "
-                                 "and before optimizer.zero_grad()")
+                                 "and before optimizer.zero_grad()") from None
             grads = [g for g in grads if g is not None]
-        norms = torch._foreach_norm(grads)
+            norms = torch._foreach_norm(grads)
         if self._amp is not None:
             norms, unscaled = self._amp.measured(list(norms), self.optimizer, before_step)
             if unscaled:
@@ -382,7 +391,7 @@ class Probe:
             norms = [self._zero if i in absent else next(present) for i in range(len(self._params))]
             if absent != self._missing:
                 self._note_unused(absent)
-        self._missing = frozenset(missing)
+        self._missing = frozenset(missing) if missing else _NONE_MISSING
         self._grads = grads
         self._norms = torch.stack(norms)  # stacked once: the total and the step's vector use it
         self._total = torch.linalg.vector_norm(self._norms)

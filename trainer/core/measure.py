@@ -160,11 +160,17 @@ def output_tensors(value: Any) -> list[torch.Tensor]:
     raise ProbeError(f"outputs must be a tensor or a sequence of tensors, got {type(value).__name__}")
 
 
+def _sum32(t: torch.Tensor) -> torch.Tensor:
+    """The float32 sum of one tensor (without the dtype argument when it is float32 already:
+    the same result, a third cheaper to call)."""
+    return torch.sum(t) if t.dtype is torch.float32 else torch.sum(t, dtype=torch.float32)
+
+
 def float_sum(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The float32 sum over all elements of the tensors, on their device."""
     if len(tensors) == 1:
-        return tensors[0].sum(dtype=torch.float32)
-    return sum(t.sum(dtype=torch.float32) for t in tensors)
+        return _sum32(tensors[0])
+    return sum(_sum32(t) for t in tensors)
 
 
 def sigmoid(x: float) -> float:
@@ -186,10 +192,11 @@ def sigmoid_array(x: np.ndarray) -> np.ndarray:
 def range_stats(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
     """min, max and sum over all elements of the tensors (on their device), and the element count."""
     if len(tensors) == 1:
-        low, high = torch.aminmax(tensors[0])
-        return [low, high, tensors[0].sum(dtype=torch.float32)], tensors[0].numel()
+        t = tensors[0]
+        low, high = torch.aminmax(t)
+        return [low, high, _sum32(t)], t.numel()
     lows, highs = zip(*(torch.aminmax(t) for t in tensors))
-    total = sum(t.sum(dtype=torch.float32) for t in tensors)
+    total = sum(_sum32(t) for t in tensors)
     return [torch.stack(lows).min(), torch.stack(highs).max(), total], sum(t.numel() for t in tensors)
 
 
