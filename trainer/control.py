@@ -182,7 +182,13 @@ class Controller:
         except LrScaleError as exc:
             raise ControlError(f"set_lr: {exc}") from exc
         groups = [{"old": o, "new": n} for o, n in zip(old, new)]
+        optimizers = len(self.lr_scale.optimizers)
+        if optimizers > 1:  # separate optimizers (an encoder's and a decoder's): each group names its own
+            for group, owner in zip(groups, self.lr_scale.group_owners()):
+                group["optimizer"] = owner
         more = f" ({len(groups)} parameter groups, each x{self.lr_scale.scale:.3g})" if len(groups) > 1 else ""
+        if optimizers > 1:
+            more = f" ({len(groups)} parameter groups of {optimizers} optimizers, each x{self.lr_scale.scale:.3g})"
         message = f"lr {old[0]:.3g} -> {new[0]:.3g} (scheduler's lr x{self.lr_scale.scale:.3g}){more}"
         return old[0], new[0], message, {"groups": groups, "scale": self.lr_scale.scale}
 

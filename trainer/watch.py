@@ -68,18 +68,19 @@ class StopRun(SystemExit):
 def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.Module | None:
     """The module that owns the optimizer's parameters: the smallest one that holds most of them.
 
+    ``optimizer`` may be a list of optimizers: the module owning the parameters of them all.
+
     Of modules holding the same parameters the outermost is taken (a LightningModule rather
     than the network inside it: the names then read as the user's code has them), except
     that a DataParallel/DistributedDataParallel or ``torch.compile`` wrapper is unwrapped.
     ``candidates`` default to every live module, scanned once.
     """
-    wanted = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    wanted = {id(p) for o in optimizers for group in o.param_groups for p in group["params"]}
     if not wanted:
         return None
     if candidates is None:
-        import gc
-
-        candidates = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
+        candidates = live_modules()
     best: tuple[int, int] | None = None
     chosen: nn.Module | None = None
     for module in candidates:
@@ -107,11 +108,61 @@ def find_model(optimizer: Any, candidates: list[nn.Module] | None = None) -> nn.
     return chosen
 
 
+def live_modules() -> list[nn.Module]:
+    """Every module alive in the process (one scan of the garbage collector's objects)."""
+    import gc
+
+    return [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
+
+
+def _param_ids(optimizer: Any) -> set[int]:
+    return {id(p) for group in optimizer.param_groups for p in group["params"]}
+
+
+def sibling_optimizers(first: Any, modules: list[nn.Module]) -> list[Any]:
+    """``first`` and the other live optimizers that update the same network as it.
+
+    An optimizer is a sibling when one module holds its parameters and ``first``'s together
+    (an encoder's and a decoder's optimizer in one UNet, a GAN's two in one LightningModule);
+    an optimizer of an unrelated model (an earlier run's in the same process) is not.
+    """
+    import gc
+
+    others = [o for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer) and o is not first]
+    if not others:
+        return [first]
+    mine = _param_ids(first)
+    holders = []
+    for module in modules:
+        try:
+            ids = {id(p) for p in module.parameters()}
+        except Exception:  # noqa: BLE001 - a half-built module
+            continue
+        if mine <= ids:
+            holders.append(ids)
+    chosen = [first]
+    for other in others:
+        theirs = _param_ids(other)
+        if theirs and not theirs & mine and any(theirs <= ids for ids in holders):
+            chosen.append(other)
+    return chosen
+
+
 class Watch:
     """A run watched through its optimizer's steps; see :func:`watch` and the module docstring.
 
     Properties: :attr:`probe` (None until the first step), :attr:`stop_requested`,
     :attr:`paused`, :attr:`clip` (the max norm the monitor asked for, 0 = off; applied here).
+
+    Several optimizers (an encoder's and a decoder's, a GAN's generator and discriminator):
+    ``optimizer`` may be a list; with none given, the optimizers that update the same network
+    as the first one that steps are followed (:func:`sibling_optimizers`), and one created
+    later over the model's parameters joins at its first step. One iteration = one step of
+    each: the commands and the boundary run at the first one's step, the gradients of all
+    are measured there when they all have gradients (one backward for all), else at the
+    step that completes the set (a backward per optimizer, as a GAN does), the live lr
+    scales every group of every optimizer, and the step is published when each has stepped
+    (or when the first steps again).
     """
 
     def __init__(
@@ -139,7 +190,18 @@ class Watch:
         if on_stop not in ("flag", "exit"):
             raise ValueError(f"on_stop must be 'flag' or 'exit', got {on_stop!r}")
         self.model = model
-        self.optimizer = optimizer
+        given = list(optimizer) if isinstance(optimizer, (list, tuple)) else ([optimizer] if optimizer is not None
+                                                                               else [])
+        self.optimizers: list[Any] = given  # the run's optimizers; the first is the primary
+        self.optimizer = given[0] if given else None
+        self._fixed = bool(given)  # the optimizers were given: no other is followed
+        self._rejected: weakref.WeakSet[Any] = weakref.WeakSet()  # optimizers of other models
+        self._model_ids: set[int] | None = None
+        self._pre_ids: set[int] = set()  # optimizers whose step began in the open iteration
+        self._post_ids: set[int] = set()  # ... and ended
+        self._open = False  # an iteration's boundary ran and its step is not yet published
+        self._measured = False
+        self._candidates: list[nn.Module] | None = None  # the live modules, scanned at the first step
         self.task = task
         self.name = name
         self.record = None if record is None else str(record)
@@ -301,6 +363,9 @@ class Watch:
             self.scaler_watch.close()
         if self._probe is None:
             return
+        if self._open and self._post_ids and not self.failed:  # an iteration some optimizers stepped in
+            self._open = False
+            self._guard(self._finish_step)
         if self._auto_epochs and self._in_validation and self._steps_in_epoch and not self.failed:
             self._guard(self._infer_epoch_end)
         try:
@@ -324,9 +389,9 @@ class Watch:
     # --- hooks -------------------------------------------------------------------------------
 
     def _hook(self) -> None:
-        if self.optimizer is not None:
-            self._handles = [self.optimizer.register_step_pre_hook(self._pre_step),
-                             self.optimizer.register_step_post_hook(self._post_step)]
+        if self._fixed:
+            self._handles = [handle for o in self.optimizers for handle in
+                             (o.register_step_pre_hook(self._pre_step), o.register_step_post_hook(self._post_step))]
         else:
             from torch.optim.optimizer import (
                 register_optimizer_step_post_hook,
@@ -339,13 +404,37 @@ class Watch:
     def _ours(self, optimizer: Any) -> bool:
         if self.failed or self._closed:
             return False
-        if self.optimizer is None:
+        if any(optimizer is o for o in self.optimizers):
+            return True
+        if self._fixed or optimizer in self._rejected:
+            return False
+        return bool(self._guard(lambda: self._adopt(optimizer)))
+
+    def _adopt(self, optimizer: Any) -> bool:
+        """Whether an optimizer not followed yet is the run's (then it is followed from now on)."""
+        if self.model is not None:
+            if self._model_ids is None:
+                self._model_ids = {id(p) for p in self.model.parameters()}
+            if not _param_ids(optimizer) & self._model_ids:
+                self._rejected.add(optimizer)
+                return False
+        if not self.optimizers:  # the first optimizer that steps: it and its siblings are the run's
+            modules = self._find_modules() if self._find_modules is not None else live_modules()
+            siblings = sibling_optimizers(optimizer, modules)
             if self.model is not None:
                 wanted = {id(p) for p in self.model.parameters()}
-                if not any(id(p) in wanted for g in optimizer.param_groups for p in g["params"]):
-                    return False
-            self.optimizer = optimizer  # the first optimizer that steps is the run's
-        return optimizer is self.optimizer
+                siblings = [o for o in siblings if o is optimizer or _param_ids(o) & wanted]
+            self.optimizers = siblings
+            self.optimizer = optimizer
+            self._candidates = modules
+            return True
+        if self.model is None:  # stepping before the first boundary built the probe: not ours
+            self._rejected.add(optimizer)
+            return False
+        self.optimizers.append(optimizer)  # a new optimizer over the model's parameters
+        if self.controller is not None:
+            self.controller.lr_scale.add(optimizer)
+        return True
 
     def _pre_step(self, optimizer: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if not self._ours(optimizer):
@@ -358,20 +447,21 @@ class Watch:
         if closure is not None:
             # optimizer.step(closure) (Lightning's automatic optimization, LBFGS): forward and
             # backward run inside the step, so the boundary work runs at the end of the closure.
-            wrapped = self._wrap_closure(closure)
+            wrapped = self._wrap_closure(closure, optimizer)
             if "closure" in kwargs:
                 return args, {**kwargs, "closure": wrapped}
             return (wrapped, *args[1:]), kwargs
-        self._step_boundary()
+        self._step_boundary(optimizer)
         return None
 
-    def _step_boundary(self) -> None:
-        """The step boundary: commands, measurement, clipping, the lr scale (may raise StopRun)."""
-        stop = self._guard(self._before_step)
+    def _step_boundary(self, optimizer: Any = None) -> None:
+        """Just before an optimizer's update: at an iteration's first, the boundary (commands,
+        measurement, clipping); for each, its lr scale (may raise StopRun)."""
+        stop = self._guard(lambda: self._before_step(optimizer))
         if stop:
             raise StopRun(self._probe.step if self._probe is not None else 0)
 
-    def _wrap_closure(self, closure: Any) -> Any:
+    def _wrap_closure(self, closure: Any, optimizer: Any = None) -> Any:
         done = False
 
         def closure_then_boundary(*args: Any, **kwargs: Any) -> Any:
@@ -379,31 +469,59 @@ class Watch:
             result = closure(*args, **kwargs)
             if not done:  # LBFGS calls it again: the boundary is the first call's end
                 done = True
-                self._step_boundary()
+                self._step_boundary(optimizer)
             return result
 
         return closure_then_boundary
 
-    def _before_step(self) -> bool:
-        self._ensure_probe()
+    def _before_step(self, optimizer: Any = None) -> bool:
+        optimizer = self.optimizer if optimizer is None else optimizer
+        if self._open and id(optimizer) in self._pre_ids:  # it steps again: the last iteration is over
+            self._open = False
+            self._finish_step()
+        if not self._open:
+            self._ensure_probe()
+            controller, probe = self.controller, self._probe
+            assert controller is not None and probe is not None
+            if self._in_validation and self._auto_epochs:  # validation ran since the last step: an epoch ended
+                self._infer_epoch_end()
+            self._publish_data_report()
+            controller.poll()  # commands at the step boundary; waits here while paused
+            if controller.stop_requested and self.on_stop == "exit":
+                return True
+            self._open, self._measured = True, False
+            self._pre_ids, self._post_ids = set(), set()
+        self._pre_ids.add(id(optimizer))
         controller, probe = self.controller, self._probe
         assert controller is not None and probe is not None
-        if self._in_validation and self._auto_epochs:  # validation ran since the last step: an epoch ended
-            self._infer_epoch_end()
-        self._publish_data_report()
-        controller.poll()  # commands at the step boundary; waits here while paused
-        if controller.stop_requested and self.on_stop == "exit":
-            return True
-        probe.clip_(controller.clip)  # measures every gradient; clips when the monitor asked
-        controller.lr_scale.before_step()
+        if not self._measured and (len(self.optimizers) == 1 or self._all_have_gradients(optimizer)):
+            probe.clip_(controller.clip)  # measures every gradient; clips when the monitor asked
+            self._measured = True
+        controller.lr_scale.before_step(optimizer)
         return False
+
+    def _all_have_gradients(self, optimizer: Any) -> bool:
+        """Whether every followed optimizer still to step (or this one) has its gradients now:
+        one backward for all (measure now) or a backward per optimizer (measure at the last)."""
+        if all(id(o) in self._pre_ids for o in self.optimizers):
+            return True
+        for other in self.optimizers:
+            if other is optimizer or id(other) in self._pre_ids:
+                continue
+            params = [p for group in other.param_groups for p in group["params"] if p.requires_grad]
+            if params and all(p.grad is None for p in params):
+                return False
+        return True
 
     def _post_step(self, optimizer: Any, *_: Any) -> None:
         if not self._ours(optimizer) or self._probe is None:
             return
         if self.controller is not None:
-            self.controller.lr_scale.after_step()
-        self._guard(self._finish_step)
+            self.controller.lr_scale.after_step(optimizer)
+        self._post_ids.add(id(optimizer))
+        if self._open and all(id(o) in self._post_ids for o in self.optimizers):
+            self._open = False
+            self._guard(self._finish_step)
 
     def _scaler_updated(self, scaler_watch: Any) -> None:
         """The scaler's update(): a step it skipped never reached the optimizer: publish it here."""
@@ -587,8 +705,10 @@ class Watch:
         if self._probe is not None:
             return
         if self.model is None:
-            candidates = self._find_modules() if self._find_modules is not None else None
-            self.model = find_model(self.optimizer, candidates)
+            candidates = self._candidates
+            if candidates is None and self._find_modules is not None:
+                candidates = self._find_modules()
+            self.model = find_model(self.optimizers or self.optimizer, candidates)
             if self.model is None:
                 raise RuntimeError("could not find the model whose parameters the optimizer updates")
         kwargs = dict(self.probe_kwargs)
@@ -618,9 +738,12 @@ class Watch:
             probe = Probe.start(self.model, telemetry=self.telemetry, control=self.control, record=self.record,
                                 announce=self.announce, link_options=self.link_options, **common)
         self._probe = probe
+        self._candidates = None  # no reference kept to every module of the process
         self.term_weights.terms = tuple(self._order)  # the observed terms are the ones a command may weight
+        from .core.lr import LrScale
+
         self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False,
-                                     term_weights=self.term_weights)
+                                     term_weights=self.term_weights, lr_scale=LrScale(list(self.optimizers)))
         if self._auto_epochs:
             self._wrap_train(self.model)
         losses = ", ".join(self._functions) or "not observed"
@@ -646,6 +769,7 @@ class Watch:
         path = save_checkpoint(folder / f"step-{probe.step:08d}.pt", {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **({"optimizers": [o.state_dict() for o in self.optimizers]} if len(self.optimizers) > 1 else {}),
             "step": probe.step,
             "epoch": probe.epoch,
             "run_id": probe.run_id,

@@ -79,6 +79,7 @@ def _step(model, optimizer, scaler, probe, *, measure_before_unscale: bool = Fal
 def test_overflow_steps_are_skipped_steps_not_non_finite_ones():
     model, optimizer, scaler, probe, link = _setup()
     truth = [_step(model, optimizer, scaler, probe) for _ in range(40)]
+    probe.flush()  # every step ended so far has reached the link
     schema = probe.schema
     assert schema.config["amp"] == "fp16"
     values = np.stack([v for _, v in link.steps])
@@ -108,6 +109,7 @@ def test_measuring_before_unscale_gives_true_norms_and_says_so_once(capsys):
         scaler.step(optimizer)
         scaler.update()
         probe.end_step(loss=loss)
+        probe.flush()
         total = link.steps[-1][1][probe.schema.index("gradstat/total_norm")]
         assert total == pytest.approx(truth, rel=1e-4)
     assert capsys.readouterr().err.count("before scaler.unscale_") == 1
@@ -128,6 +130,7 @@ def test_a_layer_that_never_gets_a_gradient_is_nan_and_named_once():
         probe.after_backward()
         optimizer.step()
         probe.end_step(loss=loss)
+    probe.flush()
     values = np.stack([v for _, v in link.steps])
     assert np.all(np.isnan(values[:, probe.schema.index("grad/spare")]))
     assert np.all(values[:, probe.schema.index("grad/used")] > 0)

@@ -28,46 +28,80 @@ def _as_float(value: Any) -> float:
 
 
 class LrScale:
-    """Scales every parameter group's lr around one optimizer's step.
+    """Scales every parameter group's lr around its optimizer's step, for one or more optimizers.
 
     Call :meth:`before_step` just before ``optimizer.step()`` and :meth:`after_step` right
-    after it (an optimizer step pre/post hook does both: :meth:`hook`). Between steps the
-    groups hold the scheduler's values. :attr:`used` is each group's effective lr of the
-    last step taken (what the step really used).
+    after it (an optimizer step pre/post hook does both: :meth:`hook`); with several
+    optimizers (separate encoder/decoder optimizers stepped in one iteration) pass the one
+    about to step, or none for all. Between steps the groups hold the scheduler's values.
+    The groups are numbered across the optimizers, in the order they were given
+    (:attr:`optimizers`; :meth:`add` follows one more). :attr:`used` holds group 0's
+    effective lr of the first optimizer's last step (what the step really used), as the
+    group holds it: a float, or a device tensor that is read only when it is published.
     """
 
     def __init__(self, optimizer: Any, scale: float = 1.0) -> None:
-        self.optimizer = optimizer
+        self.optimizers: list[Any] = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+        self.optimizer = self.optimizers[0]
         self.scale = float(scale)
-        # Group 0's effective lr of the last step, the one the stream reports (read once a
-        # step: an lr held as a device tensor costs a host read, so only one is read).
-        self.used: list[float] = []
-        self._saved: list[tuple[dict, Any, Any]] | None = None
+        # Group 0's effective lr of the last step, the one the stream reports (one value a
+        # step, kept as the group holds it: converting a device tensor would cost a host read).
+        self.used: list[Any] = []
+        self._saved: dict[int, list[tuple[dict, Any, Any]]] = {}
         self._handles: list[Any] = []
+
+    def add(self, optimizer: Any) -> None:
+        """Follow one more optimizer (its groups are numbered after those already followed)."""
+        if all(optimizer is not o for o in self.optimizers):
+            self.optimizers.append(optimizer)
+            if self._handles:
+                self._hook_one(optimizer)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Every followed optimizer's parameter groups, in order."""
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def group_owners(self) -> list[int]:
+        """For each group of :attr:`param_groups`, the index of its optimizer."""
+        return [index for index, optimizer in enumerate(self.optimizers) for _ in optimizer.param_groups]
 
     # --- around the step ---------------------------------------------------------------------
 
-    def before_step(self) -> None:
-        """Write scheduler's lr x scale into every group (remembering the scheduler's values)."""
-        if self._saved is not None:  # a step that never reached after_step: restore first
-            self.after_step()
-        groups = self.optimizer.param_groups
-        scale = self.scale
-        if scale == 1.0:
-            self.used = [_as_float(groups[0]["lr"])] if groups else []
-            return
-        saved = []
-        for group in groups:
-            lr = group["lr"]
-            scaled = lr * scale
-            group["lr"] = scaled
-            saved.append((group, lr, scaled))
-        self._saved = saved
-        self.used = [_as_float(saved[0][2])] if saved else []
+    def before_step(self, optimizer: Any = None) -> None:
+        """Write scheduler's lr x scale into the groups of ``optimizer`` (default: every followed one)."""
+        for current in self._chosen(optimizer):
+            key = id(current)
+            if key in self._saved:  # a step that never reached after_step: restore first
+                self._restore(key)
+            groups = current.param_groups
+            scale = self.scale
+            if scale == 1.0:
+                if current is self.optimizer:
+                    self.used = [groups[0]["lr"]] if groups else []
+                continue
+            saved = []
+            for group in groups:
+                lr = group["lr"]
+                scaled = lr * scale
+                group["lr"] = scaled
+                saved.append((group, lr, scaled))
+            self._saved[key] = saved
+            if current is self.optimizer:
+                self.used = [saved[0][2]] if saved else []
 
-    def after_step(self) -> None:
-        """Put every group's scheduler lr back (unless something else wrote it meanwhile)."""
-        saved, self._saved = self._saved, None
+    def after_step(self, optimizer: Any = None) -> None:
+        """Put the groups' scheduler lr back (unless something else wrote it meanwhile)."""
+        for current in self._chosen(optimizer):
+            self._restore(id(current))
+
+    def _chosen(self, optimizer: Any) -> list[Any]:
+        if optimizer is None:
+            return self.optimizers
+        return [optimizer] if any(optimizer is o for o in self.optimizers) else []
+
+    def _restore(self, key: int) -> None:
+        saved = self._saved.pop(key, None)
         if not saved:
             return
         for group, lr, scaled in saved:
@@ -75,13 +109,17 @@ class LrScale:
                 group["lr"] = lr
 
     def hook(self) -> LrScale:
-        """Register :meth:`before_step`/:meth:`after_step` as this optimizer's step hooks."""
+        """Register :meth:`before_step`/:meth:`after_step` as the followed optimizers' step hooks."""
         if not self._handles:
-            self._handles = [
-                self.optimizer.register_step_pre_hook(lambda *_: self.before_step()),
-                self.optimizer.register_step_post_hook(lambda *_: self.after_step()),
-            ]
+            for optimizer in self.optimizers:
+                self._hook_one(optimizer)
         return self
+
+    def _hook_one(self, optimizer: Any) -> None:
+        self._handles += [
+            optimizer.register_step_pre_hook(lambda o, *_: self.before_step(o)),
+            optimizer.register_step_post_hook(lambda o, *_: self.after_step(o)),
+        ]
 
     def unhook(self) -> None:
         """Remove the hooks (and restore the scheduler's lr if a step is under way)."""
@@ -93,10 +131,15 @@ class LrScale:
     # --- what a command sees -----------------------------------------------------------------
 
     def scheduled(self) -> list[float]:
-        """Each group's lr as the scheduler has it now (between steps)."""
-        if self._saved is not None:
-            return [_as_float(lr) for _, lr, _ in self._saved]
-        return [_as_float(g["lr"]) for g in self.optimizer.param_groups]
+        """Each group's lr as the scheduler has it now (between steps), across the optimizers."""
+        values = []
+        for optimizer in self.optimizers:
+            saved = self._saved.get(id(optimizer))
+            if saved is not None:
+                values += [_as_float(lr) for _, lr, _ in saved]
+            else:
+                values += [_as_float(g["lr"]) for g in optimizer.param_groups]
+        return values
 
     def effective(self, scale: float | None = None) -> list[float]:
         """Each group's effective lr (scheduler's x ``scale``, default the current one)."""
@@ -104,7 +147,8 @@ class LrScale:
         return [lr * factor for lr in self.scheduled()]
 
     def set_lr(self, lr: float) -> tuple[list[float], list[float]]:
-        """Make group 0's effective lr ``lr``; every other group keeps its ratio to group 0.
+        """Make group 0's effective lr ``lr``; every other group (of every followed optimizer)
+        keeps its ratio to group 0.
 
         Returns (old, new) effective lrs of every group. Raises :class:`LrScaleError` (and
         changes nothing) when the scheduler's lr is 0 or not a number right now, e.g. at the
@@ -126,4 +170,4 @@ class LrScale:
 
     def first_used(self) -> float:
         """Group 0's effective lr of the last step (NaN before the first step)."""
-        return self.used[0] if self.used else math.nan
+        return _as_float(self.used[0]) if self.used else math.nan

@@ -80,10 +80,11 @@ class FrameworkWatch(Watch):
             controller.lr_scale.before_step()
         self._at_boundary = True
 
-    def _before_step(self) -> bool:
+    def _before_step(self, optimizer: Any = None) -> bool:
         if not self.external_boundary:
-            return super()._before_step()
+            return super()._before_step(optimizer)
         self._in_step = True
+        self._open = True  # published at the step's post-hook
         if self.controller is not None:
             self.controller.lr_scale.before_step()
         return False
