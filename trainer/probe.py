@@ -23,7 +23,8 @@ the throughput. The built-in trainer uses it exactly as a user's own loop does::
 The probe composes the attach core (:mod:`octa_tui.trainer.core`), one job per module:
 measuring on the device (:mod:`~octa_tui.trainer.core.measure`), the vector layout by named
 slot and its assembly on the host (:mod:`~octa_tui.trainer.core.layout`), the CUDA copy
-pipeline (:mod:`~octa_tui.trainer.core.pipeline`), the link service
+pipeline (:mod:`~octa_tui.trainer.core.pipeline`), the publisher thread
+(:mod:`~octa_tui.trainer.core.publisher`), the link service
 (:mod:`~octa_tui.trainer.core.service`) and the GradScaler's facts
 (:mod:`~octa_tui.trainer.core.amp`).
 
@@ -34,9 +35,13 @@ activated outputs one ``sum`` (with ``activation="sigmoid"`` their range is the 
 the raw range, worked out on the host). On CUDA they are stacked after the norms and copied
 once, to pinned host memory without blocking, and read when the copy's event has completed
 (normally one step later), so the probe adds no host-device synchronisation per step; on the
-CPU they are in host memory already and are read directly. The host lays the vector out
-with a few array operations (layer norms, the count over the bound, the largest norm).
-``bench/bench_probe.py`` measures the cost on the demo model.
+CPU they are in host memory already. Everything after that is host work the loop need not
+wait for: a publisher thread (:class:`~octa_tui.trainer.core.publisher.StepPublisher`) reads
+the numbers (on the CPU, the step's 0-d tensors themselves), lays the steps pending out with
+a few array operations over all of them (layer norms, the count over the bound, the largest
+norm), sends, keeps and records them, in order, a few milliseconds later. The training
+thread's part of ``end_step`` is the output statistics' torch calls and handing the step
+over. ``bench/bench_probe.py`` and part 1 of ``bench/bench_peers.py`` measure both threads.
 """
 
 from __future__ import annotations
@@ -169,6 +174,17 @@ class Probe:
     of the parameters for that); ``memory_mb`` is CUDA memory allocated (every step), or the
     process's peak resident memory on the CPU (a system call: read at most once a second,
     repeated between).
+
+    Steps are published by a publisher thread (``background=False``: on the training thread,
+    at ``end_step``): :meth:`flush` publishes what is pending, and :attr:`last_values` and
+    :attr:`published` do so before they answer. ``on_values`` callbacks run on the thread
+    that publishes (normally the publisher's): keep them short, and read what they gather
+    after :meth:`flush`. On the CPU the step's 0-d tensors (losses given as tensors
+    included) are read there, a few milliseconds later: a tensor changed in place after
+    ``end_step`` would be read changed. Nothing the publisher does raises into the loop: a
+    step that cannot be published is skipped, counted (``publisher.failed_items``) and said
+    in a warning event; a publisher more than ``MAX_PENDING_STEPS`` behind drops steps and
+    says how many.
 
     ``end_step`` also heartbeats the link and answers commands (every 20 ms at most). A loop
     that spends long between steps (validation) should call :meth:`serve` there too; a

@@ -243,3 +243,30 @@ def test_records_follow_the_steps_published_before_them(tmp_path):
     assert list(history.steps.step) == [0, 1, 2]
     assert [e.message for e in history.events if e.kind == "warning"] == ["after three steps"]
     assert not math.isnan(history.steps.values[-1, history.schema.index("loss/total")])
+
+
+def test_steps_pending_at_interpreter_exit_are_recorded(tmp_path):
+    # GIVEN a script that records 50 steps and exits without closing its probe
+    import subprocess
+    import sys
+
+    from octa_tui.protocol.recording import read_recording
+
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from octa_tui.trainer.probe import Probe\n"
+        "torch.set_num_threads(1)\n"
+        "model = nn.Linear(3, 1)\n"
+        f"probe = Probe.start(model, record={str(tmp_path / 'exit.octa')!r}, announce=False,\n"
+        "                    link_options={'spill': None})\n"
+        "for _ in range(50):\n"
+        "    model(torch.rand(4, 3)).sum().backward()\n"
+        "    probe.end_step(loss=1.0)\n"
+    )
+    # WHEN it runs to its end
+    subprocess.run([sys.executable, str(script)], check=True, timeout=600)
+    # THEN every step is in the recording
+    history = read_recording(tmp_path / "exit.octa").history
+    assert list(history.steps.step) == list(range(50))

@@ -27,9 +27,11 @@ of steps, normally well under one) on top of what the recording had not yet writ
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,20 @@ from typing import Any
 PUBLISH_INTERVAL_S = 0.005  # the publisher thread handles pending steps this often
 WAKE_AT = 64  # ... or as soon as this many wait (a fast loop: bounded batches)
 MAX_PENDING_STEPS = 16384  # queued and not yet handled: beyond this, steps are dropped and counted
+
+_RUNNING: weakref.WeakSet[StepPublisher] = weakref.WeakSet()
+_AT_EXIT: list[bool] = []
+
+
+def _drain_all() -> None:
+    """At interpreter exit: publish what is pending (a loop that never called close() keeps its
+    last steps). Registered when the first publisher thread starts, after the link and its
+    recording exist, so it runs before the recording's own exit hook closes the file."""
+    for publisher in list(_RUNNING):
+        try:
+            publisher.drain()
+        except Exception:  # exiting: nothing left to tell
+            pass
 
 
 class StepPublisher:
@@ -145,6 +161,10 @@ class StepPublisher:
     # --- the publisher thread ---------------------------------------------------------------
 
     def _start(self) -> None:
+        _RUNNING.add(self)
+        if not _AT_EXIT:
+            _AT_EXIT.append(True)
+            atexit.register(_drain_all)
         thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread = thread
         thread.start()
