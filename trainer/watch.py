@@ -673,11 +673,13 @@ class Watch:
     def _mode(self, training: bool) -> None:
         """An eval() switch after training steps starts a validation; the epoch ends at the next
         training step (or at close). Frameworks that restore the training flags without
-        train() (Lightning) are covered by the next step too."""
+        train() (Lightning) are covered by the next step too.
+
+        Nothing is flushed here (on CUDA a flush waits for the GPU): the epoch's last steps
+        reach the monitor at the epoch's end, which flushes once, or with the next step."""
         if not self._auto_epochs or self._probe is None:
             return
         if not training and self._steps_in_epoch:
-            self._probe.flush()
             self._in_validation = True
 
     def _infer_epoch_end(self) -> None:
