@@ -13,9 +13,11 @@ and a daemon thread does that work, in order, a few milliseconds later.
   (``MAX_PENDING_STEPS``); when full, a step is dropped and counted (:attr:`dropped`), and
   ``on_dropped`` is told the count so the run can say so. A handler that raises is counted
   (:attr:`failures`) and reported through ``on_error``; the thread goes on with the next item.
-- **Cheap to wake.** The thread wakes every ``interval_s`` (or at once when
-  ``WAKE_AT`` items wait) and handles everything pending, so a fast loop pays no
-  per-step notification; a monitor sees a step at most ``interval_s`` after it ended.
+- **Cheap to wake.** An idle thread sleeps until a step comes (one ``Event.set``), then
+  lets ``interval_s`` pass for more to gather (less if ``WAKE_AT`` items wait) and handles
+  them all at once; while steps keep coming it goes on gathering without being woken, so
+  a fast loop pays no per-step notification and a slow one no idle wake-ups. A monitor
+  sees a step about ``interval_s`` after it ended.
 - **Honest about its cost.** :attr:`cpu_s` is the CPU time spent handling items (on
   whichever thread handled them), :attr:`handled` how many: benchmarks print both.
 - **Fork-safe.** A forked child (a DataLoader worker) gets no thread of the parent's; if
@@ -92,6 +94,7 @@ class StepPublisher:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the thread waits for a first item (a submit wakes it)
         self._pid = os.getpid()
         self._closed = False
         self._local = threading.local()  # .draining: this thread is inside drain()
@@ -119,7 +122,7 @@ class StepPublisher:
         self.submitted += 1
         if self._thread is None:
             self._start()
-        elif len(pending) >= WAKE_AT:
+        elif self._idle or len(pending) >= WAKE_AT:
             self._wake.set()
         return True
 
@@ -170,12 +173,21 @@ class StepPublisher:
         thread.start()
 
     def _run(self) -> None:
+        """Sleep until a step comes (no wake-ups while the loop is elsewhere), give it
+        ``interval_s`` for more to gather (cut short by ``WAKE_AT`` waiting, or close), handle
+        them all; go on gathering while steps keep coming."""
         wake = self._wake
         while not self._closed:
+            self._idle = True  # first say so, then look: a submit in between sees it and wakes us
+            if not self._pending and self.dropped == self._dropped_told:
+                wake.wait()
+                wake.clear()
+            self._idle = False
+            if self._closed:
+                break
             wake.wait(self.interval_s)
             wake.clear()
-            if self._pending or self.dropped != self._dropped_told:
-                self.drain()
+            self.drain()
 
     def _handle_pending(self) -> None:
         """Handle every pending item (lock held): timed, failures caught and reported."""
