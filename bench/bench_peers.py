@@ -9,7 +9,11 @@ to octa-tui measured in the same run is the figure to read):
    every round. octa-tui: ``Probe.end_step`` on a model of 128 single-parameter layers (its
    norms measured by ``after_backward`` outside the timed part, as the peers' norms are made
    outside theirs), publishing to a recorded ``TrainerLink`` with a subscriber process
-   connected. Peers: their usual per-step call including each value's ``.item()``.
+   connected. The probe reads, lays out, sends and records each step on its publisher
+   thread: the row under it gives that thread's CPU time per step (``time.thread_time``,
+   mean over the counted blocks, each block's steps all published before the next block
+   starts) and the sum of both. Peers: their usual per-step call including each value's
+   ``.item()``.
 2. End-to-end training on the demo model (UNet width 16, 64x64, batch 8, CPU, one torch
    thread): steps/s with no logging, with octa-tui streaming every step to a connected
    subscriber, and with each peer logging the same values (per-layer gradient norms, the
