@@ -627,9 +627,16 @@ class Watch:
         The gradients the probe measures are then the clipped ones: the schema says so
         (``grads_clipped_before_probe`` = the bound, ``grads_clip_kind`` = "norm"/"value").
         """
-        if self._probe is None and not self._closed and self._clipped_before is None:
-            self._clipped_before = float(max_norm)
-            self._clip_kind = kind
+        if self._closed or self._clipped_before is not None:
+            return
+        self._clipped_before = float(max_norm)
+        self._clip_kind = kind
+        if self._probe is not None and not self.failed:  # clipping that starts after the first step: say it once
+            what = "clip_grad_value_" if kind == "value" else "clip_grad_norm_"
+            self._guard(lambda: self._probe.event(
+                "warning", f"the script clips the gradients ({what} at {max_norm:g}) from step {self._probe.step} "
+                "on, before the optimizer's step: the gradient norms measured from here are the clipped ones",
+                source="clipping", grads_clipped_before_probe=float(max_norm), grads_clip_kind=kind))
 
     def _step_numbers(self) -> tuple[Any, dict[str, Any], Any, str | None]:
         """This step's loss, components (means over micro-batches), outputs and activation."""

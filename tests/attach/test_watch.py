@@ -215,3 +215,27 @@ def test_clipping_before_the_step_is_a_fact_in_the_schema():
         optimizer.step()
     assert w.probe.schema.config["grads_clipped_before_probe"] == 0.25
     assert w.probe.last_values[w.probe.schema.index("gradstat/total_norm")] <= 0.25 + 1e-6
+
+
+def test_clipping_that_starts_later_is_said_once_in_an_event():
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    events = []
+    with octa_tui.watch(model, optimizer, telemetry=None, control=None) as w:
+        for step in range(4):
+            x, y = _batch()
+            optimizer.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            if step == 1:  # the probe was built at the first step
+                def noted(kind, message, _original=w.probe.event, **data):
+                    events.append((kind, message, data))
+                    return _original(kind, message, **data)
+
+                w.probe.event = noted
+            if step >= 2:  # a warm-up without clipping, then clip_grad_value_ (Lightning's "value" algorithm)
+                torch.nn.utils.clip_grad_value_(model.parameters(), 0.01)
+            optimizer.step()
+    assert "grads_clipped_before_probe" not in w.probe.schema.config
+    warnings = [e for e in events if e[0] == "warning" and e[2].get("source") == "clipping"]
+    assert len(warnings) == 1 and "clip_grad_value_ at 0.01) from step 2" in warnings[0][1]
+    assert warnings[0][2]["grads_clip_kind"] == "value"
