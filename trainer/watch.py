@@ -13,7 +13,8 @@ A :class:`Watch` hooks the optimizer's step (its own step pre/post hooks, or the
 when no optimizer is given: the first optimizer that steps is adopted, and its model is found
 as the module that owns its parameters). At the pre-hook, on the training thread, between
 ``backward`` and the update: commands from the monitor are applied (lr as a scale around this
-step, clipping, pause, checkpoint, stop), the gradients are measured (already unscaled when a
+step, loss-term weights as a factor on what an observed loss function returns from the next
+step on, clipping, pause, checkpoint, stop), the gradients are measured (already unscaled when a
 GradScaler calls the step) and clipped when the monitor asked for it. After the step the step's
 vector is published. The loss terms, the outputs and whether the loss expects probabilities
 are observed at the ``torch.nn.functional`` losses (:mod:`octa_tui.trainer.observe`), the
