@@ -173,6 +173,18 @@ def settings_in_force(history: RunHistory) -> Settings:
     )
 
 
+def loss_term_weight(history: RunHistory, settings: Settings, term: str) -> float:
+    """The weight in force of loss term ``term`` (``loss/<term>``): BCE and Dice as the settings
+    read them (streamed, else the config), any other from its ``opt/<term>_weight`` channel or the
+    config's ``<term>_weight``; NaN when the run says nothing."""
+    if term == "bce":
+        return settings.bce_weight
+    if term == "dice":
+        return settings.dice_weight
+    streamed = setting(history, f"opt/{term}_weight")
+    return streamed if math.isfinite(streamed) else config_number(config_of(history), f"{term}_weight")
+
+
 def loss_functions(history: RunHistory) -> tuple[str, ...]:
     """The torch.nn.functional losses the probe saw called (``config["loss_functions"]``)."""
     value = config_of(history).get("loss_functions")

@@ -31,7 +31,7 @@ from octa_tui.protocol.errors import ProtocolError
 from octa_tui.protocol.messages import Command
 from octa_tui.protocol.run import RunHistory
 
-from .facts import GRAD_AMP_SKIPPED, OPT_AMP_SCALE, RunFacts, foreground, run_facts
+from .facts import GRAD_AMP_SKIPPED, OPT_AMP_SCALE, RunFacts, foreground, loss_term_weight, run_facts
 from .gradients import GradientHealth, format_ratio, gradient_health
 from .signals import (
     ExplosionSummary,
@@ -605,7 +605,7 @@ def rule_constant_loss(ctx: Context) -> Verdict | None:
     for key in view.group("loss"):
         if key == ch.LOSS_TOTAL:
             continue
-        weight = view.setting(f"opt/{key.split('/', 1)[1]}_weight")
+        weight = loss_term_weight(ctx.history, ctx.facts.settings, key.split("/", 1)[1])
         values = view.recent(key, rows)
         if weight == 0 or values is None or values.size < window or not (values == 0).all():
             continue

@@ -80,7 +80,8 @@ class Thresholds:
 
     # --- outputs and loss terms that cannot learn
     output_steps: int = 50  # the output and loss-term signatures must hold over these newest steps
-    output_min_steps: int = 100  # ... in a run at least this long (a fresh net's outputs sit near 0.5)
+    output_min_steps: int = 30  # ... in a run at least this long (every step of it: a fresh healthy net's logits
+    # take both signs within a few steps; the healthy zoo's 5 nets x 3 seeds never hold (0, 1] or min = 0 that long)
     constant_rtol: float = 1e-6  # a loss term whose spread is below this (relative) is constant
     ln2_tolerance: float = 0.02  # BCE within this of ln 2 = 0.693 is "pinned"
 

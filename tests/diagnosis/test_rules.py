@@ -226,12 +226,19 @@ def relu_head(loss: float = 0.69) -> RunHistory:
     return outputs((0.0, 3.1), (0.5, sig(3.1)), loss__bce=loss)
 
 
+def fresh_then_both_signs() -> RunHistory:
+    """Logits in (0, 1) for the first 10 steps (a bias at init), then of both signs, as learning starts."""
+    b = Builder().dataset()
+    b.steps(10, out__raw_min=0.05, out__raw_max=0.6, out__act_min=sig(0.05), out__act_max=sig(0.6))
+    return b.steps(40, out__raw_min=-0.4, out__raw_max=0.9, out__act_min=sig(-0.4), out__act_max=sig(0.9)).history
+
+
 def softmax_one_channel() -> RunHistory:
     return outputs((1.0, 1.0), (sig(1.0), sig(1.0)), gradstat__total_norm=0.0)
 
 
-def zero_term() -> RunHistory:
-    schema = segmentation_schema(opt=("lr", "pos_weight", "clip", "update_ratio"))
+def zero_term(config: dict | None = None) -> RunHistory:
+    schema = segmentation_schema(opt=("lr", "pos_weight", "clip", "update_ratio"), config=config)
     return Builder(schema).steps(120, loss__dice=0.0, loss__total=lambda r: 0.3 + 0.01 * np.sin(r)).history
 
 
@@ -419,6 +426,12 @@ CASES = [
     Case("double sigmoid", "squashed_outputs", double_sigmoid, True, Severity.WARN, ("0.5", "0.731"), (),
          "measured"),
     Case("healthy logits", "squashed_outputs", lambda: healthy_run().history, False),
+    Case("double sigmoid, decided on 30 steps", "squashed_outputs",
+         lambda: outputs((0.02, 0.97), (sig(0.02), sig(0.97)), steps=30), True),
+    Case("double sigmoid, 29 steps: too early", "squashed_outputs",
+         lambda: outputs((0.02, 0.97), (sig(0.02), sig(0.97)), steps=29), False),
+    Case("a fresh net whose logits were all in (0, 1) for its first steps", "squashed_outputs",
+         fresh_then_both_signs, False),
     Case("a ReLU head is not a double sigmoid", "squashed_outputs", relu_head, False),
     # BCE pinned at ln 2 (a final ReLU before BCEWithLogits)
     Case("ReLU before BCEWithLogits", "bce_at_ln2", relu_head, True, Severity.WARN, ("0.693",)),
@@ -427,6 +440,10 @@ CASES = [
     # constant or zero loss term
     Case("softmax over one channel", "constant_loss", softmax_one_channel, True, Severity.WARN, ("1",)),
     Case("a term exactly 0", "constant_loss", zero_term, True, Severity.WARN, ("loss/dice", "exactly 0")),
+    Case("a term exactly 0, weighted 0.7 in the config", "constant_loss",
+         lambda: zero_term({"bce_weight": 0.3, "dice_weight": 0.7}), True, Severity.WARN, ("loss/dice",)),
+    Case("a term the config weights 0 (weights not streamed)", "constant_loss",
+         lambda: zero_term({"bce_weight": 1.0, "dice_weight": 0.0}), False),
     Case("healthy", "constant_loss", lambda: healthy_run().history, False),
     Case("a constant output is not a double sigmoid", "squashed_outputs", softmax_one_channel, False),
     Case("all-zero gradients are not vanishing", "vanishing_gradients",
