@@ -429,7 +429,10 @@ class Watch:
             self.optimizer = optimizer
             self._candidates = modules
             return True
-        if self.model is None:  # stepping before the first boundary built the probe: not ours
+        followed = set().union(*(_param_ids(o) for o in self.optimizers))
+        if self.model is None or _param_ids(optimizer) & followed:
+            # stepping before the first boundary built the probe, or a wrapper of (or a second optimizer
+            # over) parameters already followed (Accelerate's AcceleratedOptimizer): not one more
             self._rejected.add(optimizer)
             return False
         self.optimizers.append(optimizer)  # a new optimizer over the model's parameters

@@ -143,3 +143,29 @@ def test_a_gan_with_a_backward_per_optimizer_measures_both_networks_every_iterat
     # THEN the generator's gradients are measured too (never "no gradient"), and no layer is called unused
     assert np.all(np.isfinite(values[:, [schema.index(f"grad/{n}") for n in schema.grad]]))
     assert math.isfinite(w.probe.last_values[schema.index("gradstat/total_norm")])
+
+
+def test_a_later_optimizer_over_followed_parameters_is_not_followed_twice():
+    # GIVEN a run whose optimizer is followed, and a second optimizer over the same parameters later
+    # (a wrapper such as Accelerate's, or an lr finder's): following it too would scale the lr twice
+    torch.manual_seed(0)
+    model = AutoEncoder()
+    first = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(2, 1, 8, 8)
+    later_lrs: list[float] = []
+
+    def step(optimizer) -> None:
+        optimizer.zero_grad()
+        F.mse_loss(model(x), x).backward()
+        optimizer.step()
+
+    with octa_tui.watch(telemetry=None, control=None) as w:
+        step(first)
+        step(first)
+        later = torch.optim.SGD(model.parameters(), lr=0.1)
+        later.register_step_pre_hook(lambda o, *_: later_lrs.append(o.param_groups[0]["lr"]))
+        assert w.controller.apply(Pending("set_lr", lr=0.05))
+        step(later)
+        step(later)
+    assert w.optimizers == [first]
+    assert later_lrs == [0.1, 0.1]  # not scaled: it is not the run's
