@@ -6,9 +6,11 @@ with the :class:`~octa_tui.trainer.probe.Probe` the way a user would: healthy ru
 architectures (the seed's UNet and UNet_Transformer, a CRAFT-like heatmap net with a sigmoid, a
 plain small CNN with BatchNorm, a ResNet-encoder UNet) and faults from segmentation projects'
 issue trackers (a sigmoid applied twice, a ReLU before BCEWithLogits, a softmax over a single
-channel, validation preprocessed differently from training). An lr too high that oscillates without
-exploding is not among them: on these data BatchNorm nets train well even at Adam lr 0.3 or SGD lr
-1.0 (measured), so no run here reproduces it; its rule is tested on recorded shapes only.
+channel, validation preprocessed differently from training, an lr too high that oscillates without
+exploding). On these data BatchNorm nets train well even at Adam lr 0.3 or SGD lr 1.0, because their
+weights grow and the relative update shrinks (measured); a weight decay holds the weights' size, so
+AdamW at lr 1.0 with weight decay 0.1 keeps |dw|/|w| ten times the healthy size and the loss swings
+around a level.
 
 :func:`train_own_loop` returns the run's :class:`~octa_tui.protocol.run.RunHistory` as the
 monitor would have received it; :mod:`.scenario_check` feeds it to the engine as it grows.
@@ -44,7 +46,8 @@ class ZooRun:
     task: str = "segmentation"
     expected: str = ""
     lr: float = 1e-3
-    optimizer: str = "adam"  # or "sgd" (momentum 0.9)
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9), "adamw"
+    weight_decay: float = 0.0
     steps: int = 300
     width: int = 8
     images: int = 64
@@ -75,7 +78,18 @@ FAULTS: tuple[ZooRun, ...] = (
            steps=200),
     ZooRun("val-preprocessing", lambda w: UNet(base_width=w), expected="val_collapse", steps=200,
            val_transform=lambda x: x * 255.0),
+    ZooRun("lr-too-high-adamw", lambda w: UNet(base_width=w), expected="lr_too_high", steps=300,
+           optimizer="adamw", lr=1.0, weight_decay=0.1),
 )
+
+
+def _optimizer(run: ZooRun, model: nn.Module) -> torch.optim.Optimizer:
+    params, decay = model.parameters(), run.weight_decay
+    if run.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=run.lr, momentum=0.9, weight_decay=decay)
+    if run.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=run.lr, weight_decay=decay)
+    return torch.optim.Adam(params, lr=run.lr, weight_decay=decay)
 
 
 class _Tap:
@@ -104,8 +118,7 @@ def train_own_loop(run: ZooRun, seed: int = 0) -> RunHistory:
     data = load_data(config)
     model = run.build(run.width)
     criterion: nn.Module = HeatmapMSELoss() if heatmap else DiceBCELoss(0.3, 0.7)
-    optimizer = (torch.optim.SGD(model.parameters(), lr=run.lr, momentum=0.9) if run.optimizer == "sgd"
-                 else torch.optim.Adam(model.parameters(), lr=run.lr))
+    optimizer = _optimizer(run, model)
     components = ("region", "affinity") if heatmap else ("bce", "dice")
     per_epoch = data.steps_per_epoch(run.batch)
     epochs = math.ceil(run.steps / per_epoch)
