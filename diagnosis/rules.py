@@ -264,6 +264,15 @@ class Context:
         return suggested(min(LR_MAX, lr * factor))
 
     @cached_property
+    def no_gradient(self) -> bool:
+        """Whether the total gradient norm is ~0 now (median of the level's rows at or below
+        ``dead_grad_norm``): nothing reaches the weights, whatever the lr. False when not measured."""
+        values = self.view.recent(ch.GRAD_TOTAL_NORM, self.t.level_steps)
+        if values is None or not np.isfinite(values).any():
+            return False
+        return bool(finite_median(values) <= self.t.dead_grad_norm)
+
+    @cached_property
     def amp_skipped(self) -> np.ndarray | None:
         """Per-row 1.0 where a GradScaler skipped the optimizer step (over the window), or None."""
         return self.view.recent(GRAD_AMP_SKIPPED)
@@ -745,7 +754,7 @@ def rule_lr_too_small(ctx: Context) -> Verdict | None:
     if fraction < t.lr_high_loss_fraction or abs(decline) >= t.lr_flat_decline:
         return None
     if math.isfinite(ratio):
-        if ratio >= t.lr_update_ratio_small or ratio == 0:
+        if ratio >= t.lr_update_ratio_small or ratio == 0 or ctx.no_gradient:
             return None  # normal steps, or none at all (no gradient reaches the weights: not the lr)
         update = ctx.say(
             "lr_too_small", "update_ratio", ratio=ratio, ratio_max=t.lr_update_ratio_small, lr=lr
@@ -783,10 +792,56 @@ def rule_lr_too_small(ctx: Context) -> Verdict | None:
     )
 
 
-def rule_lr_too_high(ctx: Context) -> Verdict | None:
-    """Updates ten times the healthy size while the loss oscillates with no downward trend (no explosion)."""
+def _killed_by_lr(ctx: Context) -> Verdict | None:
+    """The first steps' updates were far too large and the network died: since then no gradient
+    reaches the weights (or the updates fell 1000x at an lr that did not) and the loss is flat.
+
+    Lowering the lr now cannot revive it, so the fix is a restart with the lr that would have
+    kept the first updates near the healthy size."""
     view, t = ctx.view, ctx.t
-    if view.n_steps < t.lr_high_min_steps or ctx.exploding or ctx.nonfinite_rows[0]:
+    if view.n_steps < max(t.lr_early_steps, 2 * t.lr_initial_steps):
+        return None
+    early_ratios = view.first(ch.OPT_UPDATE_RATIO, t.lr_initial_steps)
+    early_lrs = view.first(ch.OPT_LR, t.lr_initial_steps)
+    if early_ratios is None or early_lrs is None or not np.isfinite(early_ratios).any():
+        return None
+    early, early_lr, now, lr = float(finite_median(early_ratios)), float(finite_median(early_lrs)), ctx.update_ratio, ctx.lr
+    if not (early > t.update_ratio_high and math.isfinite(early_lr) and early_lr > 0 and math.isfinite(lr)):
+        return None
+    stalled = math.isfinite(now) and now <= early / t.lr_max_factor and lr >= early_lr / t.explosion_lr_divisor
+    if not (ctx.no_gradient or stalled):
+        return None
+    total = view.recent(ch.LOSS_TOTAL)
+    if total is None:
+        return None
+    recent = total[-min(view.window, view.n_steps // 2) :]
+    blocks = block_means(recent, 5, recent.size // 5)
+    if blocks is None or not (math.isfinite(blocks[0]) and blocks[0] != 0 and math.isfinite(blocks[-1])):
+        return None
+    if abs((float(blocks[0]) - float(blocks[-1])) / float(blocks[0])) >= t.lr_flat_decline:
+        return None  # still learning
+    grad = ctx.view.recent(ch.GRAD_TOTAL_NORM, t.level_steps)
+    grad_now = float(finite_median(grad)) if grad is not None and np.isfinite(grad).any() else math.nan
+    new = suggested(early_lr * max(1.0 / t.lr_max_factor, t.update_ratio_target / early))
+    evidence = ctx.say("lr_too_high", "evidence_dead", first=min(t.lr_initial_steps, view.n_steps), early=early,
+                       ratio_max=t.update_ratio_high, early_lr=early_lr, grad=grad_now, now=now, window=recent.size)
+    return ctx.verdict(
+        "lr_too_high", Severity.WARN, evidence, confidence=HYPOTHESIS, stage=OPTIMISATION,
+        title_key="title_dead", cause_key="cause_dead", instruction_key="instruction_dead",
+        instruction={"new": new, "target": t.update_ratio_target},
+    )
+
+
+def rule_lr_too_high(ctx: Context) -> Verdict | None:
+    """Updates ten times the healthy size while the loss oscillates with no downward trend (no explosion);
+    or the first steps' updates were so large that the network died (:func:`_killed_by_lr`)."""
+    view, t = ctx.view, ctx.t
+    if ctx.exploding or ctx.nonfinite_rows[0]:
+        return None
+    dead = _killed_by_lr(ctx)
+    if dead is not None:
+        return dead
+    if view.n_steps < t.lr_high_min_steps:
         return None
     ratio, lr = ctx.update_ratio, ctx.lr
     if not (math.isfinite(ratio) and ratio > t.update_ratio_high and math.isfinite(lr) and lr > 0):

@@ -225,6 +225,14 @@ TEXTS: dict[str, dict[str, dict[str, str]]] = {
             "loss bounces at a high level without exploding.",
             "instruction": "Try lr {new:.2g} (from {lr:.2g}): the lr that brings the measured update size to the "
             "healthy ~{target:g}.",
+            "title_dead": "Learning rate too high at the start: the network died and no longer learns",
+            "evidence_dead": "the first {first} steps moved the weights by |dw|/|w| {early:.2g} per step (> {ratio_max:g}) "
+            "at lr {early_lr:.2g}; since then the gradient norm is {grad:.2g} and the updates have fallen to "
+            "{now:.2g}; the loss has not moved over the last {window} steps",
+            "cause_dead": "Steps this large in the first iterations pushed the units into a state where no gradient "
+            "passes (saturated sigmoids, dead ReLUs): nothing reaches the weights any more, whatever the lr.",
+            "instruction_dead": "Restart with a lower lr, about {new:.2g} (the lr that would have kept the first "
+            "updates near the healthy ~{target:g}), or a warm-up; lowering the lr now cannot revive the network.",
         },
         "unused_parameters": {
             "title": "Some layers never receive a gradient",
@@ -421,6 +429,13 @@ TEXTS: dict[str, dict[str, dict[str, str]]] = {
             "没有下降趋势（趋势 {trend:.2g}，噪声 ±{noise:.2g}），波动达其水平的 {swing:.0%}",
             "cause": "经验法则：步子这么大会越过极小值而不是下降进去；loss 在高位来回跳动但不爆炸。",
             "instruction": "试试 lr {new:.2g}（原为 {lr:.2g}）：这个学习率能让测得的更新幅度回到健康的 ~{target:g}。",
+            "title_dead": "开始时学习率过大：网络已“死亡”，不再学习",
+            "evidence_dead": "前 {first} 步在 lr {early_lr:.2g} 下每步更新幅度 |dw|/|w| 达 {early:.2g}（> {ratio_max:g}）；"
+            "此后梯度范数为 {grad:.2g}，更新幅度降到 {now:.2g}；最近 {window} 步 loss 没有变化",
+            "cause_dead": "最初几步的步子太大，把神经元推到了梯度无法通过的状态（sigmoid 饱和、ReLU 死亡）："
+            "无论学习率多大，都不再有梯度到达权重。",
+            "instruction_dead": "用更小的学习率重新开始，约 {new:.2g}（能让最初的更新幅度保持在健康的 ~{target:g} 附近），"
+            "或加入预热（warm-up）；现在降低学习率已无法让网络恢复。",
         },
         "unused_parameters": {
             "title": "有些层从未收到梯度",

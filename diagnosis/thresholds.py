@@ -63,6 +63,7 @@ class Thresholds:
     # --- learning rate too high without exploding: the loss oscillates with no trend
     update_ratio_high: float = 3e-2  # |dw|/|w| ten times the healthy target
     lr_high_min_steps: int = 200
+    dead_grad_norm: float = 1e-8  # a total gradient norm at or below this reaches no weight (Adam's eps)
 
     # --- BCE not settled (seed 000: "BCE > 0.3 -> pixel classification unstable, more epochs")
     bce_settled_max: float = 0.3
