@@ -169,3 +169,23 @@ def test_a_later_optimizer_over_followed_parameters_is_not_followed_twice():
         step(later)
     assert w.optimizers == [first]
     assert later_lrs == [0.1, 0.1]  # not scaled: it is not the run's
+
+
+def test_watch_takes_a_list_of_optimizers():
+    torch.manual_seed(0)
+    model = AutoEncoder()
+    enc = torch.optim.SGD(model.encoder.parameters(), lr=0.01)
+    dec = torch.optim.SGD(model.decoder.parameters(), lr=0.1)
+    x = torch.randn(2, 1, 8, 8)
+    with octa_tui.watch(model, [enc, dec], telemetry=None, control=None) as w:
+        for _ in range(3):
+            enc.zero_grad()
+            dec.zero_grad()
+            F.mse_loss(model(x), x).backward()
+            enc.step()
+            dec.step()
+        pending = Pending("set_lr", lr=0.02)
+        assert w.controller.apply(pending)
+    assert w.optimizers == [enc, dec] and w.probe.step == 3
+    assert [(g["optimizer"], g["new"]) for g in pending.answer[2]["groups"]] == [(0, pytest.approx(0.02)),
+                                                                                (1, pytest.approx(0.2))]
