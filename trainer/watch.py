@@ -892,8 +892,9 @@ def watch(
 ) -> Watch:
     """Watch a training loop through its optimizer's steps: one call, before the loop.
 
-    ``model`` and ``optimizer`` may be left out (the first optimizer that steps and the module
-    owning its parameters are used). ``data`` is a data set folder (images/ + masks/) scanned in
+    ``model`` and ``optimizer`` may be left out (the first optimizer that steps, the other
+    optimizers of the same network, and the module owning their parameters are used);
+    ``optimizer`` may be a list (an encoder's and a decoder's optimizer: one run). ``data`` is a data set folder (images/ + masks/) scanned in
     the background for the dataset report; ``record`` a recording file; ``scaler`` a GradScaler.
     ``telemetry``/``control`` are the endpoints to bind (loopback, any free port, by default;
     None for both measures without a link). Other keywords go to the Watch (``name``,
