@@ -108,7 +108,11 @@ _GRAD = operator.attrgetter("grad")
 _NONE_MISSING: frozenset[int] = frozenset()
 
 EXPLOSION_BOUND = 10.0  # seed 002: parameters with a gradient norm above 10
-MEMORY_INTERVAL_S = 1.0  # peak resident memory is a system call: read once a second
+MEMORY_INTERVAL_S = 1.0
+# On the CPU, outputs up to this many elements (256 KiB of float32) are handed to the publisher
+# thread, which takes their statistics; larger ones are measured at end_step (holding them
+# until the publisher runs would keep their memory).
+DEFER_OUTPUT_ELEMENTS = 1 << 16  # peak resident memory is a system call: read once a second
 
 
 class OutputsPart:
@@ -117,16 +121,19 @@ class OutputsPart:
     Element counts (means are sums divided on the host), on the CPU the activated tensors
     whose fraction outside [0, 1] the host settles (None: nothing to settle), and whether
     the activated range is the sigmoid of the raw range (worked out on the host).
+    ``deferred`` (CPU, small outputs): the (raw, activated or None) tensors, detached, whose
+    statistics the publisher thread takes itself.
     """
 
-    __slots__ = ("raw_count", "act_count", "outside_check", "derived")
+    __slots__ = ("raw_count", "act_count", "outside_check", "derived", "deferred")
 
     def __init__(self, raw_count: int, act_count: int, outside_check: list[torch.Tensor] | None,
-                 derived: bool) -> None:
+                 derived: bool, deferred: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
         self.raw_count = raw_count
         self.act_count = act_count
         self.outside_check = outside_check
         self.derived = derived
+        self.deferred = deferred
 
 
 class HostPart:
@@ -271,6 +278,7 @@ class Probe:
         host_keys = ["gradstat/nonfinite", "opt/lr", *(f"opt/{w}" for w in self._weights), "opt/clip"]
         host_keys += [f"time/{n}" for n in TIME_CHANNELS]
         self.layout = VectorLayout(self.schema, self._layers, len(self._params), device_keys, host_keys)
+        self._out_offset = device_keys.index(f"out/{OUT_CHANNELS[0]}")  # the output statistics' first scalar
         self._nan = torch.full((), math.nan, device=self.device)
         self._zero = torch.zeros((), device=self.device)
         self._update_ratio = self._nan
@@ -280,6 +288,7 @@ class Probe:
         # On the CPU every number is in host memory already: end_step reads them directly
         # instead of stacking them into one vector for a device copy.
         self._on_host = self.device.type == "cpu"
+        self._on_cuda = self.device.type == "cuda"  # read per step: torch.device.type is not free
         self._copies = DeviceCopies(self._deliver_copy)
         # Reading, laying out and publishing each step happen on a publisher thread: the
         # training thread hands it the step's tensors (CPU) or host copy (CUDA) and goes on.
@@ -478,9 +487,10 @@ class Probe:
         of the raw range, computed on the host (the sigmoid is monotone), so only the sum of
         the activated values is taken on the device. On the CPU the fraction outside is
         settled on the host when the step is published (nothing to count when the range is
-        inside [0, 1], which a sigmoid's always is unless an output is NaN).
+        inside [0, 1], which a sigmoid's always is unless an output is NaN). On the CPU,
+        outputs of at most ``DEFER_OUTPUT_ELEMENTS`` elements (one tensor each) are handed to
+        the publisher thread, detached, which takes the same statistics there.
         """
-        raw = output_tensors(outputs)
         derived = False
         if activation is not None:
             if activated is not None:
@@ -489,10 +499,26 @@ class Probe:
             if activation not in ACTIVATIONS:
                 raise ProbeError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}; "
                                  "for another one pass its result as activated=")
-            act = [torch.sigmoid(t) for t in raw]
             derived = True
+        if (self._on_host and type(outputs) is torch.Tensor and outputs.numel() <= DEFER_OUTPUT_ELEMENTS
+                and (activated is None or (type(activated) is torch.Tensor
+                                           and activated.numel() <= DEFER_OUTPUT_ELEMENTS))):
+            count = outputs.numel()
+            act = activated.detach() if activated is not None else None
+            return self._no_outputs, OutputsPart(count, count if act is None else act.numel(), None, derived,
+                                                 (outputs.detach(), act))
+        raw = output_tensors(outputs)
+        if derived:
+            act_list = [torch.sigmoid(t) for t in raw]
         else:
-            act = output_tensors(activated) if activated is not None else raw
+            act_list = output_tensors(activated) if activated is not None else raw
+        stats, raw_count, act_count, check = self._stat_tensors(raw, act_list, derived)
+        return stats, OutputsPart(raw_count, act_count, check, derived)
+
+    def _stat_tensors(self, raw: list[torch.Tensor], act: list[torch.Tensor], derived: bool
+                      ) -> tuple[list[torch.Tensor], int, int, list[torch.Tensor] | None]:
+        """The seven output statistics as tensors, the element counts, and the activated
+        tensors whose fraction outside [0, 1] the host settles (CPU; None: nothing to settle)."""
         raw_stats, raw_count = range_stats(raw)
         if derived:
             act_count = raw_count
@@ -508,7 +534,22 @@ class Probe:
             outside, check = self._nan, act
         else:
             outside = count_outside(act) / float(act_count)
-        return [*raw_stats, *act_stats, outside], OutputsPart(raw_count, act_count, check, derived)
+        return [*raw_stats, *act_stats, outside], raw_count, act_count, check
+
+    def _deferred_stats(self, outputs: OutputsPart) -> list[float]:
+        """On the publisher thread: the seven output statistics of deferred outputs, read."""
+        assert outputs.deferred is not None
+        raw, act = outputs.deferred
+        outputs.deferred = None  # the tensors are not kept beyond this
+        with torch.no_grad():
+            raw_list = [raw]
+            if outputs.derived:
+                act_list = [torch.sigmoid(raw)]
+            else:
+                act_list = raw_list if act is None else [act]
+            stats, _, _, check = self._stat_tensors(raw_list, act_list, outputs.derived)
+            outputs.outside_check = check
+            return [v.item() if isinstance(v, torch.Tensor) else v for v in stats]
 
     def _loss_values(self, loss: Any, components: Mapping[str, Any] | None) -> list[Any]:
         """The loss total and components in schema order, as given (tensors or numbers; NaN
@@ -611,8 +652,11 @@ class Probe:
         step_s = now - self._timer
         self._timer = now
         if batch_size is None:
-            first = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else outputs
-            batch_size = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
+            if outputs is None:
+                batch_size = 0
+            else:
+                first = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else outputs
+                batch_size = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
         if lr is None:
             if self.lr_scale is not None and self.lr_scale.used:
                 lr = self.lr_scale.used[0]
@@ -647,7 +691,7 @@ class Probe:
     def _memory_mb(self, now: float) -> float:
         """CUDA memory allocated (a cheap counter, read every step); on the CPU the process's peak
         resident memory, a system call, read at most once every MEMORY_INTERVAL_S and repeated."""
-        if self.device.type == "cuda":
+        if self._on_cuda:
             return torch.cuda.memory_allocated(self.device) / 2**20
         if now - self._memory_read_at >= MEMORY_INTERVAL_S:
             self._memory = process_memory_mb()
@@ -667,6 +711,7 @@ class Probe:
         numbers), read here. A step whose numbers cannot be read is reported and skipped.
         """
         count = self.layout.param_count
+        out_first = count + self._out_offset
         measured = np.empty((len(items), self.layout.device_count), dtype=np.float32)
         good: list[StepItem] = []
         for item in items:
@@ -678,6 +723,9 @@ class Probe:
                 else:
                     row[:count] = norms.numpy()
                     row[count:] = [p.item() if isinstance(p, torch.Tensor) else p for p in scalars]
+                    outputs = item[5].outputs
+                    if outputs is not None and outputs.deferred is not None:
+                        row[out_first : out_first + len(OUT_CHANNELS)] = self._deferred_stats(outputs)
             except Exception as exc:
                 self._publisher.report_failure(f"step {item[0]}: {type(exc).__name__}: {exc}")
                 continue

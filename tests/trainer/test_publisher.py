@@ -171,15 +171,17 @@ def _run_steps(background: bool, steps: int = 40) -> tuple[np.ndarray, list[int]
         mse.backward()
         probe.after_backward()
         optimizer.step()
-        probe.end_step(loss=mse, components={"mse": mse.item() if i % 5 == 0 else mse}, outputs=out,
-                       activation="sigmoid" if i % 2 else None)
+        kind = {0: {"activation": "sigmoid"}, 1: {"activated": torch.sigmoid(out)}, 2: {}}[i % 3]
+        probe.end_step(loss=mse, components={"mse": mse.item() if i % 5 == 0 else mse}, outputs=out, **kind)
     probe.close()
     return np.stack(rows), order, probe.schema
 
 
-def test_the_publisher_thread_publishes_the_same_vectors_as_the_training_thread():
-    # GIVEN the same loop run with the publisher thread and with publishing on the training thread
+def test_the_publisher_thread_publishes_the_same_vectors_as_the_training_thread(monkeypatch):
+    # GIVEN the same loop run with the publisher thread (which also takes the small outputs'
+    # statistics), and with everything measured and published on the training thread
     threaded, order, schema = _run_steps(background=True)
+    monkeypatch.setattr("octa_tui.trainer.probe.DEFER_OUTPUT_ELEMENTS", 0)
     inline, _, _ = _run_steps(background=False)
     # THEN every step arrived in order with the same numbers (timing channels aside)
     assert order == list(range(40))
