@@ -2,8 +2,10 @@
 
 A :class:`TrainerLink` owns the telemetry PUB socket, the control ROUTER socket, the run's
 in-memory history (for monitors that join late) and, optionally, the recording writer.
-The probe calls :meth:`TrainerLink.publish_step` every step and the loop calls
-:meth:`TrainerLink.poll_commands` and :meth:`TrainerLink.tick` at step boundaries. Nothing
+The probe's publisher thread calls :meth:`TrainerLink.publish_steps` with the steps
+pending (one frame per step on the wire; :meth:`TrainerLink.publish_step` publishes one),
+and the loop calls :meth:`TrainerLink.poll_commands` and :meth:`TrainerLink.tick` at step
+boundaries. Nothing
 here waits on a monitor: a dead, frozen or slow monitor costs the trainer nothing.
 
 By default the link takes CurveZMQ keys (:func:`~octa_tui.protocol.runfiles.user_keys`:
