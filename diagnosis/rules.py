@@ -912,6 +912,8 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
     # The recent level, and even the low edge of its noise band, must be above the bound.
     if not (math.isfinite(bce.mean) and ctx.above(bce.low(t.level_sigmas), threshold)):
         return None
+    if _settles_before_the_end(ctx, bce.mean, threshold):
+        return None
     evidence = (
         ctx.say("bce_not_settled", "evidence", bce=bce.mean, se=bce.se, bce_max=threshold, window=bce.n, when=when)
         + note
@@ -932,6 +934,32 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
         "bce_not_settled", Severity.WARN, evidence, confidence=HYPOTHESIS, stage=OPTIMISATION,
         instruction_key="instruction_no_lr",
     )
+
+
+def _settles_before_the_end(ctx: Context, level: float, bound: float) -> bool:
+    """Whether BCE, still falling, reaches ``bound`` before the planned end at even the slowest
+    pace its recent steps allow (the fitted slope plus ``level_sigmas`` standard errors): a short
+    run halfway through its descent is settling, not stuck. False when the plan is unknown."""
+    t, view = ctx.t, ctx.view
+    planned = ctx.facts.length.planned_steps
+    values = view.recent(ch.LOSS_BCE, t.bce_trend_steps)
+    if planned is None or values is None:
+        return False
+    x = view.steps[-values.size :].astype(np.float64)
+    keep = np.isfinite(values)
+    x, y = x[keep], values[keep]
+    if y.size < max(10, t.bce_trend_steps // 2):
+        return False
+    x = x - x.mean()
+    sxx = float((x * x).sum())
+    if sxx <= 0:
+        return False
+    slope = float((x * (y - y.mean())).sum() / sxx)
+    resid = y - y.mean() - slope * x
+    se = math.sqrt(float((resid * resid).sum()) / max(1, y.size - 2) / sxx)
+    slowest = slope + t.level_sigmas * se
+    remaining = planned - 1 - view.step
+    return slowest < 0 and remaining > 0 and level + slowest * remaining <= bound
 
 
 def rule_vanishing_gradients(ctx: Context) -> Verdict | None:

@@ -70,6 +70,7 @@ class Thresholds:
     late_fraction: float = 0.5  # "late": past half of the planned steps ...
     late_epochs: int = 10  # ... or, with no plan known, after this many epochs
     bce_lr_factor: float = 2.0  # the trial fix: a higher lr
+    bce_trend_steps: int = 100  # BCE still falling over these steps fast enough to pass the bound by the planned end
 
     # --- vanishing gradients (seed 000's gradient hint)
     grad_layer_min: float = 1e-4  # 000: "all layers > 1e-4" is healthy
@@ -128,7 +129,7 @@ class Thresholds:
             if value < 0:
                 raise ValueError(f"threshold {f.name} must be >= 0, got {value!r}")
         for name in ("window_steps", "recent_steps", "nonfinite_steps", "grad_steps", "plateau_block_steps",
-                     "level_steps", "output_steps", "lr_early_steps", "lr_rising_steps"):
+                     "level_steps", "output_steps", "lr_early_steps", "lr_rising_steps", "bce_trend_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"threshold {name} must be at least 1 step, got {getattr(self, name)!r}")
         if self.plateau_epochs < 3:

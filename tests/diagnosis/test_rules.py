@@ -193,7 +193,7 @@ def tiny_lr(update_ratio: float | None = 1e-6, lr: float = 1e-5) -> RunHistory:
     return b.steps(400, loss__total=lambda r: 0.80 - 0.00005 * r, opt__lr=lr, **extra).history
 
 
-def bce_late(bce: float, step_count: int, pos_weight: float = 1.0) -> RunHistory:
+def bce_late(bce, step_count: int, pos_weight: float = 1.0) -> RunHistory:
     b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
     return b.steps(step_count, loss__bce=bce, opt__pos_weight=pos_weight).history
 
@@ -626,6 +626,12 @@ CASES = [
         "hypothesis",
     ),
     Case("BCE 0.45 at 20% of training", "bce_not_settled", lambda: bce_late(0.45, 200), False),
+    # 0.50 -> 0.31 over 700 steps of 1000 (falling 2.7e-4 a step): it passes 0.3 well before the end.
+    Case("BCE 0.31 at 70%, falling fast enough to settle before the end", "bce_not_settled",
+         lambda: bce_late(lambda r: 0.50 - 2.7e-4 * r, 700), False),
+    # 0.50 -> 0.45 over 800 steps: at that pace it ends near 0.44.
+    Case("BCE 0.45 at 80%, falling too slowly to settle", "bce_not_settled",
+         lambda: bce_late(lambda r: 0.50 - 6e-5 * r, 800), True),
     Case("BCE 0.10 late", "bce_not_settled", lambda: bce_late(0.10, 800), False),
     Case(
         "BCE 0.45 weighted by pos_weight 9",
