@@ -98,6 +98,38 @@ class EpochMeans:
         return out
 
 
+class TrainDice:
+    """The Dice score of the thresholded training predictions over an epoch, summed on the device.
+
+    The same score :meth:`Trainer.validate` gives the validation set (logits > 0 against
+    targets > 0.5, pixels pooled over the epoch), so a monitor can set training and validation
+    side by side (a validation that collapses while training segments). Nothing is read back
+    to the host until :meth:`value`, at the end of the epoch.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._intersection: torch.Tensor | float = 0.0
+        self._total: torch.Tensor | float = 0.0
+        self._steps = 0
+
+    @torch.no_grad()
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        predicted = outputs.detach().float() > 0  # logits > 0 <=> probability > 0.5
+        truth = targets.detach() > 0.5
+        self._intersection = self._intersection + (predicted & truth).sum()
+        self._total = self._total + predicted.sum() + truth.sum()
+        self._steps += 1
+
+    def value(self) -> dict[str, float]:
+        """``{"dice": ...}`` over the steps added since the last reset; empty when there were none."""
+        if not self._steps:
+            return {}
+        return {"dice": float((2 * self._intersection + 1e-6) / (self._total + 1e-6))}
+
+
 class OutputTap:
     """Keeps the last tensors entering and leaving ``model.out_activation`` (raw and activated)."""
 
@@ -207,6 +239,7 @@ class Trainer:
         self._resume_state: dict[str, Any] | None = None
         self._tap: OutputTap | None = None
         self._means: EpochMeans | None = None
+        self._train_dice = TrainDice()
         self._scaler: Any = None
         self._stop_signal = False
         self._set_up = False
@@ -398,6 +431,7 @@ class Trainer:
         assert self._means is not None
         if self.batch_in_epoch == 0:
             self._means.reset()
+            self._train_dice.reset()
         for images, targets in self.data.train_batches(self.config.batch_size, self.probe.epoch,
                                                        self.config.seed, skip=self.batch_in_epoch):
             assert self.controller is not None
@@ -447,6 +481,8 @@ class Trainer:
         with self._amp():
             outputs = (self._ddp or model)(images)
         loss = self.criterion(outputs, targets)
+        if self.config.task == "segmentation":
+            self._train_dice.add(outputs, targets)
         if self._times is not None:
             self._times.add(time.perf_counter() - started)
         optimizer.zero_grad(set_to_none=True)
@@ -504,7 +540,7 @@ class Trainer:
         probe = self.probe
         assert probe is not None and self._means is not None
         probe.flush()
-        train = self._means.means()
+        train = {**self._means.means(), **self._train_dice.value()}
         val = self.validate() if self.is_main else {}  # the other ranks wait at the next command sync
         summary_epoch = probe.epoch
         probe.end_epoch(train, val)

@@ -50,6 +50,7 @@ def test_a_two_epoch_cpu_run_learns_and_records_everything_a_monitor_needs(tmp_p
     assert list(history.steps.step) == list(range(result.steps))
     assert [e.epoch for e in history.epochs] == [0, 1]
     assert history.epochs[0].train["loss"] == pytest.approx(result.train_loss[0], rel=1e-5)
+    assert all(0.0 <= e.train["dice"] <= 1.0 for e in history.epochs)  # training Dice, beside validation's
     assert history.dataset is not None and history.dataset.pairs == 48 and history.dataset.masks_binary
     assert history.previews and history.previews[0].prediction.shape == (32, 32)
     kinds = [e.kind for e in history.events]
@@ -149,3 +150,17 @@ def test_the_optimizer_and_its_weight_decay_come_from_the_config(name, kind):
     assert plain.param_groups[0]["weight_decay"] == 0.0  # no decay unless asked for
     with pytest.raises(ConfigError, match="--weight-decay"):
         TrainConfig.demo(weight_decay=-1.0).check()
+
+
+def test_the_training_dice_pools_the_epochs_pixels_like_validation():
+    from octa_tui.trainer.loop import TrainDice
+
+    dice = TrainDice()
+    assert dice.value() == {}  # no step, no score
+    targets = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    dice.add(torch.tensor([[[[2.0, -1.0, 3.0, -2.0]]]]), targets)  # logits: 1 hit, 1 miss, 1 false positive
+    dice.add(torch.tensor([[[[5.0, 5.0, -5.0, -5.0]]]]), targets)  # perfect
+    # pooled: intersection 1 + 2, predicted 2 + 2, truth 2 + 2 -> 2 * 3 / 8
+    assert dice.value()["dice"] == pytest.approx(0.75)
+    dice.reset()
+    assert dice.value() == {}
