@@ -147,10 +147,11 @@ SCENARIOS: dict[str, Scenario] = {
             check={**SMALL, "base_width": 16}, steps=40, budget=20,
         ),
         Scenario(
-            "plateau", "a run whose lr decayed to nothing early (StepLR every epoch, gamma 0.3)", "plateau",
+            "plateau", "a run whose lr decayed to nothing early (StepLR every epoch, gamma 0.3), on 40 images: "
+            "short epochs, so the seed's five flat epochs pass within ~45 steps", "plateau",
             "'plateau': the last 5 epoch losses flat (variance and improvement below the seed's limits)",
             "lower the lr or stop (the trial shows a lower lr changes nothing)",
-            changes={"step_size": 1, "gamma": 0.3},
+            changes={"step_size": 1, "gamma": 0.3, "synthetic": 40},
             live_fix=LiveFix(False, (("set_lr", {"lr": 1e-9}),), "set_lr 1e-9 (lower)"),
             check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
         ),
