@@ -95,8 +95,10 @@ class VectorLayout:
         (steps x width) float32 array, with the same handful of array operations for any
         number of steps.
         """
-        count = self.param_count
         rows = measured.shape[0]
+        if rows == 1:  # one step: the one-row operations are cheaper
+            return self.assemble(measured[0], host[0], bound)[None, :]
+        count = self.param_count
         norms = measured[:, :count]
         vectors = np.empty((rows, self.width), dtype=np.float32)
         vectors[:, self.device_pos] = measured[:, count:]
