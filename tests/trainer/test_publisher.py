@@ -272,3 +272,31 @@ def test_steps_pending_at_interpreter_exit_are_recorded(tmp_path):
     # THEN every step is in the recording
     history = read_recording(tmp_path / "exit.octa").history
     assert list(history.steps.step) == list(range(50))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_handles_its_items_itself():
+    # GIVEN a publisher whose thread runs in this process
+    import os
+
+    seen: list[str] = []
+    publisher = StepPublisher(seen.extend)
+    publisher.submit("parent")
+    publisher.drain()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # WHEN a forked child (a DataLoader worker) submits an item
+        try:
+            ok = publisher.submit("child") and seen == ["parent", "child"] and publisher.pending == 0
+            os.write(write_end, b"ok" if ok else repr(seen).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 200)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    # THEN the child handled it at once, on its own thread (it has no publisher thread of its own)
+    assert answer == b"ok"
+    publisher.close()
+    assert seen == ["parent"]
