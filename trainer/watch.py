@@ -755,7 +755,10 @@ class Watch:
         self.term_weights.terms = tuple(self._order)  # the observed terms are the ones a command may weight
         from .core.lr import LrScale
 
-        self.controller = Controller(probe, self.optimizer, save_checkpoint=self._save_checkpoint, hook=False,
+        # a criterion= given to watch() (with bce_weight/dice_weight/pos_weight) is steered as the
+        # built-in trainer's is; without one, set_loss_weights weights the observed terms
+        self.controller = Controller(probe, self.optimizer, criterion=probe.criterion,
+                                     save_checkpoint=self._save_checkpoint, hook=False,
                                      term_weights=self.term_weights, lr_scale=LrScale(list(self.optimizers)))
         if self._auto_epochs:
             self._wrap_train(self.model)

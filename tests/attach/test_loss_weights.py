@@ -150,3 +150,24 @@ def test_the_second_call_of_a_function_is_its_own_term():
                 assert w.controller.apply(pending), pending.answer
     assert got[1][0] == pytest.approx(got[0][0]) and got[1][1] == pytest.approx(3 * got[0][1])
     assert w.probe.schema.loss == ("total", "mse", "mse_2")
+
+
+def test_a_criterion_given_to_watch_is_steered_by_its_own_weights():
+    from octa_tui.trainer.losses import DiceBCELoss
+
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    criterion = DiceBCELoss()
+    x, y = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.7).float()
+    with octa_tui.watch(model, optimizer, criterion=criterion, telemetry=None, control=None) as w:
+        optimizer.zero_grad()
+        criterion(model(x), y).total.backward()
+        optimizer.step()
+        pair = Pending("set_loss_weights", bce=0.5, dice=0.5)
+        assert w.controller.apply(pair), pair.answer
+        assert w.controller.apply(Pending("set_pos_weight", pos_weight=4.0))
+        half = Pending("set_loss_weights", bce=0.5)  # the pair is this loss's weights: both are needed
+        assert not w.controller.apply(half) and "'dice' is missing" in half.answer[2]
+    assert (criterion.bce_weight, criterion.dice_weight, criterion.pos_weight) == (0.5, 0.5, 4.0)
+    assert pair.answer[2]["old"] == {"bce": 0.3, "dice": 0.7}
