@@ -8,6 +8,7 @@ nothing). The error says what is wrong and what would be accepted.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,13 @@ COMMAND_ARGS: dict[str, dict[str, NumberArg]] = {
     "history": {"from_seq": NumberArg(0, 2**63 - 1, integer=True, required=False, default=0)},
 }
 
+# set_loss_weights names either the built-in Dice+BCE loss's pair (bce and dice, weights in [0, 1]) or,
+# under octa-tui run / watch, some of the run's observed loss terms (mse, bce, ce, mse_2, ...: each a
+# factor in [0, 1000] on what that loss function returns; see octa_tui.trainer.core.loss_weights).
+TERM_FACTOR = NumberArg(0.0, 1000.0, smallest=MIN_WEIGHT, tiny_reason=_WEIGHT_TINY)
+TERM_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+MAX_TERMS = 16
+
 # Commands that change training; the monitor can undo these by sending the old value back.
 SETTING_OPS = ("set_lr", "set_loss_weights", "set_pos_weight", "set_clip")
 
@@ -101,6 +109,8 @@ def validate_command(command: Command) -> Command:
         raise ProtocolError(f"unknown command {command.op!r}; known commands: {known}")
     if not isinstance(command.args, Mapping):
         raise ProtocolError(f"{command.op}: arguments must be a mapping, got {type(command.args).__name__}")
+    if command.op == "set_loss_weights" and not {"bce", "dice"} <= set(command.args):
+        return _term_factors(command)
     spec = COMMAND_ARGS[command.op]
     unknown = sorted(str(k) for k in command.args if k not in spec)
     if unknown:
@@ -117,6 +127,22 @@ def validate_command(command: Command) -> Command:
         args[name] = arg.check(command.op, name, command.args[name])
     if command.op == "set_loss_weights" and args["bce"] + args["dice"] <= 0.0:
         raise ProtocolError("set_loss_weights: bce and dice cannot both be 0; the loss would be zero")
+    return Command(op=command.op, args=args, request_id=command.request_id)
+
+
+def _term_factors(command: Command) -> Command:
+    """``set_loss_weights`` naming observed loss terms (not the bce/dice pair): a factor for each."""
+    if not command.args:
+        raise ProtocolError("set_loss_weights: name the weights: bce and dice, or the loss terms to weight "
+                            "(e.g. mse=0.5)")
+    if len(command.args) > MAX_TERMS:
+        raise ProtocolError(f"set_loss_weights: at most {MAX_TERMS} loss terms at once, got {len(command.args)}")
+    args: dict[str, float | int] = {}
+    for name, value in command.args.items():
+        if not isinstance(name, str) or not TERM_NAME.fullmatch(name):
+            raise ProtocolError(f"set_loss_weights: {name!r} is not a loss term name (lower-case letters, digits "
+                                "and _, e.g. mse or bce_2)")
+        args[name] = TERM_FACTOR.check(command.op, name, value)
     return Command(op=command.op, args=args, request_id=command.request_id)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..protocol.commands import COMMAND_ARGS, validate_command
+from ..protocol.commands import COMMAND_ARGS, TERM_NAME, validate_command
 from ..protocol.errors import ProtocolError
 from ..protocol.messages import Command
 
@@ -56,7 +56,7 @@ def parse_command(words: Sequence[str]) -> Command:
         if "=" in word:
             name, _, text = word.partition("=")
             name = name.strip().lstrip("-")
-            if name not in names:
+            if name not in names and not (op == "set_loss_weights" and TERM_NAME.fullmatch(name)):
                 raise CommandWordsError(f"{op} takes {', '.join(names) or 'no arguments'}, not {name!r} "
                                         f"(usage: {usage(op)})")
         else:
@@ -65,6 +65,8 @@ def parse_command(words: Sequence[str]) -> Command:
             name, text = names[positional], word
             positional += 1
         args[name] = _number(op, name, text)
+    if op == "set_loss_weights" and 0 < positional < len(names):  # BCE DICE given by position: both
+        raise CommandWordsError(f"{op}: missing argument {names[positional]!r} (usage: {usage(op)})")
     try:
         return validate_command(Command(op=op, args=args))
     except ProtocolError as err:
