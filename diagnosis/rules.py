@@ -920,7 +920,11 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
     )
     lr = ctx.lr
     if math.isfinite(lr) and lr > 0:
+        # The seed's x2, or more where the measured updates are smaller than healthy (an lr a schedule spent).
         new = suggested(min(LR_MAX, lr * t.bce_lr_factor))
+        sized = ctx.lr_for_target_update(raise_only=True)
+        if math.isfinite(sized) and sized > new:
+            new = sized
         return ctx.verdict(
             "bce_not_settled",
             Severity.WARN,
@@ -928,7 +932,7 @@ def rule_bce_not_settled(ctx: Context) -> Verdict | None:
             confidence=HYPOTHESIS,
             stage=OPTIMISATION,
             fixes=commands(make_command("set_lr", lr=new)),
-            instruction={"factor": t.bce_lr_factor, "lr": lr, "new": new},
+            instruction={"factor": float(f"{new / lr:.3g}"), "lr": lr, "new": new},
         )
     return ctx.verdict(
         "bce_not_settled", Severity.WARN, evidence, confidence=HYPOTHESIS, stage=OPTIMISATION,

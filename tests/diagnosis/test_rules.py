@@ -193,9 +193,9 @@ def tiny_lr(update_ratio: float | None = 1e-6, lr: float = 1e-5) -> RunHistory:
     return b.steps(400, loss__total=lambda r: 0.80 - 0.00005 * r, opt__lr=lr, **extra).history
 
 
-def bce_late(bce, step_count: int, pos_weight: float = 1.0) -> RunHistory:
+def bce_late(bce, step_count: int, pos_weight: float = 1.0, update_ratio: float = 3e-3) -> RunHistory:
     b = Builder(segmentation_schema(config={"epochs": 10, "steps_per_epoch": 100})).dataset()
-    return b.steps(step_count, loss__bce=bce, opt__pos_weight=pos_weight).history
+    return b.steps(step_count, loss__bce=bce, opt__pos_weight=pos_weight, opt__update_ratio=update_ratio).history
 
 
 def big_model(params: int, images: int, gap: tuple[float, float] | None) -> RunHistory:
@@ -626,6 +626,10 @@ CASES = [
         "hypothesis",
     ),
     Case("BCE 0.45 at 20% of training", "bce_not_settled", lambda: bce_late(0.45, 200), False),
+    # A schedule spent the lr: updates 1e-5 against the healthy 3e-3: the fix is sized from them, not x2.
+    Case("BCE 0.45 late with an lr a schedule spent", "bce_not_settled",
+         lambda: bce_late(0.45, 800, update_ratio=1e-5), True, Severity.WARN, (),
+         (make_command("set_lr", lr=0.3),)),
     # 0.50 -> 0.31 over 700 steps of 1000 (falling 2.7e-4 a step): it passes 0.3 well before the end.
     Case("BCE 0.31 at 70%, falling fast enough to settle before the end", "bce_not_settled",
          lambda: bce_late(lambda r: 0.50 - 2.7e-4 * r, 700), False),
