@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from octa_tui.diagnosis import Engine, Severity
+from octa_tui.diagnosis import Severity, diagnose_growing
 from octa_tui.protocol.recording import read_recording
 from octa_tui.protocol.run import RunHistory
 from octa_tui.trainer.config import TrainConfig
@@ -36,18 +36,8 @@ def _train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes) -> RunHis
 
 
 def _verdicts_as_the_run_grows(full: RunHistory) -> list[tuple[int, list]]:
-    """Feed the recorded run to the engine EVERY steps, with the epochs finished so far."""
-    engine = Engine()
-    growing = RunHistory(full.schema)
-    growing.dataset = full.dataset
-    seen = []
-    n = len(full.steps)
-    for stop in range(EVERY, n + 1, EVERY):
-        growing.add(full.steps.chunk(full.run_id, stop - EVERY, stop))
-        last_step = int(full.steps.step[stop - 1])
-        growing.epochs = [e for e in full.epochs if e.step <= last_step]
-        seen.append((last_step, engine.evaluate(growing)))
-    return seen
+    """Feed the recorded run to a live engine EVERY steps, with the epochs finished so far."""
+    return list(diagnose_growing(full, EVERY))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
