@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pos-weight", type=_pos_weight, default=None, help="BCE weight of foreground pixels, or auto")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="sgd uses momentum 0.9")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                     help="the optimizer's weight decay (adamw: decoupled; default %(default)s)")
     opt.add_argument("--batch-size", type=int, default=d.batch_size)
     opt.add_argument("--epochs", type=int, default=d.epochs)
     opt.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
@@ -145,7 +147,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         skip_bad=args.skip_bad_files, image_size=args.image_size,
         normalize=not args.no_normalize, task=args.task, model=model, base_width=args.base_width, batch_norm=not args.no_batch_norm,
         output_activation=args.output_activation, loss=args.loss, bce_weight=args.bce_weight, dice_weight=args.dice_weight,
-        pos_weight=args.pos_weight, optimizer=args.optimizer, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+        pos_weight=args.pos_weight, optimizer=args.optimizer, weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
         lr=args.lr, step_size=args.step_size, gamma=args.gamma, clip=args.clip, amp=args.amp, seed=args.seed,
         device=args.device, checkpoint_dir=args.checkpoint_dir, record=args.record, resume=args.resume,
         preview_every=args.preview_every, telemetry=args.telemetry, control=args.control,

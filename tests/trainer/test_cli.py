@@ -34,6 +34,8 @@ SMALL = ["--image-size", "32", "--base-width", "8", "--batch-size", "4", "--prev
         (["--synthetic", "8", "--resume", "/no/such/last.pt"], "--resume"),
         (["--synthetic", "8", "--image-size", "30"], "--image-size"),
         (["--synthetic", "8", "--warp-speed"], "--warp-speed"),
+        (["--synthetic", "8", "--weight-decay", "-1"], "--weight-decay"),
+        (["--synthetic", "8", "--weight-decay", "nan"], "--weight-decay"),
     ],
 )
 def test_bad_flags_get_one_clear_error_line_and_exit_status_2(argv, names, capsys):
@@ -44,6 +46,14 @@ def test_bad_flags_get_one_clear_error_line_and_exit_status_2(argv, names, capsy
     assert status == 2
     assert len(err) == 1 and err[0].startswith("octa-train: error:") and names in err[0], err
     assert "Traceback" not in "\n".join(err)
+
+
+def test_weight_decay_reaches_the_optimizer_setting():
+    from octa_tui.trainer.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--synthetic", "8", "--optimizer", "adamw",
+                                                          "--weight-decay", "0.05"]))
+    assert (config.optimizer, config.weight_decay) == ("adamw", 0.05)
 
 
 def test_a_data_folder_without_images_is_named_in_the_error(tmp_path: Path, capsys):
