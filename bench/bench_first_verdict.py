@@ -28,7 +28,7 @@ from pathlib import Path
 from octa_tui.tui.app import VERDICT_INTERVAL_S, default_diagnose
 from octa_tui.tui.demo import DemoSource, DemoTrainer, demo_threads, demo_trainer_args
 
-TARGET_S = 30.0  # issue 18: every scenario's verdict shows within 30 s of the command
+TARGET_S = 30.0  # every scenario's verdict shows within 30 s of the command
 
 
 @dataclass
