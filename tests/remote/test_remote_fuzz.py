@@ -74,6 +74,11 @@ random_frames = st.lists(st.binary(max_size=64), min_size=1, max_size=3)
 def latest_settings(info) -> dict[str, float]:
     with RunFollower(info["telemetry"], info["control"], timeout_s=60) as follower:
         history = follower.connect()
+        # a trainer announces itself before its first step is published: wait for one
+        deadline = time.monotonic() + 120
+        while not len(follower.history.steps) and time.monotonic() < deadline:
+            follower.poll(0.1)
+        history = follower.history
         schema, steps = history.schema, history.steps
         return {key: float(steps.values[-1, schema.index(key)]) for key in SETTINGS if schema.has(key)}, len(steps), \
             [e for e in history.events if e.kind == "command_applied"]
