@@ -5,14 +5,18 @@ This side never imports torch: it turns the command line into
 ``python``/``python3`` (or any interpreter path whose name starts with ``python``) at the
 head of the command is the interpreter used (so a venv's python keeps its packages); a
 command that starts with the script itself uses this interpreter. ``python -m module`` works.
+An interpreter that cannot import octa-tui cannot run the attach core: a bare ``python`` found on
+PATH (a shell whose venv is not activated) is replaced by the interpreter octa-tui runs in, with
+a line saying so; an interpreter named by its path gets an error that names the fix.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 USAGE = ("usage: octa-tui run [--record PATH | --no-record] [--task T] [--name N] [--telemetry E] [--control E] "
          "[--checkpoint-dir DIR] [--insecure] -- python train.py ARGS")
@@ -68,13 +72,46 @@ def build_argv(argv: Sequence[str]) -> list[str]:
     return [python, "-m", "octa_tui.run", *options, "--", *words]
 
 
+# Run by the chosen interpreter in the script's folder: can it import the attach core? (No torch import.)
+_HAS_OCTA_TUI = ("import importlib.util, sys; "
+                 "sys.exit(0 if importlib.util.find_spec('octa_tui.trainer.autorun') else 3)")
+
+
+def has_octa_tui(python: str) -> bool:
+    """Whether ``python`` can import octa-tui's attach core (from the current folder, as the run will)."""
+    try:
+        return subprocess.run([python, "-c", _HAS_OCTA_TUI], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def choose_interpreter(command: list[str], argv: Sequence[str],
+                       can_run: Callable[[str], bool] = has_octa_tui) -> tuple[list[str], str]:
+    """``command`` with an interpreter that can run the attach core, and a line for the user when it
+    was changed. A bare ``python``/``python3`` resolved on PATH that lacks octa-tui falls back to this
+    interpreter; an interpreter given by path that lacks it is a RunUsageError naming the fix."""
+    if os.path.realpath(command[0]) == os.path.realpath(sys.executable) or can_run(command[0]):
+        return command, ""
+    named = next((w for w in argv if _is_python(w)), command[0])
+    if os.sep in named:
+        raise RunUsageError(f"{named} cannot import octa-tui, so it cannot run the script under the monitor; "
+                            f"install octa-tui there ({named} -m pip install octa-tui) or use the interpreter that "
+                            f"has it: {sys.executable}")
+    notice = (f"octa-tui run: {named} on PATH ({command[0]}) has no octa-tui; running the script with octa-tui's "
+              f"own interpreter, {sys.executable} (activate the environment that has both to choose another)")
+    return [sys.executable, *command[1:]], notice
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Replace this process with the script under the attach core (returns only on a usage error)."""
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        command = build_argv(sys.argv[1:] if argv is None else argv)
+        command, notice = choose_interpreter(build_argv(words), words)
     except RunUsageError as exc:
         print(f"octa-tui run: {exc}", file=sys.stderr)
         return 2
+    if notice:
+        print(notice, file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)

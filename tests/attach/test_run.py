@@ -24,7 +24,7 @@ from octa_tui.protocol.commands import make_command
 from octa_tui.protocol.follow import RunFollower
 from octa_tui.protocol.recording import read_recording
 from octa_tui.protocol.runfiles import list_run_files
-from octa_tui.tui.run_command import RunUsageError, build_argv
+from octa_tui.tui.run_command import RunUsageError, build_argv, choose_interpreter, has_octa_tui
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "attach" / "heatmap_onecycle.py"
@@ -148,6 +148,27 @@ def test_the_command_line_becomes_python_dash_m_octa_tui_run():
         build_argv(["--", "torchrun", "train.py"])
     with pytest.raises(RunUsageError, match="no command"):
         build_argv(["--record", "r.octa"])
+
+
+def test_a_python_on_path_without_octa_tui_gives_way_to_octa_tuis_own_interpreter(tmp_path: Path):
+    # GIVEN a shell whose `python` is another environment's (no octa-tui there: exits 3 on the check)
+    other = tmp_path / "bin" / "python"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\nexit 3\n")
+    other.chmod(0o755)
+    assert not has_octa_tui(str(other)) and has_octa_tui(sys.executable)
+    words = ["--", "python", "train.py"]
+    command = [str(other), "-m", "octa_tui.run", "--", "train.py"]
+    # WHEN the interpreter is chosen THEN a bare `python` falls back to octa-tui's, and says so
+    chosen, notice = choose_interpreter(command, words)
+    assert chosen == [sys.executable, "-m", "octa_tui.run", "--", "train.py"]
+    assert "has no octa-tui" in notice and sys.executable in notice
+    # AND an interpreter named by its path is refused with the fix, never silently replaced
+    with pytest.raises(RunUsageError, match="cannot import octa-tui") as err:
+        choose_interpreter(command, ["--", str(other), "train.py"])
+    assert "pip install octa-tui" in str(err.value) and sys.executable in str(err.value)
+    # AND an interpreter that has octa-tui is kept as it is
+    assert choose_interpreter(command, words, can_run=lambda python: True) == (command, "")
 
 
 def test_a_script_that_fails_keeps_its_exit_code_and_closes_the_run(tmp_path: Path):
