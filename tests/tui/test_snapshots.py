@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from screen_text import screen_text
 from seeded import seeded_history
 
 from octa_tui.protocol.messages import Reply
@@ -21,13 +22,25 @@ def _app():
     return make_app(source, clock=lambda: FIXED_TIME)
 
 
+PLACEHOLDERS = ("waiting for data", "summarising", "appears once the engine has run")
+
+
 async def _settled(pilot) -> None:
+    """Wait until the run is open, diagnosed, every panel has drawn its data (no placeholder is
+    left: panels refresh on their own timers, later on a loaded machine) and the screen holds still."""
     app = pilot.app
     deadline = time.monotonic() + 120
     while not (app.opened and app.diagnosis is not None):
         assert time.monotonic() < deadline
         await pilot.pause(0.05)
-    await pilot.pause(0.3)
+    previous = None
+    while True:
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        if text == previous and not any(p in text for p in PLACEHOLDERS):
+            return
+        assert time.monotonic() < deadline, f"the screen never settled:\n{text}"
+        previous = text
 
 
 @pytest.fixture(autouse=True)
