@@ -21,9 +21,11 @@ from octa_tui.protocol.recording import read_recording
 pytestmark = pytest.mark.slow
 
 FREEZE_S = 10.0
-# The machine is shared with other work, so step times wander; a monitor that cost the
-# trainer anything (blocking on a frozen peer) would cost far more than this.
-STEP_TIME_TOLERANCE = 1.5
+# The machine is shared with other work, so step times wander between the unmonitored run and
+# the later windows (2.3x seen with two test suites at once); a monitor that cost the trainer
+# anything real (a send blocking on a frozen peer once its queue is full) stalls steps for the
+# whole freeze, far beyond this. The figures themselves are measured by bench/, not asserted here.
+STEP_TIME_TOLERANCE = 5.0
 
 
 def median_step_s(path, start_time: float = 0.0, end_time: float = float("inf"), skip: int = 20) -> float:

@@ -124,7 +124,9 @@ def test_two_ranks_are_one_run_that_takes_an_lr_command_at_the_same_step_and_sto
         assert follower.request(make_command("ping")).ok
         # WHEN it resumes, THEN both ranks train on
         assert follower.request(make_command("resume")).ok
-        _wait_for(lambda: all(paused_at[0] + 2 in _rank_log(tmp_path, r)[1] for r in (0, 1)), proc, 60, "resume")
+        # (and train past step 10, so the ranks' step times have been gathered twice, at 5 and 10)
+        resumed_to = max(paused_at[0] + 2, 11)
+        _wait_for(lambda: all(resumed_to in _rank_log(tmp_path, r)[1] for r in (0, 1)), proc, 120, "resume")
 
         # WHEN the monitor sends stop
         assert follower.request(make_command("stop")).ok
