@@ -451,10 +451,15 @@ class TrainerLink:
         ``ping`` and ``history`` are answered here. A request that does not decode, or a
         command that fails validation, gets an error reply and changes nothing. The work
         is bounded by the service budget: requests beyond it wait in ZeroMQ's bounded
-        queues for a later boundary.
+        queues for a later boundary. While the publisher thread holds the link (publishing a batch
+        of steps), the training thread does not wait for it: the requests are served at the next call.
         """
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return []
+        try:
             return self._poll_commands()
+        finally:
+            self._lock.release()
 
     def _poll_commands(self) -> list[PendingCommand]:
         pending: list[PendingCommand] = []
