@@ -52,9 +52,11 @@ class Scenario:
 
 
 SMALL = {"synthetic": 64, "image_size": 32, "base_width": 8}
-# The demo run of a scenario whose rule needs hundreds of steps (an oscillation trend, three epochs of
-# collapse): 32 px images and a width-8 UNet step about ten times faster than the demo's 64 px and
-# width 16, so `octa-tui demo --scenario NAME` shows the verdict within half a minute.
+# The demo run of a scenario whose rule needs tens to hundreds of steps (an lr trend over 40 steps,
+# 30 steps of squashed outputs, five flat epochs, an oscillation trend, three epochs of collapse):
+# 32 px images and a width-8 UNet (the sizes its check reproduces the fault at) step about ten times
+# faster than the demo's 64 px and width 16, so `octa-tui demo --scenario NAME` shows the verdict
+# within half a minute even on a busy 2-core machine.
 DEMO_FAST = {"image_size": 32, "base_width": 8}
 
 SCENARIOS: dict[str, Scenario] = {
@@ -84,7 +86,7 @@ SCENARIOS: dict[str, Scenario] = {
             "'learning rate too small': loss barely moving at a high level, tiny update ratio",
             "the verdict's key: set_lr sized from the measured update size (about 5e-4 here: the lr that brings "
             "|dw|/|w| to the healthy ~3e-3)",
-            changes={"lr": 1e-6},
+            changes={"lr": 1e-6, **DEMO_FAST},
             live_fix=LiveFix(),
             check=SMALL, steps=300, budget=225, fix_at=225,
         ),
@@ -155,7 +157,7 @@ SCENARIOS: dict[str, Scenario] = {
             "short epochs, so the seed's five flat epochs pass within ~45 steps", "plateau",
             "'plateau': the last 5 epoch losses flat (variance and improvement below the seed's limits)",
             "lower the lr or stop (the trial shows a lower lr changes nothing)",
-            changes={"step_size": 1, "gamma": 0.3, "synthetic": 40},
+            changes={"step_size": 1, "gamma": 0.3, "synthetic": 40, **DEMO_FAST},
             live_fix=LiveFix(False, (("set_lr", {"lr": 1e-9}),), "set_lr 1e-9 (lower)"),
             check={**SMALL, "synthetic": 20, "batch_size": 16}, steps=60, budget=45, fix_at=45,
         ),
@@ -164,7 +166,7 @@ SCENARIOS: dict[str, Scenario] = {
             "predictions squashed into [0.5, 0.73]", "squashed_outputs",
             "'outputs squashed into a narrow band': the logits never leave [0, 1]",
             "restart without the model's sigmoid (--model unet)",
-            changes={"model": "unet_double_sigmoid"}, restart_fix={"model": "unet"},
+            changes={"model": "unet_double_sigmoid", **DEMO_FAST}, restart_fix={"model": "unet"},
             check=SMALL, steps=150, budget=150,
         ),
         Scenario(
@@ -172,7 +174,7 @@ SCENARIOS: dict[str, Scenario] = {
             "costs ln 2", "bce_at_ln2",
             "'the logits never go below 0': BCE held near 0.693",
             "restart without the ReLU (--model unet)",
-            changes={"model": "unet_relu_head"}, restart_fix={"model": "unet"},
+            changes={"model": "unet_relu_head", **DEMO_FAST}, restart_fix={"model": "unet"},
             check=SMALL, steps=150, budget=150,
         ),
         Scenario(
@@ -180,7 +182,7 @@ SCENARIOS: dict[str, Scenario] = {
             "no gradient flows", "constant_loss",
             "'the model's output is one value everywhere': min = max = 1, gradient norm 0",
             "restart with a sigmoid for one class (--model unet)",
-            changes={"model": "unet_softmax_head"}, restart_fix={"model": "unet"},
+            changes={"model": "unet_softmax_head", **DEMO_FAST}, restart_fix={"model": "unet"},
             check=SMALL, steps=120, budget=120,
         ),
         Scenario(
