@@ -21,11 +21,17 @@ from octa_tui.protocol.transport import ControlTimeout
 def main(telemetry: str, control: str, run_file: str, seconds: float) -> None:
     out: dict = {}
     context = zmq.Context()
-    # 1. read the telemetry with a plain SUB
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(telemetry)
+    # 1. read the telemetry with a plain SUB; a fresh one every half second, since a SUB whose
+    # handshake is refused tries only once or twice (one refusal could be the trainer's only sight of it)
+    def subscriber() -> zmq.Socket:
+        sock = context.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(telemetry)
+        return sock
+
+    sub = subscriber()
+    subscribers = 1
     # 2. steer with a plain DEALER: set_lr 0.9, pause, stop
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
@@ -34,7 +40,11 @@ def main(telemetry: str, control: str, run_file: str, seconds: float) -> None:
         dealer.send_multipart(encode(Command(op, args, request_id=f"attack-{op}")), zmq.NOBLOCK)
     received = replies = 0
     deadline = time.monotonic() + seconds
+    renew_at = time.monotonic() + 0.5
     while time.monotonic() < deadline:
+        if time.monotonic() >= renew_at:
+            sub.close(0)
+            sub, subscribers, renew_at = subscriber(), subscribers + 1, time.monotonic() + 0.5
         if sub.poll(50):
             sub.recv_multipart()
             received += 1
@@ -43,6 +53,7 @@ def main(telemetry: str, control: str, run_file: str, seconds: float) -> None:
             replies += 1
     out["telemetry_messages"] = received
     out["control_replies"] = replies
+    out["subscribers"] = subscribers
     sub.close(0)
     dealer.close(0)
     # 3. what a monitor of this user is told
